@@ -1,0 +1,81 @@
+"""Virtual Visits application factory; ``python app.py`` serves it under gevent."""
+if __name__ == "__main__":
+    # Patch before anything imports socket, ssl or threading. Only here and in the
+    # gunicorn worker: never under pytest, whose tests run in threading mode.
+    from gevent import monkey
+
+    monkey.patch_all()
+
+import sys  # noqa: E402
+
+from flask import Flask  # noqa: E402
+
+import settings  # noqa: E402
+from extensions import babel, db, migrate, socketio  # noqa: E402
+
+
+def create_app(config: dict | None = None) -> Flask:
+    """Build the app: settings, logging, storage, features, then Socket.IO."""
+    app = Flask(__name__, instance_relative_config=True)
+    settings.load(app, config)
+    settings.check(app.config)
+
+    from ops import logs
+
+    logs.configure(app)
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory="migrations", render_as_batch=True)
+
+    from ops import i18n
+
+    babel.init_app(app, locale_selector=i18n.select_locale)
+    i18n.init_app(app)
+
+    # Features register their Socket.IO handlers at import time; that must happen before
+    # socketio.init_app() so the handlers are replayed for every app the factory builds.
+    import admin
+    import device_test
+    import ehr
+    import notifications
+    import ops
+    import patient_join
+    import provider_launch
+    import visits  # noqa: F401  (models must be imported for Alembic and create_all)
+
+    app.register_blueprint(ops.bp)
+    app.register_blueprint(patient_join.bp)
+    app.register_blueprint(provider_launch.bp)
+    app.register_blueprint(device_test.bp)
+    app.register_blueprint(ehr.bp)
+    app.register_blueprint(notifications.bp)
+    app.register_blueprint(admin.bp)
+    if app.config["SANDBOX"]:
+        import sandbox_ehr
+
+        sandbox_ehr.init_app(app)
+
+    socketio.init_app(
+        app,
+        async_mode=app.config["ASYNC_MODE"],
+        message_queue=app.config["REDIS_URL"],
+        # Same-origin only; the EHR embeds our pages, it never opens our socket itself.
+        cors_allowed_origins=[app.config["PUBLIC_BASE_URL"]],
+    )
+    return app
+
+
+def main() -> None:
+    """Serve on VV_HOST:VV_PORT with gevent and real WebSockets."""
+    from ops.server import serve
+
+    try:
+        app = create_app()
+    except settings.ConfigError as exc:
+        print(f"virtual-visits: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    serve(app)
+
+
+if __name__ == "__main__":
+    main()

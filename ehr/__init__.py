@@ -1,0 +1,6 @@
+"""EHR integration: SMART client, FHIR client, write-back outbox, HL7 v2 intake."""
+from flask import Blueprint
+
+bp = Blueprint("ehr", __name__)
+
+from ehr import models, views  # noqa: E402,F401

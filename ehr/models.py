@@ -1,0 +1,1 @@
+"""EHR rows. Filled in by the storage work."""

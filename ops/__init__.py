@@ -1,0 +1,6 @@
+"""Operations: health and readiness probes, metrics, logging, error pages, i18n."""
+from flask import Blueprint
+
+bp = Blueprint("ops", __name__, template_folder="templates")
+
+from ops import errors, views  # noqa: E402,F401

@@ -1,0 +1,204 @@
+"""Every setting, declared once with its default and why it exists.
+
+Values come from, in order: the defaults below, the environment (``VV_<NAME>``), then
+the mapping passed to ``create_app(config)`` (tests). ``docs/configuration.md`` is
+generated from this list (``python -m settings``), so the two never drift apart.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+from dataclasses import dataclass
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+ENV_PREFIX = "VV"
+
+
+class ConfigError(Exception):
+    """The configuration cannot run safely; the message is one line for the operator."""
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"expected true/false, got {value!r}")
+
+
+def _str_or_none(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _choice(*allowed: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = str(value).strip().lower()
+        if text not in allowed:
+            raise ValueError(f"expected one of {', '.join(allowed)}, got {value!r}")
+        return text
+
+    return parse
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    help: str
+    parse: Callable[[Any], Any] = str
+
+    @property
+    def env_var(self) -> str:
+        return f"{ENV_PREFIX}_{self.name}"
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("ENV", "development", "`development` or `production`. Production refuses to start "
+            "with the sandbox on, without a strong secret key, or on plain http for a public host.",
+            _choice("development", "production")),
+    Setting("SECRET_KEY", None, "Signs sessions and derives at-rest encryption keys. Development "
+            "generates one into `instance/secret_key` on first run; production requires it "
+            "(at least 32 characters).", _str_or_none),
+    Setting("DATABASE_URL", None, "SQLAlchemy URL. Default: SQLite file `instance/virtual-visits.db`. "
+            "`postgresql://user@host/db` uses psycopg 3.", _str_or_none),
+    Setting("REDIS_URL", None, "Optional. With it, several server processes share Socket.IO emits "
+            "and presence, and `/readyz` checks Redis.", _str_or_none),
+    Setting("PUBLIC_BASE_URL", "http://127.0.0.1:5000", "The URL patients and the EHR reach us at; "
+            "used in links, SMART redirect URIs and the JWKS URL. Must be https in production "
+            "unless it is a loopback address."),
+    Setting("HOST", "127.0.0.1", "Address `python app.py` listens on."),
+    Setting("PORT", 5000, "Port `python app.py` listens on.", int),
+    Setting("ASYNC_MODE", "gevent", "Socket.IO async mode: `gevent` when served (real WebSocket), "
+            "`threading` in tests.", _choice("gevent", "threading")),
+    Setting("SANDBOX", False, "Serve the built-in sandbox EHR under `/sandbox` for the demo and the "
+            "tests. Never in production.", _bool),
+    Setting("SANDBOX_TIMEZONE", "America/Chicago", "IANA time zone of the sandbox clinic's schedule."),
+    Setting("SANDBOX_DATABASE_URL", None, "Where the sandbox EHR keeps its FHIR resources. Default: "
+            "SQLite file `instance/sandbox-ehr.db`, apart from the app's own data.", _str_or_none),
+    Setting("LOG_LEVEL", "INFO", "Python logging level.", lambda v: str(v).upper()),
+    Setting("LOG_FORMAT", "json", "`json` (one object per line, for log shippers) or `text`.",
+            _choice("json", "text")),
+)
+
+_DEFAULT_SECRETS = {"dev", "development", "secret", "changeme", "change-me", "please-change-me"}
+
+
+def load(app, overrides: dict | None = None) -> None:
+    """Fill ``app.config`` from defaults, the environment, then ``overrides``."""
+    for setting in SETTINGS:
+        app.config[setting.name] = setting.default
+    for setting in SETTINGS:
+        raw = os.environ.get(setting.env_var)
+        if raw is not None:
+            app.config[setting.name] = _parse(setting, raw)
+    for key, value in (overrides or {}).items():
+        known = next((s for s in SETTINGS if s.name == key), None)
+        app.config[key] = _parse(known, value) if known and value is not None else value
+    _derive(app)
+
+
+def _parse(setting: Setting, raw: Any) -> Any:
+    try:
+        return setting.parse(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{setting.env_var}: {exc}") from None
+
+
+def _derive(app) -> None:
+    """Settings computed from others: database URLs and the development secret."""
+    os.makedirs(app.instance_path, exist_ok=True)
+    app.config["PUBLIC_BASE_URL"] = app.config["PUBLIC_BASE_URL"].rstrip("/")
+    database_url = app.config["DATABASE_URL"] or _sqlite_url(app, "virtual-visits.db")
+    app.config["SQLALCHEMY_DATABASE_URI"] = sqlalchemy_url(database_url)
+    sandbox_url = app.config["SANDBOX_DATABASE_URL"] or _sqlite_url(app, "sandbox-ehr.db")
+    app.config["SQLALCHEMY_BINDS"] = {"sandbox": sqlalchemy_url(sandbox_url)}
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": True}
+    if app.config["SECRET_KEY"] is None and app.config["ENV"] == "development":
+        app.config["SECRET_KEY"] = _development_secret(app.instance_path)
+    app.config["SESSION_COOKIE_HTTPONLY"] = True
+    app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    app.config["SESSION_COOKIE_SECURE"] = app.config["PUBLIC_BASE_URL"].startswith("https://")
+
+
+def _sqlite_url(app, filename: str) -> str:
+    return "sqlite:///" + os.path.join(app.instance_path, filename)
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Point plain ``postgresql://`` URLs at psycopg 3, the driver we install."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def _development_secret(instance_path: str) -> str:
+    path = os.path.join(instance_path, "secret_key")
+    try:
+        with open(path, encoding="ascii") as handle:
+            return handle.read().strip()
+    except FileNotFoundError:
+        pass
+    secret = secrets.token_urlsafe(48)
+    # O_EXCL: two processes starting at once must not each write a different secret.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        with open(path, encoding="ascii") as handle:
+            return handle.read().strip()
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(secret)
+    return secret
+
+
+def check(config) -> None:
+    """Refuse configurations that are unsafe; raise ConfigError with a one-line reason."""
+    public = urlsplit(config["PUBLIC_BASE_URL"])
+    if public.scheme not in {"http", "https"} or not public.hostname:
+        raise ConfigError(f"{ENV_PREFIX}_PUBLIC_BASE_URL must be an http(s) URL, "
+                          f"got {config['PUBLIC_BASE_URL']!r}")
+    if config["ENV"] != "production":
+        return
+    if config["SANDBOX"]:
+        raise ConfigError(f"refusing to start: {ENV_PREFIX}_SANDBOX is on in production; "
+                          "the sandbox EHR hands out tokens to anyone")
+    secret = config.get("SECRET_KEY")
+    if not secret or secret.lower() in _DEFAULT_SECRETS or len(secret) < 32:
+        raise ConfigError(f"refusing to start: set {ENV_PREFIX}_SECRET_KEY to a random value of at "
+                          "least 32 characters in production (python -c 'import secrets; "
+                          "print(secrets.token_urlsafe(48))')")
+    if public.scheme != "https" and not is_loopback(public.hostname):
+        raise ConfigError(f"refusing to start: {ENV_PREFIX}_PUBLIC_BASE_URL is plain http for "
+                          f"{public.hostname}; patients' links and EHR tokens need https")
+
+
+def is_loopback(hostname: str) -> bool:
+    if hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False
+
+
+def markdown_table() -> str:
+    """The settings as a Markdown table, for docs/configuration.md."""
+    rows = ["| variable | default | what it does |", "| --- | --- | --- |"]
+    for setting in SETTINGS:
+        default = "(none)" if setting.default is None else f"`{setting.default}`"
+        if isinstance(setting.default, bool):
+            default = f"`{str(setting.default).lower()}`"
+        rows.append(f"| `{setting.env_var}` | {default} | {setting.help} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

@@ -1,0 +1,87 @@
+"""Shared fixtures: an app per test (flaskr), its client and CLI runner.
+
+Storage tests run on SQLite always and on PostgreSQL too when ``DATABASE_URL`` is set
+(CI sets it); each PostgreSQL test gets its own schema so tests cannot see each other.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from app import create_app
+from extensions import db
+from settings import sqlalchemy_url
+
+POSTGRES_URL = os.environ.get("DATABASE_URL")
+REDIS_URL = os.environ.get("REDIS_URL")
+
+
+def _backends() -> list:
+    backends = ["sqlite"]
+    if POSTGRES_URL and POSTGRES_URL.startswith(("postgres://", "postgresql")):
+        backends.append("postgresql")
+    return backends
+
+
+@pytest.fixture(params=_backends())
+def database_url(request, tmp_path):
+    """A fresh, empty database: a SQLite file, or a PostgreSQL schema dropped afterwards."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'app.db'}"
+        return
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(sqlalchemy_url(POSTGRES_URL), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in POSTGRES_URL else "?"
+    yield f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path):
+    return f"sqlite:///{tmp_path / 'app.db'}"
+
+
+def make_config(tmp_path, **overrides) -> dict:
+    """Test settings: an instance folder per test, threading async mode, text logs."""
+    config = {
+        "TESTING": True,
+        "ENV": "development",
+        "SECRET_KEY": "test-secret-key-that-is-long-enough-0123456789",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}",
+        "SANDBOX_DATABASE_URL": f"sqlite:///{tmp_path / 'sandbox.db'}",
+        "ASYNC_MODE": "threading",
+        "LOG_FORMAT": "text",
+        "SANDBOX": True,
+    }
+    config.update(overrides)
+    return config
+
+
+@pytest.fixture
+def app(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    application = create_app(make_config(tmp_path))
+    application.instance_path  # noqa: B018  (created by settings.load)
+    with application.app_context():
+        db.create_all()
+    yield application
+    with application.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()

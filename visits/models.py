@@ -1,0 +1,1 @@
+"""Rows of the visit domain. Filled in by the storage work."""
