@@ -16,7 +16,8 @@ from extensions import babel, db, migrate, socketio  # noqa: E402
 
 def create_app(config: dict | None = None) -> Flask:
     """Build the app: settings, logging, storage, features, then Socket.IO."""
-    app = Flask(__name__, instance_relative_config=True)
+    app = Flask(__name__, instance_relative_config=True,
+                instance_path=settings.instance_path(config))
     settings.load(app, config)
     settings.check(app.config)
 

@@ -71,9 +71,11 @@ SETTINGS: tuple[Setting, ...] = (
             "`postgresql://user@host/db` uses psycopg 3.", _str_or_none),
     Setting("REDIS_URL", None, "Optional. With it, several server processes share Socket.IO emits "
             "and presence, and `/readyz` checks Redis.", _str_or_none),
-    Setting("PUBLIC_BASE_URL", "http://127.0.0.1:5000", "The URL patients and the EHR reach us at; "
-            "used in links, SMART redirect URIs and the JWKS URL. Must be https in production "
-            "unless it is a loopback address."),
+    Setting("PUBLIC_BASE_URL", None, "The URL patients and the EHR reach us at; used in links, "
+            "SMART redirect URIs and the JWKS URL. Default: `http://<HOST>:<PORT>`. Must be https "
+            "in production unless it is a loopback address.", _str_or_none),
+    Setting("INSTANCE_PATH", None, "Folder for the SQLite files and the development secret. "
+            "Default: `instance/` beside `app.py`.", _str_or_none),
     Setting("HOST", "127.0.0.1", "Address `python app.py` listens on."),
     Setting("PORT", 5000, "Port `python app.py` listens on.", int),
     Setting("ASYNC_MODE", "gevent", "Socket.IO async mode: `gevent` when served (real WebSocket), "
@@ -89,6 +91,12 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 _DEFAULT_SECRETS = {"dev", "development", "secret", "changeme", "change-me", "please-change-me"}
+
+
+def instance_path(overrides: dict | None = None) -> str | None:
+    """The instance folder must be known before Flask() is built, so it is read early."""
+    chosen = (overrides or {}).get("INSTANCE_PATH") or os.environ.get(f"{ENV_PREFIX}_INSTANCE_PATH")
+    return os.path.abspath(chosen) if chosen else None
 
 
 def load(app, overrides: dict | None = None) -> None:
@@ -115,7 +123,8 @@ def _parse(setting: Setting, raw: Any) -> Any:
 def _derive(app) -> None:
     """Settings computed from others: database URLs and the development secret."""
     os.makedirs(app.instance_path, exist_ok=True)
-    app.config["PUBLIC_BASE_URL"] = app.config["PUBLIC_BASE_URL"].rstrip("/")
+    public = app.config["PUBLIC_BASE_URL"] or f"http://{app.config['HOST']}:{app.config['PORT']}"
+    app.config["PUBLIC_BASE_URL"] = public.rstrip("/")
     database_url = app.config["DATABASE_URL"] or _sqlite_url(app, "virtual-visits.db")
     app.config["SQLALCHEMY_DATABASE_URI"] = sqlalchemy_url(database_url)
     sandbox_url = app.config["SANDBOX_DATABASE_URL"] or _sqlite_url(app, "sandbox-ehr.db")

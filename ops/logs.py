@@ -14,6 +14,8 @@ import uuid
 from flask import Flask, g, has_request_context, request
 from pythonjsonlogger.json import JsonFormatter
 
+from ops import metrics
+
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 access_log = logging.getLogger("virtual_visits.access")
 
@@ -61,6 +63,9 @@ def _finish_request(response):
     started = g.get("request_started")
     duration_ms = round((time.perf_counter() - started) * 1000, 1) if started else None
     route = request.url_rule.rule if request.url_rule else "(unmatched)"
+    metrics.http_requests.labels(request.method, route, str(response.status_code)).inc()
+    if started:
+        metrics.http_duration.labels(route).observe(duration_ms / 1000)
     access_log.info("request", extra={
         "method": request.method, "route": route, "status": response.status_code,
         "duration_ms": duration_ms,

@@ -52,6 +52,7 @@ def make_config(tmp_path, **overrides) -> dict:
     """Test settings: an instance folder per test, threading async mode, text logs."""
     config = {
         "TESTING": True,
+        "INSTANCE_PATH": str(tmp_path / "instance"),
         "ENV": "development",
         "SECRET_KEY": "test-secret-key-that-is-long-enough-0123456789",
         "DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}",

@@ -1,0 +1,55 @@
+# Virtual Visits: `make demo` runs the app with the sandbox EHR; `make test` runs every test.
+# Both start from a clean clone: they create .venv and install what they need.
+
+PYTHON ?= python3
+PORT ?= 5000
+VENV := .venv
+BIN := $(VENV)/bin
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+SUDO := $(shell [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null && echo sudo)
+
+.PHONY: demo test install install-test translations migrate chromium serve clean help
+
+help:
+	@echo "make demo   - set up and start the app with the sandbox EHR on http://127.0.0.1:$(PORT)"
+	@echo "make test   - install test dependencies (and Debian chromium) and run the whole suite"
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (set PYTHON=...)")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# The stamps re-run pip only when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	@touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed translations
+install-test: $(VENV)/.installed-test translations chromium
+
+translations: $(BIN)/python
+	@$(BIN)/pybabel compile --quiet --use-fuzzy -d translations 2>/dev/null || $(BIN)/pybabel compile -d translations
+
+chromium:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  echo "Installing Debian chromium for the browser tests..."; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; \
+	fi
+
+migrate: install
+	VV_SANDBOX=1 $(BIN)/flask --app app db upgrade
+
+demo: migrate
+	VV_SANDBOX=1 VV_PUBLIC_BASE_URL=http://127.0.0.1:$(PORT) $(BIN)/flask --app app demo
+	VV_SANDBOX=1 VV_PORT=$(PORT) VV_PUBLIC_BASE_URL=http://127.0.0.1:$(PORT) VV_LOG_FORMAT=text \
+	  $(BIN)/python app.py
+
+test: install-test
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) test-output .pytest_cache

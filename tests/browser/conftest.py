@@ -1,0 +1,132 @@
+"""Browser fixtures: the real server (``python app.py``, gevent) in a subprocess on a free
+port, and Debian Chromium driven by Playwright with fake camera and microphone."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+]
+OUTPUT = Path(os.environ.get("VV_TEST_OUTPUT", ROOT / "test-output"))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class LiveServer:
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+
+def start_server(workdir: Path, **env_overrides: str) -> LiveServer:
+    """Migrate a fresh database, start ``python app.py`` and wait until /healthz answers."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "VV_INSTANCE_PATH": str(workdir / "instance"),
+        "VV_DATABASE_URL": f"sqlite:///{workdir / 'app.db'}",
+        "VV_SANDBOX_DATABASE_URL": f"sqlite:///{workdir / 'sandbox.db'}",
+        "VV_SANDBOX": "1",
+        "VV_PORT": str(port),
+        "VV_PUBLIC_BASE_URL": url,
+        "VV_SECRET_KEY": "browser-test-secret-key-0123456789abcdef",
+        "VV_LOG_FORMAT": "json",
+        **env_overrides,
+    }
+    env.pop("VV_ASYNC_MODE", None)  # served for real: gevent
+    migration = subprocess.run([sys.executable, "-m", "flask", "--app", "app", "db", "upgrade"],
+                               cwd=ROOT, env=env, capture_output=True, text=True)
+    if migration.returncode != 0:
+        raise RuntimeError(f"flask db upgrade failed:\n{migration.stdout}{migration.stderr}")
+    log_path = workdir / "server.log"
+    log = open(log_path, "wb")  # noqa: SIM115  (kept open for the server's lifetime)
+    process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env,
+                               stdout=log, stderr=subprocess.STDOUT)
+    server = LiveServer(url, process, log_path)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{server.log_text()}")
+        try:
+            if requests.get(f"{url}/healthz", timeout=1).ok:
+                return server
+        except requests.ConnectionError:
+            time.sleep(0.05)  # polling for the port to open, not waiting a fixed time
+    process.kill()
+    raise RuntimeError(f"server did not answer /healthz within 30 s:\n{server.log_text()}")
+
+
+def stop_server(server: LiveServer) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+
+
+@pytest.fixture(scope="session")
+def live_app(tmp_path_factory):
+    """One real gevent server for the browser tests of this session."""
+    server = start_server(tmp_path_factory.mktemp("live"))
+    yield server
+    stop_server(server)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(locale="en-US")
+    opened = context.new_page()
+    yield opened
+    context.close()
+
+
+@pytest.fixture
+def phone_page(browser):
+    """A small phone screen (iPhone SE size), touch, Spanish by default."""
+    context = browser.new_context(viewport={"width": 375, "height": 667}, is_mobile=True,
+                                  has_touch=True, locale="es-MX")
+    opened = context.new_page()
+    yield opened
+    context.close()
+
+
+def screenshot(page, name: str) -> Path:
+    """Save a full-page screenshot under the test run's output folder."""
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    path = OUTPUT / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
