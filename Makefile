@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 SUDO := $(shell [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null && echo sudo)
 
-.PHONY: demo test install install-test translations migrate chromium serve clean help
+.PHONY: messages demo test install install-test translations migrate chromium serve clean help
 
 help:
 	@echo "make demo   - set up and start the app with the sandbox EHR on http://127.0.0.1:$(PORT)"
@@ -31,8 +31,8 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed translations
 install-test: $(VENV)/.installed-test translations chromium
 
-translations: $(BIN)/python
-	@$(BIN)/pybabel compile --quiet --use-fuzzy -d translations 2>/dev/null || $(BIN)/pybabel compile -d translations
+translations: $(VENV)/.installed
+	@$(BIN)/pybabel -q compile -d translations
 
 chromium:
 	@if [ ! -x /usr/bin/chromium ]; then \
@@ -53,3 +53,9 @@ test: install-test
 
 clean:
 	rm -rf $(VENV) test-output .pytest_cache
+
+# For developers: refresh translations/messages.pot and the .po files after changing text.
+SOURCES := app.py ops visits patient_join provider_launch device_test ehr notifications admin sandbox_ehr templates
+messages: $(BIN)/python
+	$(BIN)/pybabel extract -F babel.cfg --no-location --sort-output -o translations/messages.pot $(SOURCES)
+	$(BIN)/pybabel update --no-fuzzy-matching -i translations/messages.pot -d translations
