@@ -6,12 +6,16 @@ if __name__ == "__main__":
 
     monkey.patch_all()
 
+import os  # noqa: E402
 import sys  # noqa: E402
 
 from flask import Flask  # noqa: E402
 
 import settings  # noqa: E402
 from extensions import babel, db, migrate, socketio  # noqa: E402
+
+# Absolute, so `flask db upgrade` works from any working directory.
+MIGRATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
 
 
 def create_app(config: dict | None = None) -> Flask:
@@ -26,7 +30,7 @@ def create_app(config: dict | None = None) -> Flask:
     logs.configure(app)
 
     db.init_app(app)
-    migrate.init_app(app, db, directory="migrations", render_as_batch=True)
+    migrate.init_app(app, db, directory=MIGRATIONS, render_as_batch=True)
 
     from ops import i18n
 

@@ -1,1 +1,225 @@
-"""EHR rows. Filled in by the storage work."""
+"""EHR rows: the endpoints we trust, our signing keys, write-backs waiting to go, HL7 receipts.
+
+Nothing here names a patient. Write-back payloads reference FHIR ids (Patient/…,
+Appointment/…), and outbox errors are kept short and free of response bodies.
+"""
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.mutable import MutableDict, MutableList
+from sqlalchemy.orm import Mapped, backref, mapped_column, relationship
+
+from extensions import db
+from visits.models import UTCDateTime, one_of, utcnow
+
+if TYPE_CHECKING:
+    from visits.models import Appointment
+
+
+class Environment(enum.StrEnum):
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class WritebackResource(enum.StrEnum):
+    AUDIT_EVENT = "AuditEvent"
+    OBSERVATION = "Observation"
+
+
+class WritebackStatus(enum.StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+class AckCode(enum.StrEnum):
+    ACCEPT = "AA"
+    ERROR = "AE"
+    REJECT = "AR"
+
+
+class EhrEndpoint(db.Model):
+    """A SMART on FHIR server we accept launches and HL7 from, once an admin approves it.
+
+    ``name`` is the slug in ``/hl7/v2/<name>``; ``fhir_base_url`` is the SMART ``iss``.
+    """
+
+    __tablename__ = "ehr_endpoints"
+    __table_args__ = (
+        one_of("environment", Environment),
+        # Approval is one act: an approver without a time (or the reverse) is a bug.
+        sa.CheckConstraint("(approved_by IS NULL) = (approved_at IS NULL)",
+                           name="approval_complete"),
+        sa.CheckConstraint("link_valid_after_end_minutes >= 0",
+                           name="link_valid_after_end_minutes"),
+        sa.CheckConstraint("lobby_opens_before_minutes >= 0", name="lobby_opens_before_minutes"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    fhir_base_url: Mapped[str] = mapped_column(sa.String(500), unique=True)
+    environment: Mapped[str] = mapped_column(sa.String(16))
+    client_id: Mapped[str] = mapped_column(sa.String(200))
+    # Space-separated, as sent in the authorize request.
+    scopes: Mapped[str] = mapped_column(sa.Text, default="")
+    approved_by: Mapped[str | None] = mapped_column(sa.String(200))
+    approved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Origins allowed to frame our pages (CSP frame-ancestors), e.g. the EHR's web client.
+    allowed_frame_ancestors: Mapped[list[str]] = mapped_column(
+        MutableList.as_mutable(sa.JSON), default=list)
+    site_timezone: Mapped[str] = mapped_column(sa.String(64), default="America/Chicago")
+    # ISO 3166 region for reading phone numbers written without a country code.
+    default_phone_region: Mapped[str] = mapped_column(sa.String(2), default="US")
+    # Sender choice, templates, reminder offsets; never credentials (those are env vars).
+    sms_settings: Mapped[dict[str, Any]] = mapped_column(
+        MutableDict.as_mutable(sa.JSON), default=dict)
+    link_valid_after_end_minutes: Mapped[int] = mapped_column(default=120)
+    lobby_opens_before_minutes: Mapped[int] = mapped_column(default=30)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+    certificates: Mapped[list[EndpointCertificate]] = relationship(
+        back_populates="endpoint", cascade="all, delete-orphan")
+
+    @property
+    def is_approved(self) -> bool:
+        """Launches and HL7 from an endpoint are refused until an admin approves it."""
+        return self.approved_at is not None
+
+    def __repr__(self) -> str:
+        return f"<EhrEndpoint {self.id} {self.name!r} {self.environment}>"
+
+
+class EndpointCertificate(db.Model):
+    """A certificate an endpoint signs HL7 bodies with; several overlap during rotation."""
+
+    __tablename__ = "endpoint_certificates"
+    __table_args__ = (
+        sa.UniqueConstraint("endpoint_id", "fingerprint_sha256",
+                            name="uq_endpoint_certificates_endpoint_id_fingerprint_sha256"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    endpoint_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("ehr_endpoints.id", ondelete="CASCADE"))
+    subject: Mapped[str] = mapped_column(sa.String(500))
+    # Lowercase hex of the DER's SHA-256.
+    fingerprint_sha256: Mapped[str] = mapped_column(sa.String(64))
+    not_before: Mapped[datetime] = mapped_column(UTCDateTime())
+    not_after: Mapped[datetime] = mapped_column(UTCDateTime())
+    pem: Mapped[str] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    endpoint: Mapped[EhrEndpoint] = relationship(back_populates="certificates")
+
+    def is_valid_at(self, now: datetime) -> bool:
+        return self.not_before <= now <= self.not_after
+
+    def __repr__(self) -> str:
+        return (f"<EndpointCertificate {self.id} endpoint={self.endpoint_id} "
+                f"sha256={self.fingerprint_sha256[:12]}…>")
+
+
+class SigningKey(db.Model):
+    """One of our private_key_jwt keys. Retired keys stay published until tokens signed
+    with them can no longer be in flight."""
+
+    __tablename__ = "signing_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kid: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    alg: Mapped[str] = mapped_column(sa.String(16))
+    # Encrypted with a key derived from SECRET_KEY; a database dump alone cannot sign.
+    private_key_encrypted: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    public_jwk: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    @property
+    def is_active(self) -> bool:
+        return self.retired_at is None
+
+    def __repr__(self) -> str:
+        return f"<SigningKey {self.kid!r} {self.alg} active={self.is_active}>"
+
+
+class WritebackOutbox(db.Model):
+    """A FHIR resource to create in the EHR, kept until it is acknowledged.
+
+    ``business_identifier`` goes into ``If-None-Exist``, so a retry after a lost reply
+    cannot create a second AuditEvent or Observation; it is unique per endpoint so we
+    never queue the same fact twice either.
+    """
+
+    __tablename__ = "writeback_outbox"
+    __table_args__ = (
+        sa.UniqueConstraint("endpoint_id", "business_identifier",
+                            name="uq_writeback_outbox_endpoint_id_business_identifier"),
+        # The worker asks "pending and due"; this index answers it.
+        sa.Index("ix_writeback_outbox_status_next_attempt_at", "status", "next_attempt_at"),
+        one_of("resource_type", WritebackResource),
+        one_of("status", WritebackStatus),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    endpoint_id: Mapped[int] = mapped_column(sa.ForeignKey("ehr_endpoints.id"))
+    # SET NULL: the payload is self-contained, and purging an appointment must not
+    # drop the audit trail still owed to the EHR.
+    appointment_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("appointments.id", ondelete="SET NULL"), index=True)
+    resource_type: Mapped[str] = mapped_column(sa.String(32))
+    business_identifier: Mapped[str] = mapped_column(sa.String(200))
+    payload: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    status: Mapped[str] = mapped_column(sa.String(16), default=WritebackStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=utcnow)
+    # HTTP status and an OperationOutcome code at most; response bodies may echo PHI.
+    last_error: Mapped[str | None] = mapped_column(sa.String(500))
+    # The id the EHR gave the created resource.
+    remote_id: Mapped[str | None] = mapped_column(sa.String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    endpoint: Mapped[EhrEndpoint] = relationship()
+    # The backref lives here so visits/ does not depend on ehr/; without delete cascade
+    # the ORM nulls appointment_id itself when the appointment goes.
+    appointment: Mapped[Appointment | None] = relationship(backref=backref("writebacks"))
+
+    def __repr__(self) -> str:
+        return (f"<WritebackOutbox {self.id} {self.resource_type} endpoint={self.endpoint_id} "
+                f"status={self.status} attempts={self.attempts}>")
+
+
+class Hl7MessageReceipt(db.Model):
+    """An HL7 message we accepted, keyed by sender and control id, so a resend is
+    acknowledged again with the same code but applied only once."""
+
+    __tablename__ = "hl7_message_receipts"
+    __table_args__ = (
+        sa.UniqueConstraint("endpoint_id", "sender", "control_id",
+                            name="uq_hl7_message_receipts_endpoint_id_sender_control_id"),
+        one_of("ack_code", AckCode),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    endpoint_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("ehr_endpoints.id", ondelete="CASCADE"))
+    # MSH-3 and MSH-4 (sending application and facility), e.g. "EPIC^CLINIC".
+    sender: Mapped[str] = mapped_column(sa.String(200))
+    # MSH-10; up to 199 characters from HL7 v2.5 on.
+    control_id: Mapped[str] = mapped_column(sa.String(199))
+    # MSH-9, e.g. "SIU^S12".
+    message_type: Mapped[str] = mapped_column(sa.String(32))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # NULL while the message is being applied; then the MSA-1 we replied with.
+    ack_code: Mapped[str | None] = mapped_column(sa.String(2))
+
+    endpoint: Mapped[EhrEndpoint] = relationship()
+
+    def __repr__(self) -> str:
+        return (f"<Hl7MessageReceipt {self.id} endpoint={self.endpoint_id} "
+                f"{self.message_type} control_id={self.control_id!r} ack={self.ack_code}>")

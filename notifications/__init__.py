@@ -4,4 +4,4 @@ from flask import Blueprint
 bp = Blueprint("notifications", __name__, template_folder="templates", static_folder="static",
                static_url_path="/static/notifications")
 
-from notifications import views  # noqa: E402,F401
+from notifications import models, views  # noqa: E402,F401

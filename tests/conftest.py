@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import uuid
 
+import flask_migrate
 import pytest
 from sqlalchemy import create_engine, text
 
@@ -69,9 +70,9 @@ def make_config(tmp_path, **overrides) -> dict:
 def app(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     application = create_app(make_config(tmp_path))
-    application.instance_path  # noqa: B018  (created by settings.load)
     with application.app_context():
-        db.create_all()
+        # The real migrations, as `flask db upgrade` runs them, not create_all().
+        flask_migrate.upgrade()
     yield application
     with application.app_context():
         db.session.remove()

@@ -1,0 +1,121 @@
+"""SMS rows: who to text (encrypted), what was sent and how it went, who said STOP.
+
+Phone numbers and message bodies are encrypted at rest by the notifications services
+(a key derived from SECRET_KEY) and reach this module only as ciphertext. A recipient's
+phone is deleted when the appointment is over; deleting the participant or the
+appointment deletes it too. Opt-outs are kept as an HMAC of the number, so they can be
+matched without keeping the number.
+"""
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, backref, mapped_column, relationship
+
+from extensions import db
+from visits.models import UTCDateTime, one_of, utcnow
+
+if TYPE_CHECKING:
+    from ehr.models import EhrEndpoint
+    from visits.models import Appointment, Participant
+
+
+class SmsKind(enum.StrEnum):
+    CONFIRMATION = "confirmation"
+    RESCHEDULE = "reschedule"
+    CANCELLATION = "cancellation"
+    REMINDER = "reminder"
+
+
+class SmsStatus(enum.StrEnum):
+    SCHEDULED = "scheduled"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    # Not sent on purpose: opted out, landline, or the visit already started.
+    SUPPRESSED = "suppressed"
+
+
+class SmsRecipient(db.Model):
+    """The phone a participant is texted at. One per participant."""
+
+    __tablename__ = "sms_recipients"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    participant_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("participants.id", ondelete="CASCADE"), unique=True)
+    phone_encrypted: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    # From a carrier lookup ("mobile", "landline", "voip"); landlines are not texted.
+    phone_line_type: Mapped[str | None] = mapped_column(sa.String(32))
+    language: Mapped[str | None] = mapped_column(sa.String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    # The backref lives here so visits/ does not depend on notifications/. It cascades
+    # in the ORM as well as in the database so the phone goes with the participant
+    # even on SQLite, which enforces ON DELETE only with PRAGMA foreign_keys on.
+    participant: Mapped[Participant] = relationship(
+        backref=backref("sms_recipient", uselist=False, cascade="all, delete-orphan"))
+
+    def __repr__(self) -> str:
+        return f"<SmsRecipient {self.id} participant={self.participant_id}>"
+
+
+class SmsMessage(db.Model):
+    """One text to send or sent, with its delivery status from the provider."""
+
+    __tablename__ = "sms_messages"
+    __table_args__ = (
+        # The scheduler asks "scheduled and due"; this index answers it.
+        sa.Index("ix_sms_messages_status_scheduled_for", "status", "scheduled_for"),
+        one_of("kind", SmsKind),
+        one_of("status", SmsStatus),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    appointment_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("appointments.id", ondelete="CASCADE"), index=True)
+    participant_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("participants.id", ondelete="SET NULL"), index=True)
+    kind: Mapped[str] = mapped_column(sa.String(16))
+    language: Mapped[str] = mapped_column(sa.String(16))
+    scheduled_for: Mapped[datetime] = mapped_column(UTCDateTime())
+    status: Mapped[str] = mapped_column(sa.String(16), default=SmsStatus.SCHEDULED)
+    # Rendered text, encrypted; NULL until rendered and again once the visit is over.
+    body_encrypted: Mapped[bytes | None] = mapped_column(sa.LargeBinary)
+    # The provider's id (Twilio's SID), which delivery callbacks refer to.
+    provider_message_id: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    status_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    error_code: Mapped[str | None] = mapped_column(sa.String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    appointment: Mapped[Appointment] = relationship(
+        backref=backref("sms_messages", cascade="all, delete-orphan"))
+    participant: Mapped[Participant | None] = relationship(backref=backref("sms_messages"))
+
+    def __repr__(self) -> str:
+        return (f"<SmsMessage {self.id} appointment={self.appointment_id} kind={self.kind} "
+                f"status={self.status}>")
+
+
+class SmsOptOut(db.Model):
+    """A number that replied STOP, as an HMAC so the number itself is not kept."""
+
+    __tablename__ = "sms_opt_outs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    phone_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    # Where the STOP came in. SET NULL, never CASCADE: losing an opt-out would text
+    # someone who asked not to be texted.
+    endpoint_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("ehr_endpoints.id", ondelete="SET NULL"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    endpoint: Mapped[EhrEndpoint | None] = relationship()
+
+    def __repr__(self) -> str:
+        return f"<SmsOptOut {self.id} endpoint={self.endpoint_id}>"
