@@ -59,6 +59,10 @@ def create_app(config: dict | None = None) -> Flask:
         import sandbox_ehr
 
         sandbox_ehr.init_app(app)
+    from sandbox_ehr.cli import demo_command
+
+    # Registered even with the sandbox off, so `flask demo` can say how to turn it on.
+    app.cli.add_command(demo_command)
 
     socketio.init_app(
         app,

@@ -109,6 +109,7 @@ def browser():
 @pytest.fixture
 def page(browser):
     context = browser.new_context(locale="en-US")
+    context.set_default_timeout(10_000)
     opened = context.new_page()
     yield opened
     context.close()
@@ -119,6 +120,7 @@ def phone_page(browser):
     """A small phone screen (iPhone SE size), touch, Spanish by default."""
     context = browser.new_context(viewport={"width": 375, "height": 667}, is_mobile=True,
                                   has_touch=True, locale="es-MX")
+    context.set_default_timeout(10_000)
     opened = context.new_page()
     yield opened
     context.close()

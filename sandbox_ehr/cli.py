@@ -1,0 +1,40 @@
+"""``flask demo``: seed the sandbox clinic for today and say where to click."""
+from __future__ import annotations
+
+import click
+from flask import current_app
+from flask.cli import with_appcontext
+
+from sandbox_ehr.common import fhir_base, public_base
+
+
+@click.command("demo")
+@with_appcontext
+def demo_command() -> None:
+    """Seed the sandbox EHR with today's appointments and print the URLs to open."""
+    if not current_app.config.get("SANDBOX"):
+        click.echo("The sandbox EHR is off: set VV_SANDBOX=1 and run flask demo again.", err=True)
+        raise click.exceptions.Exit(1)
+    from sandbox_ehr.seed import seed
+
+    summary = seed()
+    endpoint = _register_with_app()
+    click.echo(f"Sandbox clinic seeded for {summary.day.isoformat()} ({summary.timezone}): "
+               f"{summary.appointments} appointments, {summary.patients} patients, "
+               f"{summary.practitioners} practitioners.")
+    click.echo(f"Clinic schedule:      {public_base()}/sandbox")
+    click.echo(f"FHIR base (iss):      {fhir_base()}")
+    click.echo(f"SMART configuration:  {fhir_base()}/.well-known/smart-configuration")
+    click.echo(f"EHR endpoint in app:  {endpoint.name!r} (approved for the demo)")
+    click.echo(f"Health:               {public_base()}/healthz")
+
+
+def _register_with_app():
+    """Make the sandbox a known, approved EHR of this app, as an admin would for a real one."""
+    from ehr.services import ensure_endpoint
+    from sandbox_ehr.clients import APP_CLIENT_ID
+
+    return ensure_endpoint(
+        "sandbox", fhir_base(), client_id=APP_CLIENT_ID,
+        scopes="launch openid fhirUser user/*.rs user/AuditEvent.c user/Observation.c",
+        approved_by="flask demo", site_timezone=current_app.config["SANDBOX_TIMEZONE"])

@@ -1,0 +1,73 @@
+"""SMART discovery, authorize, token and JWKS endpoints of the sandbox EHR."""
+from __future__ import annotations
+
+from flask import jsonify, redirect, render_template, request
+
+from sandbox_ehr import bp, clients, keys, scopes, smart
+from sandbox_ehr.common import authorize_url, fhir_base, jwks_url, token_url
+from sandbox_ehr.errors import (AuthorizeRedirectError, AuthorizeRejected, InvalidClient,
+                                OAuthError)
+
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+@bp.get("/fhir/.well-known/smart-configuration")
+def smart_configuration():
+    """SMART App Launch 2.0 discovery document."""
+    return jsonify({
+        "issuer": fhir_base(),
+        "jwks_uri": jwks_url(),
+        "authorization_endpoint": authorize_url(),
+        "token_endpoint": token_url(),
+        "token_endpoint_auth_methods_supported": ["private_key_jwt", "client_secret_basic"],
+        "token_endpoint_auth_signing_alg_values_supported": list(clients.ASSERTION_ALGS),
+        "grant_types_supported": ["authorization_code"],
+        "scopes_supported": list(scopes.SUPPORTED_EXAMPLES),
+        "response_types_supported": ["code"],
+        "code_challenge_methods_supported": ["S256"],
+        "id_token_signing_alg_values_supported": [keys.ID_TOKEN_ALG],
+        "capabilities": [
+            "launch-ehr", "client-confidential-asymmetric", "client-confidential-symmetric",
+            "context-ehr-patient", "context-ehr-encounter", "context-banner",
+            "sso-openid-connect", "permission-v1", "permission-v2", "permission-patient",
+            "permission-user", "authorize-post",
+        ],
+    })
+
+
+@bp.get("/oauth/jwks.json")
+def jwks():
+    """Public keys that verify our id_tokens."""
+    return jsonify(keys.public_jwks())
+
+
+@bp.route("/oauth/authorize", methods=["GET", "POST"])
+def authorize():
+    """Auto-approve: no login or consent screen, straight back to the app with a code."""
+    params = request.values.to_dict(flat=True)
+    try:
+        target = smart.authorize(params)
+    except AuthorizeRejected as exc:
+        return render_template("sandbox_ehr/authorize_error.html",
+                               description=exc.description), 400
+    except AuthorizeRedirectError as exc:
+        target = smart.error_redirect(exc)
+    return redirect(target, code=302)
+
+
+@bp.post("/oauth/token")
+def token():
+    """Exchange an authorization code; OAuth errors are JSON per RFC 6749 5.2."""
+    try:
+        body = smart.exchange_code(request.form.to_dict(flat=True),
+                                   request.headers.get("Authorization"))
+    except OAuthError as exc:
+        response = jsonify(error=exc.error, error_description=exc.description)
+        response.status_code = exc.status
+        response.headers.update(_NO_STORE)
+        if isinstance(exc, InvalidClient) and exc.basic:
+            response.headers["WWW-Authenticate"] = 'Basic realm="sandbox-ehr"'
+        return response
+    response = jsonify(body)
+    response.headers.update(_NO_STORE)
+    return response
