@@ -57,5 +57,5 @@ clean:
 # For developers: refresh translations/messages.pot and the .po files after changing text.
 SOURCES := app.py ops visits patient_join provider_launch device_test ehr notifications admin sandbox_ehr templates
 messages: $(BIN)/python
-	$(BIN)/pybabel extract -F babel.cfg --no-location --sort-output -o translations/messages.pot $(SOURCES)
+	$(BIN)/pybabel extract -F babel.cfg -k _l --no-location --sort-output -o translations/messages.pot $(SOURCES)
 	$(BIN)/pybabel update --no-fuzzy-matching -i translations/messages.pot -d translations
