@@ -26,6 +26,21 @@ class _RequestIdFilter(logging.Filter):
         return True
 
 
+# Attributes every LogRecord has; anything else on a record came from ``extra=``.
+_STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "request_id"}
+
+
+class _TextFormatter(logging.Formatter):
+    """For people reading a terminal: the message, then the ``extra`` fields as key=value."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        extras = {k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRS}
+        if extras:
+            line += " " + " ".join(f"{key}={value}" for key, value in extras.items())
+        return line
+
+
 def configure(app: Flask) -> None:
     """Route all logging through one handler in the configured format."""
     handler = logging.StreamHandler(sys.stderr)
@@ -36,7 +51,7 @@ def configure(app: Flask) -> None:
             rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
         ))
     else:
-        handler.setFormatter(logging.Formatter(
+        handler.setFormatter(_TextFormatter(
             "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
     root = logging.getLogger()
     # Each create_app() (tests build many) replaces the handler rather than stacking them.
