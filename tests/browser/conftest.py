@@ -88,8 +88,10 @@ def stop_server(server: LiveServer) -> None:
 
 @pytest.fixture(scope="session")
 def live_app(tmp_path_factory):
-    """One real gevent server for the browser tests of this session."""
-    server = start_server(tmp_path_factory.mktemp("live"))
+    """One real gevent server for the browser tests of this session; with REDIS_URL set (CI),
+    Socket.IO emits go through Redis as they do with several processes."""
+    extra = {"VV_REDIS_URL": os.environ["REDIS_URL"]} if os.environ.get("REDIS_URL") else {}
+    server = start_server(tmp_path_factory.mktemp("live"), **extra)
     yield server
     stop_server(server)
 
