@@ -17,7 +17,7 @@ from extensions import db
 from visits.models import UTCDateTime, one_of, utcnow
 
 if TYPE_CHECKING:
-    from visits.models import Appointment
+    from visits.models import Appointment, Participant
 
 
 class Environment(enum.StrEnum):
@@ -181,6 +181,9 @@ class WritebackOutbox(db.Model):
     last_error: Mapped[str | None] = mapped_column(sa.String(500))
     # The id the EHR gave the created resource.
     remote_id: Mapped[str | None] = mapped_column(sa.String(200))
+    # A worker that claimed the row holds it until then; another process may take it
+    # over afterwards (the claimer died). If-None-Exist makes a double send harmless.
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
@@ -223,3 +226,37 @@ class Hl7MessageReceipt(db.Model):
     def __repr__(self) -> str:
         return (f"<Hl7MessageReceipt {self.id} endpoint={self.endpoint_id} "
                 f"{self.message_type} control_id={self.control_id!r} ack={self.ack_code}>")
+
+
+class LaunchSession(db.Model):
+    """What a completed SMART launch left us: who launched which visit, and the EHR's
+    access token to read the patient's name live (encrypted; never the name itself).
+
+    The browser holds only a random session id; its SHA-256 is the primary key."""
+
+    __tablename__ = "launch_sessions"
+
+    id_hash: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    endpoint_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("ehr_endpoints.id", ondelete="CASCADE"), index=True)
+    appointment_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("appointments.id", ondelete="CASCADE"), index=True)
+    participant_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("participants.id", ondelete="CASCADE"), index=True)
+    # FHIR references from the launch context, e.g. "Practitioner/abc", "Patient/123".
+    fhir_user: Mapped[str | None] = mapped_column(sa.String(255))
+    patient_ref: Mapped[str | None] = mapped_column(sa.String(255))
+    encounter_ref: Mapped[str | None] = mapped_column(sa.String(255))
+    access_token_encrypted: Mapped[bytes | None] = mapped_column(sa.LargeBinary)
+    scope: Mapped[str] = mapped_column(sa.Text, default="")
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    # One-way: ON DELETE CASCADE removes sessions with their appointment or participant.
+    endpoint: Mapped[EhrEndpoint] = relationship()
+    appointment: Mapped[Appointment] = relationship()
+    participant: Mapped[Participant] = relationship()
+
+    def __repr__(self) -> str:
+        return (f"<LaunchSession appointment={self.appointment_id} "
+                f"participant={self.participant_id}>")

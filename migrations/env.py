@@ -76,9 +76,19 @@ def run_migrations_online() -> None:
     conf_args.setdefault("render_item", render_item)
 
     with get_engine().connect() as connection:
+        if connection.dialect.name == "sqlite":
+            # Batch mode rebuilds a table by copy, drop and rename; with foreign keys on,
+            # the drop would cascade-delete every child row. The pragma only takes effect
+            # outside a transaction, hence before begin_transaction().
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()  # end the transaction SQLAlchemy began for the pragma
         context.configure(connection=connection, target_metadata=get_metadata(), **conf_args)
         with context.begin_transaction():
             context.run_migrations()
+        if connection.dialect.name == "sqlite":
+            # The connection goes back to the pool: restore what extensions.py set up.
+            connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+            connection.commit()
 
 
 if context.is_offline_mode():

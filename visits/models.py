@@ -91,6 +91,12 @@ class PresenceKind(enum.StrEnum):
     DISCONNECTED = "disconnected"
 
 
+class PresenceState(enum.StrEnum):
+    NEVER = "never"
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+
+
 class Appointment(db.Model):
     """A scheduled visit as the EHR knows it, by id only: no reason, no diagnosis.
 
@@ -129,6 +135,8 @@ class Appointment(db.Model):
     # The newest EHR message applied; an HL7 update older than this is ignored, since
     # interfaces may deliver out of order after a resend.
     last_message_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # When a provider ended the visit for everyone; nobody can join after it.
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
@@ -155,6 +163,7 @@ class Participant(db.Model):
         one_of("role", ParticipantRole),
         sa.CheckConstraint(f"display_name IS NULL OR role = '{ParticipantRole.PROVIDER.value}'",
                            name="display_name_provider_only"),
+        one_of("presence", PresenceState),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -168,6 +177,14 @@ class Participant(db.Model):
     language: Mapped[str | None] = mapped_column(sa.String(16))
     admitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     left_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Current presence, as recorded by the last PresenceEvent; kept on the row so a
+    # visit page renders without replaying events and changes are one conditional UPDATE.
+    presence: Mapped[str] = mapped_column(sa.String(16), default=PresenceState.NEVER,
+                                          server_default=PresenceState.NEVER.value)
+    presence_since: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Set when the participant's last socket closed; the disconnect becomes final once
+    # the grace period has passed without a new socket.
+    sockets_gone_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     appointment: Mapped[Appointment] = relationship(back_populates="participants")
@@ -243,6 +260,39 @@ class PresenceEvent(db.Model):
 
     def __repr__(self) -> str:
         return f"<PresenceEvent {self.id} participant={self.participant_id} kind={self.kind}>"
+
+
+class ServerProcess(db.Model):
+    """A running server process, known by its heartbeat. When the heartbeat stops, the
+    other processes remove the sockets it held, so presence does not stay "connected"."""
+
+    __tablename__ = "server_processes"
+
+    process_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+
+    def __repr__(self) -> str:
+        return f"<ServerProcess {self.process_id}>"
+
+
+class LiveSocket(db.Model):
+    """An open Socket.IO connection of a participant, on some server process. A
+    participant is connected while at least one of these exists."""
+
+    __tablename__ = "live_sockets"
+
+    sid: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    participant_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("participants.id", ondelete="CASCADE"), index=True)
+    process_id: Mapped[str] = mapped_column(sa.String(64), index=True)
+    connected_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    # One-way: the database's ON DELETE CASCADE removes sockets with their participant.
+    participant: Mapped[Participant] = relationship()
+
+    def __repr__(self) -> str:
+        return f"<LiveSocket participant={self.participant_id} process={self.process_id}>"
 
 
 class LobbyEntry(db.Model):

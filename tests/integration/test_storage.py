@@ -22,6 +22,7 @@ from ehr.models import (
     EhrEndpoint,
     EndpointCertificate,
     Hl7MessageReceipt,
+    LaunchSession,
     SigningKey,
     WritebackOutbox,
 )
@@ -33,9 +34,11 @@ from visits.models import (
     AuditLog,
     CallQualitySample,
     JoinLink,
+    LiveSocket,
     LobbyEntry,
     Participant,
     PresenceEvent,
+    ServerProcess,
 )
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -120,6 +123,12 @@ def make_full_visit() -> Appointment:
         SmsMessage(appointment=appointment, participant=patient, kind="reminder",
                    language="es", scheduled_for=T0 - timedelta(hours=1),
                    body_encrypted=b"\x01ciphertext"),
+        ServerProcess(process_id="node-a:123", started_at=T0, heartbeat_at=T0),
+        LiveSocket(sid="sid-1", participant=patient, process_id="node-a:123", connected_at=T0),
+        LaunchSession(id_hash="a" * 64, endpoint=endpoint, appointment=appointment,
+                      participant=provider, fhir_user="Practitioner/d1", patient_ref="Patient/p1",
+                      access_token_encrypted=b"\x02ciphertext", scope="launch openid",
+                      expires_at=T0 + timedelta(hours=1)),
     ])
     return appointment
 
