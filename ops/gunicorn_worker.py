@@ -8,3 +8,11 @@ from ops.server import NoDelayHandler
 
 class Worker(GeventWebSocketWorker):
     wsgi_handler = NoDelayHandler
+
+    def load_wsgi(self):
+        super().load_wsgi()
+        # Each worker process runs its own background loops (outbox, presence upkeep);
+        # they coordinate through the database.
+        from ops import background
+
+        background.start(self.wsgi)  # the Flask app that 'app:create_app()' returned

@@ -33,6 +33,9 @@ def serve(app: Flask) -> None:
     host, port = app.config["HOST"], app.config["PORT"]
     server = pywsgi.WSGIServer((host, port), app, handler_class=NoDelayHandler, log=None,
                                error_log=logging.getLogger("virtual_visits.server"))
+    from ops import background
+
+    background.start(app)
     log.info("listening", extra={"url": f"http://{host}:{port}",
                                  "public_base_url": app.config["PUBLIC_BASE_URL"]})
     try:

@@ -1,7 +1,7 @@
-"""provider launch feature (built in a later issue)."""
+"""Provider side: SMART EHR launch, the visit page, admit."""
 from flask import Blueprint
 
 bp = Blueprint("provider_launch", __name__, template_folder="templates", static_folder="static",
                static_url_path="/static/provider_launch")
 
-from provider_launch import views  # noqa: E402,F401
+from provider_launch import events, launch_views, visit_views  # noqa: E402,F401

@@ -1,0 +1,1 @@
+"""SMART EHR launch routes (being built)."""

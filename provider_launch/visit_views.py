@@ -1,0 +1,1 @@
+"""The visit page (being built)."""
