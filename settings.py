@@ -85,6 +85,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SANDBOX_TIMEZONE", "America/Chicago", "IANA time zone of the sandbox clinic's schedule."),
     Setting("SANDBOX_DATABASE_URL", None, "Where the sandbox EHR keeps its FHIR resources. Default: "
             "SQLite file `instance/sandbox-ehr.db`, apart from the app's own data.", _str_or_none),
+    Setting("PRESENCE_GRACE_SECONDS", 5.0, "How long a participant whose last connection closed "
+            "still counts as connected, so a network blip or a reload does not flap.", float),
+    Setting("PROCESS_TIMEOUT_SECONDS", 10.0, "A server process whose heartbeat is older than this "
+            "is taken as dead; the others then clear the presence of its connections.", float),
+    Setting("PRESENCE_SWEEP_SECONDS", 0.5, "How often each process renews its heartbeat and makes "
+            "pending disconnects final.", float),
     Setting("LOG_LEVEL", "INFO", "Python logging level.", lambda v: str(v).upper()),
     Setting("LOG_FORMAT", "json", "`json` (one object per line, for log shippers) or `text`.",
             _choice("json", "text")),
@@ -133,8 +139,9 @@ def _derive(app) -> None:
     if app.config["SECRET_KEY"] is None and app.config["ENV"] == "development":
         app.config["SECRET_KEY"] = _development_secret(app.instance_path)
     app.config["SESSION_COOKIE_HTTPONLY"] = True
-    app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    # SameSite=None keeps the session alive in the EHR's frame; browsers require Secure with it.
     app.config["SESSION_COOKIE_SECURE"] = app.config["PUBLIC_BASE_URL"].startswith("https://")
+    app.config["SESSION_COOKIE_SAMESITE"] = "None" if app.config["SESSION_COOKIE_SECURE"] else "Lax"
 
 
 def _sqlite_url(app, filename: str) -> str:

@@ -23,6 +23,10 @@ def _messages(code: int) -> tuple[str, str]:
         return _("Page not found"), _(
             "We couldn't find this page. If you followed a link from a text message, "
             "check that the whole link was opened, or ask your clinic for a new one.")
+    if code == 403:
+        return _("You can't open this page"), _(
+            "This page opens from your EHR. Go back to the appointment in the EHR and "
+            "choose \u201cStart virtual visit\u201d again.")
     if code == 405:
         return _("Not allowed"), _("This page can't be used that way.")
     if code == 429:

@@ -1,1 +1,69 @@
-"""Socket.IO events of the visit page (being built)."""
+"""Socket.IO events of the visit page: providers admit, admit all, end the visit.
+
+Every handler re-checks the sender against the database through ``visits.lobby``; what
+the client says about itself is never trusted. Replies are acks: ``{"ok": true}`` or
+``{"ok": false, "error": "..."}``.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from flask import request
+
+from extensions import db, socketio
+from provider_launch.auth import staff_for_visit
+from visits import lobby, realtime
+from visits.errors import VisitError
+from visits.models import Participant
+
+
+@realtime.authenticator
+def staff_from_launch(auth: dict, session: dict) -> realtime.Identity | None:
+    """A visit page socket: ``auth = {"visit": <appointment id>}`` and a launch session
+    for that visit in the HTTP session, made by the SMART launch."""
+    appointment_id = auth.get("visit")
+    if not isinstance(appointment_id, int):
+        return None
+    launch = staff_for_visit(appointment_id, session.get("launch_sessions") or {})
+    if launch is None:
+        return None
+    return realtime.identity_of(db.session.get(Participant, launch.participant_id))
+
+
+def _staff_action(action) -> dict:
+    identity = realtime.identity_for(request.sid)
+    if identity is None or not identity.is_staff:
+        return {"ok": False, "error": "Only the visit's staff can do that."}
+    now = datetime.now(timezone.utc)
+    try:
+        action(identity, now)
+    except VisitError as error:
+        db.session.rollback()
+        return {"ok": False, "error": str(error)}
+    realtime.push_visit(identity.appointment_id, now)
+    return {"ok": True}
+
+
+@socketio.on("admit")
+def admit(data=None):
+    """Sent by a provider's visit page with ``{"participant_id": n}``; everyone in the
+    visit hears the new state, the admitted person their ``lobby_state``."""
+    target = data.get("participant_id") if isinstance(data, dict) else None
+    if not isinstance(target, int):
+        return {"ok": False, "error": "Say whom to admit."}
+    return _staff_action(lambda who, now: lobby.admit(who.appointment_id, who.participant_id,
+                                                      target, now))
+
+
+@socketio.on("admit_all")
+def admit_all(_data=None):
+    """Sent by a provider's visit page: admit everyone waiting."""
+    return _staff_action(lambda who, now: lobby.admit_all(who.appointment_id,
+                                                          who.participant_id, now))
+
+
+@socketio.on("end_visit")
+def end_visit(_data=None):
+    """Sent by a provider: ends the visit for everyone (patients see "ended")."""
+    return _staff_action(lambda who, now: lobby.end_visit(who.appointment_id,
+                                                          who.participant_id, now))

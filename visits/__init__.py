@@ -1,2 +1,2 @@
 """The domain: appointments, participants, join links, presence, lobby, audit."""
-from visits import models  # noqa: F401  (registers the tables with the metadata)
+from visits import events, models  # noqa: F401  (models for the metadata; socket handlers)

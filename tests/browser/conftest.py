@@ -34,14 +34,26 @@ class LiveServer:
     url: str
     process: subprocess.Popen
     log_path: Path
+    env: dict
 
     def log_text(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
+    def flask(self, *args: str) -> str:
+        """Run a ``flask`` CLI command against this server's database; returns stdout."""
+        done = subprocess.run([sys.executable, "-m", "flask", "--app", "app", *args], cwd=ROOT,
+                              env=self.env, capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            raise RuntimeError(f"flask {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
+        return done.stdout
 
-def start_server(workdir: Path, **env_overrides: str) -> LiveServer:
-    """Migrate a fresh database, start ``python app.py`` and wait until /healthz answers."""
-    port = free_port()
+
+def start_server(workdir: Path, *, port: int | None = None, public_url: str | None = None,
+                 **env_overrides: str) -> LiveServer:
+    """Migrate the database, start ``python app.py`` and wait until /healthz answers.
+
+    Presence timings are short so tests see disconnects quickly without sleeping."""
+    port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     env = {
         **os.environ,
@@ -50,7 +62,9 @@ def start_server(workdir: Path, **env_overrides: str) -> LiveServer:
         "VV_SANDBOX_DATABASE_URL": f"sqlite:///{workdir / 'sandbox.db'}",
         "VV_SANDBOX": "1",
         "VV_PORT": str(port),
-        "VV_PUBLIC_BASE_URL": url,
+        "VV_PUBLIC_BASE_URL": public_url or url,
+        "VV_PRESENCE_GRACE_SECONDS": "0.3",
+        "VV_PRESENCE_SWEEP_SECONDS": "0.2",
         "VV_SECRET_KEY": "browser-test-secret-key-0123456789abcdef",
         "VV_LOG_FORMAT": "json",
         **env_overrides,
@@ -64,7 +78,7 @@ def start_server(workdir: Path, **env_overrides: str) -> LiveServer:
     log = open(log_path, "wb")  # noqa: SIM115  (kept open for the server's lifetime)
     process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env,
                                stdout=log, stderr=subprocess.STDOUT)
-    server = LiveServer(url, process, log_path)
+    server = LiveServer(url, process, log_path, env)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:

@@ -1,0 +1,176 @@
+// The provider's visit page: renders the visit's live state from the server's
+// `visit_state` pushes, and sends admit / admit all / end visit. A patient arriving in
+// the lobby is announced by sound, a desktop notification (when allowed), the tab title
+// and a screen-reader announcement.
+import { connectSocket, request } from "../js/socket.js";
+import { clockTime, duration, fill } from "../js/format.js";
+
+const data = JSON.parse(document.getElementById("visit-data").textContent);
+const S = data.strings;
+const lang = document.documentElement.lang || "en";
+const $ = (id) => document.getElementById(id);
+
+let snapshot = data.snapshot;
+let clockOffsetMs = Date.now() - Date.parse(snapshot.server_time);
+let knownWaiting = new Set(snapshot.lobby.map((entry) => entry.participant_id));
+let audio = null;
+
+function nameOf(participant) {
+  if (participant.display_name) return participant.display_name;
+  return data.patient_names[participant.id] || S[participant.role] || participant.role;
+}
+
+function presenceText(participant) {
+  const label = S[participant.presence] || participant.presence;
+  if (!participant.presence_since || participant.presence === "never") return label;
+  return `${label} ${fill(S.since, { time: clockTime(participant.presence_since, lang, data.time_zone) })}`;
+}
+
+function renderParticipants() {
+  const list = $("participant-list");
+  list.replaceChildren(...snapshot.participants.map((p) => {
+    const item = document.createElement("li");
+    item.dataset.testid = "participant";
+    item.setAttribute("data-testid", "participant");
+    item.dataset.role = p.role;
+    item.dataset.presence = p.presence;
+    item.dataset.participantId = p.id;
+    const who = document.createElement("span");
+    who.className = "who";
+    who.textContent = nameOf(p) + (p.id === data.me ? ` (${S.you})` : "");
+    const role = document.createElement("span");
+    role.className = "role";
+    role.textContent = S[p.role] || p.role;
+    const state = document.createElement("span");
+    state.className = "state";
+    state.textContent = presenceText(p);
+    item.append(who, role, state);
+    return item;
+  }));
+}
+
+function renderLobby() {
+  const byId = new Map(snapshot.participants.map((p) => [p.id, p]));
+  const waiting = snapshot.ended ? [] : snapshot.lobby;
+  $("lobby-list").replaceChildren(...waiting.map((entry) => {
+    const participant = byId.get(entry.participant_id) || { id: entry.participant_id, role: entry.role };
+    const item = document.createElement("li");
+    item.dataset.participantId = entry.participant_id;
+    const who = document.createElement("span");
+    who.className = "who";
+    who.textContent = nameOf(participant);
+    const waited = document.createElement("span");
+    waited.className = "state waited";
+    waited.dataset.enteredAt = entry.entered_at;
+    const admit = document.createElement("button");
+    admit.type = "button";
+    admit.setAttribute("data-testid", "admit");
+    admit.textContent = S.admit;
+    admit.setAttribute("aria-label", fill(S.admit_who, { name: nameOf(participant) }));
+    admit.addEventListener("click", () => act("admit", { participant_id: entry.participant_id }));
+    item.append(who, waited, admit);
+    return item;
+  }));
+  $("lobby-count").textContent = String(waiting.length);
+  $("lobby-empty").hidden = waiting.length > 0;
+  $("admit-all").hidden = waiting.length < 2;
+  document.querySelector(".lobby-card").classList.toggle("has-waiting", waiting.length > 0);
+  document.title = waiting.length ? `(${waiting.length}) ${fill(S.waiting_title, { count: waiting.length })} · ${data.title}` : data.title;
+  tickWaitTimes();
+}
+
+function tickWaitTimes() {
+  const now = Date.now() - clockOffsetMs;
+  for (const el of document.querySelectorAll(".waited")) {
+    el.textContent = fill(S.waiting_for, { duration: duration(now - Date.parse(el.dataset.enteredAt)) });
+  }
+}
+
+function renderEnded() {
+  $("ended-banner").hidden = !snapshot.ended;
+  for (const id of ["end-visit", "admit-all"]) $(id).disabled = snapshot.ended;
+}
+
+function render() {
+  renderParticipants();
+  renderLobby();
+  renderEnded();
+}
+
+function announceArrivals() {
+  const waitingNow = new Set(snapshot.lobby.map((entry) => entry.participant_id));
+  const arrived = [...waitingNow].filter((id) => !knownWaiting.has(id));
+  knownWaiting = waitingNow;
+  if (!arrived.length || snapshot.ended) return;
+  const byId = new Map(snapshot.participants.map((p) => [p.id, p]));
+  $("announcer").textContent = arrived.map((id) => fill(S.arrived, { name: nameOf(byId.get(id) || { id, role: "patient" }) })).join(". ");
+  chime();
+  if ("Notification" in window && Notification.permission === "granted" && document.visibilityState !== "visible") {
+    // No names on the desktop: a notification may show on a shared screen.
+    new Notification(S.notification_title, { body: S.notification_body, tag: `visit-${data.appointment_id}` });
+  }
+}
+
+function chime() {
+  try {
+    audio = audio || new AudioContext();
+    if (audio.state === "suspended") audio.resume();
+    const t = audio.currentTime;
+    for (const [offset, freq] of [[0, 880], [0.18, 1175]]) {
+      const osc = audio.createOscillator(), gain = audio.createGain();
+      osc.frequency.value = freq;
+      gain.gain.setValueAtTime(0.0001, t + offset);
+      gain.gain.exponentialRampToValueAtTime(0.3, t + offset + 0.02);
+      gain.gain.exponentialRampToValueAtTime(0.0001, t + offset + 0.3);
+      osc.connect(gain).connect(audio.destination);
+      osc.start(t + offset);
+      osc.stop(t + offset + 0.32);
+    }
+  } catch (error) {
+    console.warn("chime unavailable", error);
+  }
+}
+
+async function act(event, payload = {}) {
+  $("action-error").hidden = true;
+  const reply = await request(socket, event, payload);
+  if (!reply.ok) {
+    $("action-error").textContent = reply.error;
+    $("action-error").hidden = false;
+  }
+}
+
+function setConnection(status) {
+  const text = $("connection-text");
+  text.dataset.state = status;
+  text.textContent = S[status] || status;
+  text.parentElement.classList.toggle("live", status === "live");
+}
+
+const socket = connectSocket({ visit: data.appointment_id }, setConnection);
+socket.on("visit_state", (next) => {
+  snapshot = next;
+  clockOffsetMs = Date.now() - Date.parse(next.server_time);
+  render();
+  announceArrivals();
+});
+socket.on("connect_error", (error) => {
+  if (error.message === "not_authorized") setConnection("reconnecting");
+});
+
+$("admit-all").addEventListener("click", () => act("admit_all"));
+$("end-visit").addEventListener("click", () => {
+  if (window.confirm(S.confirm_end)) act("end_visit");
+});
+$("alerts").addEventListener("click", async () => {
+  audio = audio || new AudioContext();
+  await audio.resume();
+  if ("Notification" in window && Notification.permission === "default") {
+    await Notification.requestPermission();
+  }
+  $("alerts").textContent = S.alerts_on;
+  $("alerts").disabled = true;
+});
+
+render();
+setInterval(tickWaitTimes, 1000);

@@ -1,0 +1,165 @@
+"""Appointments and their participants, as the EHR's FHIR resources describe them.
+
+A provider may launch a visit we have never heard of (no HL7 feed, or not yet): the
+visit is then created from the FHIR Appointment on the fly. Only ids, times, status and
+the department's name are kept; the patient is a reference (``Patient/<id>``), never a
+name. These functions flush but do not commit: the caller (a launch, an HL7 message)
+commits once, so a failure later in its work leaves nothing half-made behind.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+
+from extensions import db
+from visits.models import Appointment, AppointmentStatus, Participant, ParticipantRole
+
+# FHIR Appointment.status -> ours. Anything not yet started counts as booked; a
+# retracted appointment (entered-in-error) can no longer be joined, like a cancelled one.
+STATUS_FROM_FHIR = {
+    "proposed": AppointmentStatus.BOOKED,
+    "pending": AppointmentStatus.BOOKED,
+    "booked": AppointmentStatus.BOOKED,
+    "waitlist": AppointmentStatus.BOOKED,
+    "arrived": AppointmentStatus.ARRIVED,
+    "checked-in": AppointmentStatus.ARRIVED,
+    "fulfilled": AppointmentStatus.FULFILLED,
+    "cancelled": AppointmentStatus.CANCELLED,
+    "entered-in-error": AppointmentStatus.CANCELLED,
+    "noshow": AppointmentStatus.NOSHOW,
+}
+# When the EHR gives a start but neither end nor duration.
+DEFAULT_DURATION = timedelta(minutes=30)
+
+
+class AppointmentUnusable(ValueError):
+    """The FHIR Appointment lacks what a visit needs (an id, a start time)."""
+
+
+def upsert_from_fhir(endpoint, appointment_resource: dict[str, Any]) -> Appointment:
+    """Create or update the visit for a FHIR Appointment of ``endpoint``, with its patient
+    (``Patient/<id>``, no name) and providers (``Practitioner/<id>``, with their display)."""
+    fhir_id = appointment_resource.get("id")
+    if appointment_resource.get("resourceType", "Appointment") != "Appointment" or not fhir_id:
+        raise AppointmentUnusable("not an Appointment with an id")
+    start, end = _period(appointment_resource)
+    appointment = _find(endpoint.id, fhir_id)
+    if appointment is None:
+        appointment = _create(endpoint, fhir_id, start, end)
+    appointment.start_at, appointment.end_at = start, end
+    appointment.timezone = endpoint.site_timezone
+    appointment.status = STATUS_FROM_FHIR.get(appointment_resource.get("status", ""),
+                                              AppointmentStatus.BOOKED)
+    appointment.department_display = _department(appointment_resource)
+    for reference, display in _actors(appointment_resource, endpoint.fhir_base_url):
+        if reference.startswith("Patient/"):
+            _ensure_participant(appointment, reference, ParticipantRole.PATIENT, None)
+        elif reference.startswith("Practitioner/"):
+            _ensure_participant(appointment, reference, ParticipantRole.PROVIDER, display)
+    db.session.flush()
+    return appointment
+
+
+def ensure_provider(appointment: Appointment, ehr_user_id: str,
+                    display_name: str | None) -> Participant:
+    """The participant for this EHR user in the visit, added as a provider if new.
+
+    Idempotent: a relaunch finds the same row and keeps its role (an interpreter stays
+    an interpreter); the display name is refreshed for providers only."""
+    return _ensure_participant(appointment, ehr_user_id, ParticipantRole.PROVIDER, display_name)
+
+
+def _find(endpoint_id: int, fhir_id: str) -> Appointment | None:
+    return db.session.execute(
+        db.select(Appointment).filter_by(endpoint_id=endpoint_id, ehr_appointment_id=fhir_id)
+    ).scalar_one_or_none()
+
+
+def _create(endpoint, fhir_id: str, start: datetime, end: datetime) -> Appointment:
+    """Insert in a savepoint: a concurrent launch of the same visit may win the race, and
+    then its row is the one we use."""
+    appointment = Appointment(endpoint_id=endpoint.id, ehr_appointment_id=fhir_id,
+                              start_at=start, end_at=end, timezone=endpoint.site_timezone)
+    try:
+        with db.session.begin_nested():
+            db.session.add(appointment)
+    except IntegrityError:
+        existing = _find(endpoint.id, fhir_id)
+        if existing is None:
+            raise
+        return existing
+    return appointment
+
+
+def _ensure_participant(appointment: Appointment, ehr_user_id: str, role: str,
+                        display_name: str | None) -> Participant:
+    participant = next((p for p in appointment.participants if p.ehr_user_id == ehr_user_id),
+                       None)
+    if participant is None:
+        participant = Participant(ehr_user_id=ehr_user_id, role=role,
+                                  display_name=display_name[:200] if display_name and
+                                  role == ParticipantRole.PROVIDER else None)
+        try:
+            with db.session.begin_nested():
+                appointment.participants.append(participant)
+                db.session.flush()
+        except IntegrityError:  # the same user launched twice at once
+            db.session.expire(appointment, ["participants"])
+            return next(p for p in appointment.participants if p.ehr_user_id == ehr_user_id)
+        return participant
+    if display_name and participant.role == ParticipantRole.PROVIDER:
+        participant.display_name = display_name[:200]
+    return participant
+
+
+def _period(resource: dict[str, Any]) -> tuple[datetime, datetime]:
+    start = _instant(resource.get("start"))
+    if start is None:
+        raise AppointmentUnusable("the Appointment has no start time")
+    end = _instant(resource.get("end"))
+    if end is None or end < start:
+        minutes = resource.get("minutesDuration")
+        end = start + (timedelta(minutes=minutes) if isinstance(minutes, int) and minutes > 0
+                       else DEFAULT_DURATION)
+    return start, end
+
+
+def _instant(value: Any) -> datetime | None:
+    """A FHIR instant (always with an offset); None when missing or unreadable."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+def _actors(resource: dict[str, Any], base_url: str = "") -> list[tuple[str, str | None]]:
+    """(relative reference, display) of each participant actor; absolute references are
+    kept only when they are on the endpoint's own FHIR base."""
+    found = []
+    for participant in resource.get("participant") or []:
+        actor = participant.get("actor") or {}
+        reference = actor.get("reference")
+        if isinstance(reference, str) and base_url and reference.startswith(base_url + "/"):
+            reference = reference[len(base_url) + 1:]
+        if isinstance(reference, str) and reference.count("/") == 1 and "://" not in reference:
+            display = actor.get("display") if isinstance(actor.get("display"), str) else None
+            found.append((reference, display))
+    return found
+
+
+def _department(resource: dict[str, Any]) -> str | None:
+    """The Location participant's display, else the first serviceType's text."""
+    for reference, display in _actors(resource):
+        if reference.startswith("Location/") and display:
+            return display[:200]
+    for concept in resource.get("serviceType") or []:
+        text = concept.get("text") or next(
+            (c.get("display") for c in concept.get("coding") or [] if c.get("display")), None)
+        if text:
+            return str(text)[:200]
+    return None

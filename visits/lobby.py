@@ -1,0 +1,133 @@
+"""The lobby: patients and guests wait there until a provider of the visit admits them.
+
+Rules live here, not in the socket handlers: only a provider on the same appointment may
+admit or end the visit; nobody is admitted into an ended visit; an admitted participant
+stays admitted across reconnects; a participant who drops and comes back keeps their
+place (the same lobby entry, so the wait time keeps counting from the first arrival).
+"""
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from extensions import db
+from visits.errors import NotAllowed, NotFound, VisitEnded
+from visits.models import (
+    Appointment,
+    AppointmentStatus,
+    LobbyEntry,
+    Participant,
+    ParticipantRole,
+)
+
+# Who waits in the lobby; staff (providers, interpreters) go straight in.
+WAITS_IN_LOBBY = (ParticipantRole.PATIENT, ParticipantRole.GUEST)
+
+
+def needs_admission(participant: Participant) -> bool:
+    return participant.role in WAITS_IN_LOBBY and participant.admitted_at is None
+
+
+def enter_lobby(participant: Participant, now: datetime) -> LobbyEntry | None:
+    """Open a lobby entry for a participant who must wait, unless one is open already."""
+    if not needs_admission(participant) or participant.appointment.ended_at is not None:
+        return None
+    entry = open_entry(participant)
+    if entry is None:
+        entry = LobbyEntry(participant=participant, entered_at=now)
+        db.session.add(entry)
+        db.session.commit()
+    return entry
+
+
+def open_entry(participant: Participant) -> LobbyEntry | None:
+    return db.session.execute(
+        sa.select(LobbyEntry).where(LobbyEntry.participant_id == participant.id,
+                                    LobbyEntry.admitted_at.is_(None),
+                                    LobbyEntry.left_at.is_(None))
+        .order_by(LobbyEntry.entered_at)).scalars().first()
+
+
+def admit(appointment_id: int, admitter_id: int, target_id: int, now: datetime) -> Participant:
+    """``admitter`` lets ``target`` in; returns the admitted participant."""
+    admitter = _provider_of(appointment_id, admitter_id)
+    target = db.session.get(Participant, target_id)
+    if target is None or target.appointment_id != appointment_id:
+        raise NotFound("That person is not in this visit.")
+    if target.admitted_at is not None:
+        return target  # a second click, or two providers at once: already in
+    if target.role not in WAITS_IN_LOBBY:
+        raise NotAllowed("Only people in the lobby can be admitted.")
+    _admit(target, admitter, now)
+    db.session.commit()
+    return target
+
+
+def admit_all(appointment_id: int, admitter_id: int, now: datetime) -> list[Participant]:
+    """Admit everyone waiting and connected; returns who was admitted."""
+    admitter = _provider_of(appointment_id, admitter_id)
+    admitted = [p for p in waiting(admitter.appointment) if p.admitted_at is None]
+    for participant in admitted:
+        _admit(participant, admitter, now)
+    db.session.commit()
+    return admitted
+
+
+def end_visit(appointment_id: int, provider_id: int, now: datetime) -> Appointment:
+    """End the visit for everyone; later joins are refused."""
+    from ehr.outbox import enqueue_audit_event
+
+    provider = _provider_of(appointment_id, provider_id)
+    appointment = provider.appointment
+    appointment.ended_at = now
+    appointment.status = AppointmentStatus.FULFILLED
+    db.session.execute(
+        sa.update(LobbyEntry)
+        .where(LobbyEntry.participant_id.in_([p.id for p in appointment.participants]),
+               LobbyEntry.admitted_at.is_(None), LobbyEntry.left_at.is_(None))
+        .values(left_at=now).execution_options(synchronize_session=False))
+    enqueue_audit_event(appointment, "visit-ended", at=now, event_key=f"ended-{appointment.id}",
+                        actor=provider)
+    db.session.commit()
+    return appointment
+
+
+def waiting(appointment: Appointment) -> list[Participant]:
+    """Participants with an open lobby entry who are connected now, longest wait first."""
+    rows = db.session.execute(
+        sa.select(Participant, LobbyEntry.entered_at)
+        .join(LobbyEntry, LobbyEntry.participant_id == Participant.id)
+        .where(Participant.appointment_id == appointment.id,
+               Participant.presence == "connected",
+               LobbyEntry.admitted_at.is_(None), LobbyEntry.left_at.is_(None))
+        .order_by(LobbyEntry.entered_at)).all()
+    seen, result = set(), []
+    for participant, _entered in rows:
+        if participant.id not in seen:
+            seen.add(participant.id)
+            result.append(participant)
+    return result
+
+
+def _provider_of(appointment_id: int, participant_id: int) -> Participant:
+    participant = db.session.get(Participant, participant_id)
+    if participant is None or participant.appointment_id != appointment_id:
+        raise NotAllowed("You are not part of this visit.")
+    if participant.role != ParticipantRole.PROVIDER:
+        raise NotAllowed("Only a provider of this visit can do that.")
+    if participant.appointment.ended_at is not None:
+        raise VisitEnded("This visit has ended.")
+    return participant
+
+
+def _admit(target: Participant, admitter: Participant, now: datetime) -> None:
+    from ehr.outbox import enqueue_audit_event
+
+    target.admitted_at = now
+    entry = open_entry(target)
+    if entry is not None:
+        entry.admitted_at = now
+        entry.admitted_by = admitter
+    enqueue_audit_event(target.appointment, "participant-admitted", at=now,
+                        event_key=f"admitted-{target.id}", participant=target, actor=admitter)

@@ -1,0 +1,61 @@
+"""What each side of a visit is told: the staff's full picture, a patient's own state.
+
+Staff snapshots carry participant ids, roles, presence and the lobby; provider display
+names only (the patient's name is read live from FHIR by the visit page and never
+leaves the EHR's own token). A patient's state carries nothing about anyone else
+except whether a provider is there.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+
+from extensions import db
+from visits import lobby
+from visits.models import Appointment, Participant, ParticipantRole, PresenceState
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def staff_view(appointment: Appointment, now: datetime) -> dict:
+    """The whole visit, for providers and interpreters."""
+    db.session.refresh(appointment)
+    entries = {p.id: lobby.open_entry(p) for p in lobby.waiting(appointment)}
+    return {
+        "appointment_id": appointment.id,
+        "ended": appointment.ended_at is not None,
+        "server_time": now.isoformat(),
+        "participants": [{
+            "id": p.id,
+            "role": p.role,
+            "display_name": p.display_name,
+            "presence": p.presence,
+            "presence_since": _iso(p.presence_since),
+            "admitted": p.admitted_at is not None or p.role not in lobby.WAITS_IN_LOBBY,
+        } for p in appointment.participants],
+        "lobby": [{"participant_id": pid, "role": db.session.get(Participant, pid).role,
+                   "entered_at": _iso(entry.entered_at if entry else None)}
+                  for pid, entry in entries.items()],
+    }
+
+
+def participant_view(participant: Participant, now: datetime) -> dict:
+    """A patient's or guest's own state: waiting, admitted or ended."""
+    db.session.refresh(participant)
+    appointment = participant.appointment
+    if appointment.ended_at is not None:
+        state = "ended"
+    elif lobby.needs_admission(participant):
+        state = "waiting"
+    else:
+        state = "admitted"
+    entry = lobby.open_entry(participant)
+    return {
+        "state": state,
+        "server_time": now.isoformat(),
+        "waiting_since": _iso(entry.entered_at if entry else None),
+        "provider_present": any(p.role == ParticipantRole.PROVIDER
+                                and p.presence == PresenceState.CONNECTED
+                                for p in appointment.participants),
+    }
