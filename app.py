@@ -63,13 +63,33 @@ def create_app(config: dict | None = None) -> Flask:
 
     # Registered even with the sandbox off, so `flask demo` can say how to turn it on.
     app.cli.add_command(demo_command)
+    from ehr import outbox
+    from ehr.keys_cli import keys_cli
+    from ehr.outbox_cli import outbox_cli
 
+    outbox.init_app(app)  # its defaults; importing it also registers the delivery loop
+    app.cli.add_command(keys_cli)
+    app.cli.add_command(outbox_cli)
+    from ehr.cli import endpoints_cli
+
+    app.cli.add_command(endpoints_cli)
+    from visits.cli import appointments_cli, links_cli
+
+    app.cli.add_command(appointments_cli)
+    app.cli.add_command(links_cli)
+
+    if app.config["REDIS_URL"]:
+        queue = {"message_queue": app.config["REDIS_URL"], "channel": app.config["REDIS_CHANNEL"]}
+    else:
+        # Explicit, because the SocketIO object outlives one app: without it, an app built
+        # after a Redis-backed one (tests build many) would inherit its message queue.
+        queue = {"message_queue": None, "client_manager": None}
     socketio.init_app(
         app,
         async_mode=app.config["ASYNC_MODE"],
-        message_queue=app.config["REDIS_URL"],
         # Same-origin only; the EHR embeds our pages, it never opens our socket itself.
         cors_allowed_origins=[app.config["PUBLIC_BASE_URL"]],
+        **queue,
     )
     return app
 

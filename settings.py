@@ -71,6 +71,8 @@ SETTINGS: tuple[Setting, ...] = (
             "`postgresql://user@host/db` uses psycopg 3.", _str_or_none),
     Setting("REDIS_URL", None, "Optional. With it, several server processes share Socket.IO emits "
             "and presence, and `/readyz` checks Redis.", _str_or_none),
+    Setting("REDIS_CHANNEL", "virtual-visits", "Redis pub/sub channel the processes of one "
+            "installation share; give each installation on a shared Redis its own."),
     Setting("PUBLIC_BASE_URL", None, "The URL patients and the EHR reach us at; used in links, "
             "SMART redirect URIs and the JWKS URL. Default: `http://<HOST>:<PORT>`. Must be https "
             "in production unless it is a loopback address.", _str_or_none),

@@ -21,7 +21,7 @@ def smart_configuration():
         "token_endpoint": token_url(),
         "token_endpoint_auth_methods_supported": ["private_key_jwt", "client_secret_basic"],
         "token_endpoint_auth_signing_alg_values_supported": list(clients.ASSERTION_ALGS),
-        "grant_types_supported": ["authorization_code"],
+        "grant_types_supported": list(smart.GRANT_TYPES),
         "scopes_supported": list(scopes.SUPPORTED_EXAMPLES),
         "response_types_supported": ["code"],
         "code_challenge_methods_supported": ["S256"],
@@ -57,10 +57,11 @@ def authorize():
 
 @bp.post("/oauth/token")
 def token():
-    """Exchange an authorization code; OAuth errors are JSON per RFC 6749 5.2."""
+    """Exchange an authorization code, or client credentials (Backend Services); OAuth
+    errors are JSON per RFC 6749 5.2."""
     try:
-        body = smart.exchange_code(request.form.to_dict(flat=True),
-                                   request.headers.get("Authorization"))
+        body = smart.token(request.form.to_dict(flat=True),
+                           request.headers.get("Authorization"))
     except OAuthError as exc:
         response = jsonify(error=exc.error, error_description=exc.description)
         response.status_code = exc.status

@@ -19,7 +19,8 @@ from extensions import db
 from sandbox_ehr import clients, keys, scopes, store
 from sandbox_ehr.common import (config_seconds, fhir_base, public_base, random_token,
                                 sha256_hex, utcnow)
-from sandbox_ehr.errors import AuthorizeRedirectError, AuthorizeRejected, OAuthError
+from sandbox_ehr.errors import (AuthorizeRedirectError, AuthorizeRejected, InvalidClient,
+                                OAuthError)
 from sandbox_ehr.models import SandboxAccessToken, SandboxAuthCode, SandboxLaunch
 
 AUDIENCES = {"provider": "/launch", "patient": "/patient/launch"}
@@ -173,13 +174,52 @@ def error_redirect(error: AuthorizeRedirectError) -> str:
 
 # --- token ------------------------------------------------------------------------------
 
-def exchange_code(form: Mapping[str, str], authorization: str | None) -> dict[str, Any]:
-    """Trade an authorization code for an access token (and an id_token with openid)."""
+GRANT_TYPES = ("authorization_code", "client_credentials")
+
+
+def token(form: Mapping[str, str], authorization: str | None) -> dict[str, Any]:
+    """The token endpoint: an authorization code (the launch) or client credentials
+    (SMART Backend Services)."""
     grant_type = form.get("grant_type")
     if not grant_type:
         raise OAuthError("invalid_request", "grant_type is required")
-    if grant_type != "authorization_code":
-        raise OAuthError("unsupported_grant_type", "only authorization_code is supported")
+    if grant_type == "authorization_code":
+        return exchange_code(form, authorization)
+    if grant_type == "client_credentials":
+        return client_credentials(form, authorization)
+    raise OAuthError("unsupported_grant_type",
+                     f"grant_type must be one of {', '.join(GRANT_TYPES)}")
+
+
+def client_credentials(form: Mapping[str, str], authorization: str | None) -> dict[str, Any]:
+    """SMART Backend Services: a private_key_jwt client gets a system/ token, no context.
+
+    Asymmetric authentication only, as the Backend Services spec requires: a shared
+    secret is refused even for a client that has one.
+    """
+    if authorization and authorization.lower().startswith("basic "):
+        raise InvalidClient("client_credentials requires private_key_jwt, not a client secret",
+                            basic=True)
+    if not form.get("client_assertion"):
+        raise InvalidClient("client_credentials requires a private_key_jwt client_assertion")
+    client = clients.authenticate(form, None)
+    granted = scopes.grant_system(form.get("scope", ""))
+    if not granted:
+        raise OAuthError("invalid_scope", "request at least one supported system/ scope, "
+                                          "e.g. system/AuditEvent.c")
+    lifetime = config_seconds("SANDBOX_TOKEN_TTL_SECONDS")
+    access_token = random_token()
+    db.session.add(SandboxAccessToken(
+        token_hash=sha256_hex(access_token), client_id=client.client_id, code_hash=None,
+        scope=" ".join(granted), context={},
+        expires_at=utcnow() + timedelta(seconds=lifetime)))
+    db.session.commit()
+    return {"access_token": access_token, "token_type": "Bearer", "expires_in": lifetime,
+            "scope": " ".join(granted)}
+
+
+def exchange_code(form: Mapping[str, str], authorization: str | None) -> dict[str, Any]:
+    """Trade an authorization code for an access token (and an id_token with openid)."""
     client = clients.authenticate(form, authorization)
     code, redirect_uri, verifier = (form.get("code"), form.get("redirect_uri"),
                                     form.get("code_verifier"))

@@ -21,9 +21,14 @@ def _now() -> datetime:
 
 @socketio.on("connect")
 def connect(auth=None):
-    """Any visit page connects with an ``auth`` payload its feature understands; a socket
-    nobody recognises is refused, so it never joins a room."""
-    identity = realtime.authenticate(auth if isinstance(auth, dict) else {}, session)
+    """Visit pages connect with an ``auth`` payload their feature understands. A socket
+    with no auth at all is anonymous (the standalone device test pings the server): it
+    joins no room and every visit event refuses it. Credentials nobody recognises are
+    refused outright."""
+    auth = auth if isinstance(auth, dict) else {}
+    if not auth:
+        return True
+    identity = realtime.authenticate(auth, session)
     if identity is None:
         log.info("socket refused", extra={"reason": "not recognised"})
         raise ConnectionRefusedError("not_authorized")

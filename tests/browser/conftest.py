@@ -70,10 +70,12 @@ def start_server(workdir: Path, *, port: int | None = None, public_url: str | No
         **env_overrides,
     }
     env.pop("VV_ASYNC_MODE", None)  # served for real: gevent
-    migration = subprocess.run([sys.executable, "-m", "flask", "--app", "app", "db", "upgrade"],
-                               cwd=ROOT, env=env, capture_output=True, text=True)
-    if migration.returncode != 0:
-        raise RuntimeError(f"flask db upgrade failed:\n{migration.stdout}{migration.stderr}")
+    # As `make demo` does: migrate, then seed the sandbox and register it as an approved EHR.
+    for command in (["db", "upgrade"], ["demo"]):
+        done = subprocess.run([sys.executable, "-m", "flask", "--app", "app", *command],
+                              cwd=ROOT, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"flask {' '.join(command)} failed:\n{done.stdout}{done.stderr}")
     log_path = workdir / "server.log"
     log = open(log_path, "wb")  # noqa: SIM115  (kept open for the server's lifetime)
     process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env,
@@ -104,7 +106,8 @@ def stop_server(server: LiveServer) -> None:
 def live_app(tmp_path_factory):
     """One real gevent server for the browser tests of this session; with REDIS_URL set (CI),
     Socket.IO emits go through Redis as they do with several processes."""
-    extra = {"VV_REDIS_URL": os.environ["REDIS_URL"]} if os.environ.get("REDIS_URL") else {}
+    extra = {"VV_REDIS_URL": os.environ["REDIS_URL"], "VV_REDIS_CHANNEL": f"vv-test-{free_port()}"} \
+        if os.environ.get("REDIS_URL") else {}
     server = start_server(tmp_path_factory.mktemp("live"), **extra)
     yield server
     stop_server(server)

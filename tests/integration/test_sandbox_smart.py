@@ -302,7 +302,7 @@ def test_code_issued_to_another_client_is_invalid_grant(smart, live_server, clie
 
 
 @pytest.mark.parametrize(("field", "value", "error"), [
-    ("grant_type", "client_credentials", "unsupported_grant_type"),
+    ("grant_type", "refresh_token", "unsupported_grant_type"),
     ("grant_type", None, "invalid_request"),
     ("code_verifier", None, "invalid_request"),
     ("redirect_uri", None, "invalid_request"),

@@ -164,14 +164,23 @@ def test_every_change_queues_an_audit_event(app, visit):
 
 # --- attacks ---------------------------------------------------------------------------
 
-def test_socket_without_credentials_is_refused(app, visit):
-    anonymous = socketio.test_client(app, auth={})
+def test_socket_with_bad_credentials_is_refused(app, visit):
     wrong_token = socketio.test_client(app, auth={"join_token": "guessed-token"})
     no_launch = socketio.test_client(app, auth={"visit": visit.appointment.id})
 
-    assert not anonymous.is_connected()
     assert not wrong_token.is_connected()
     assert not no_launch.is_connected()
+
+
+def test_anonymous_socket_hears_nothing_and_can_do_nothing(app, visit):
+    anonymous = socketio.test_client(app)
+    patient_socket(app, visit.patient)
+
+    reply = anonymous.emit("admit", {"participant_id": visit.patient.id}, callback=True)
+
+    assert reply["ok"] is False
+    assert anonymous.get_received() == []
+    assert db.session.get(Participant, visit.patient.id).admitted_at is None
 
 
 def test_patient_cannot_admit_or_end(app, visit):

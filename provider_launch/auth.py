@@ -1,0 +1,81 @@
+"""Staff sessions from SMART launches: what the browser holds and how we check it.
+
+The browser keeps only a random id per visit in its signed session cookie; the database
+keeps that id's SHA-256 (``LaunchSession.id_hash``), so neither a stolen cookie secret
+nor a database dump alone opens a visit. One cookie can hold several visits, because a
+provider may have several open in EHR tabs.
+"""
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import datetime, timedelta
+from typing import Any, MutableMapping
+
+import at_rest
+from ehr.models import EhrEndpoint, LaunchSession
+from extensions import db
+from visits.models import Appointment, Participant, utcnow
+
+SESSION_KEY = "launch_sessions"
+# Enough for a busy clinic day of tabs, small enough to keep the cookie well under 4 KB.
+MAX_REMEMBERED = 12
+ACCESS_TOKEN_PURPOSE = "access-token"
+
+
+def hash_launch_id(raw_id: str) -> str:
+    return hashlib.sha256(raw_id.encode("utf-8")).hexdigest()
+
+
+def create_launch_session(*, endpoint: EhrEndpoint, appointment: Appointment,
+                          participant: Participant, fhir_user: str | None,
+                          patient_ref: str | None, encounter_ref: str | None,
+                          access_token: str | None, scope: str, expires_in: int,
+                          now: datetime | None = None) -> str:
+    """Add a LaunchSession (the caller commits) and return the raw id for the browser."""
+    raw_id = secrets.token_urlsafe(32)
+    db.session.add(LaunchSession(
+        id_hash=hash_launch_id(raw_id), endpoint_id=endpoint.id, appointment_id=appointment.id,
+        participant_id=participant.id, fhir_user=fhir_user, patient_ref=patient_ref,
+        encounter_ref=encounter_ref, scope=scope,
+        access_token_encrypted=(at_rest.encrypt(access_token, ACCESS_TOKEN_PURPOSE)
+                                if access_token else None),
+        expires_at=(now or utcnow()) + timedelta(seconds=expires_in)))
+    return raw_id
+
+
+def remember_launch(session: MutableMapping[str, Any], appointment_id: int, raw_id: str) -> None:
+    """Keep ``raw_id`` as the browser's key to this visit, replacing an older one; the
+    oldest visits are forgotten beyond MAX_REMEMBERED."""
+    remembered = dict(session.get(SESSION_KEY) or {})
+    remembered.pop(str(appointment_id), None)
+    remembered[str(appointment_id)] = raw_id  # dicts keep order: newest last
+    while len(remembered) > MAX_REMEMBERED:
+        remembered.pop(next(iter(remembered)))
+    session[SESSION_KEY] = remembered  # reassigned, so the session knows it changed
+
+
+def staff_for_visit(appointment_id: int, launch_ids: dict[str, str] | None,
+                    now: datetime | None = None) -> LaunchSession | None:
+    """The live launch session this browser holds for the visit, or None (unknown id,
+    another visit's id, or expired)."""
+    raw_id = (launch_ids or {}).get(str(appointment_id))
+    if not isinstance(raw_id, str) or not raw_id:
+        return None
+    launch = db.session.get(LaunchSession, hash_launch_id(raw_id))
+    if launch is None or launch.appointment_id != appointment_id:
+        return None
+    if launch.expires_at <= (now or utcnow()):
+        return None
+    return launch
+
+
+def access_token_of(launch: LaunchSession) -> str | None:
+    """The EHR access token of a launch session, decrypted (None if none was kept or
+    SECRET_KEY changed since)."""
+    if launch.access_token_encrypted is None:
+        return None
+    try:
+        return at_rest.decrypt(launch.access_token_encrypted, ACCESS_TOKEN_PURPOSE)
+    except at_rest.InvalidToken:
+        return None

@@ -1,0 +1,116 @@
+"""Two server processes behind one public URL share events through real Redis and
+presence through the shared database: a provider on one sees a patient on the other,
+and when a process dies its patients turn disconnected on the survivor."""
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+
+import pytest
+import requests
+import socketio
+from sqlalchemy import create_engine, text
+
+from settings import sqlalchemy_url
+from tests.browser.conftest import free_port, start_server, stop_server
+from tests.browser.test_provider_visit import patient_token
+
+pytestmark = pytest.mark.browser
+
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+POSTGRES_URL = os.environ.get("DATABASE_URL")
+
+
+@pytest.fixture
+def shared_database(tmp_path):
+    """PostgreSQL (its own schema) when DATABASE_URL is set, else one SQLite file."""
+    if not POSTGRES_URL:
+        yield f"sqlite:///{tmp_path / 'shared.db'}"
+        return
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(sqlalchemy_url(POSTGRES_URL), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in POSTGRES_URL else "?"
+    yield f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+@pytest.fixture
+def two_servers(tmp_path, shared_database):
+    port_a = free_port()
+    shared = {
+        "VV_DATABASE_URL": shared_database,
+        "VV_SANDBOX_DATABASE_URL": f"sqlite:///{tmp_path / 'sandbox.db'}",
+        "VV_REDIS_URL": REDIS_URL,
+        "VV_REDIS_CHANNEL": f"vv-test-{uuid.uuid4().hex[:8]}",
+        "VV_PROCESS_TIMEOUT_SECONDS": "2",
+    }
+    first = start_server(tmp_path / "a", port=port_a, **shared)
+    second = start_server(tmp_path / "b", public_url=first.url, **shared)
+    yield first, second
+    for server in (first, second):
+        stop_server(server)
+
+
+class Watcher:
+    """A provider's visit-page socket, keeping the latest visit_state."""
+
+    def __init__(self, url: str, cookies: str, appointment_id: int):
+        self.latest: dict | None = None
+        self.changed = threading.Condition()
+        self.client = socketio.Client(reconnection=False)
+        self.client.on("visit_state", self._on_state)
+        self.client.connect(url, headers={"Cookie": cookies}, auth={"visit": appointment_id},
+                            transports=["websocket"], wait_timeout=5)
+
+    def _on_state(self, state):
+        with self.changed:
+            self.latest = state
+            self.changed.notify_all()
+
+    def wait_for(self, predicate, timeout: float) -> float:
+        """Seconds until ``predicate(latest)`` held; fails after ``timeout``."""
+        started = time.monotonic()
+        with self.changed:
+            ok = self.changed.wait_for(lambda: self.latest and predicate(self.latest), timeout)
+        assert ok, f"not within {timeout} s: {self.latest}"
+        return time.monotonic() - started
+
+
+def patient_presence(state) -> str:
+    return next(p["presence"] for p in state["participants"] if p["role"] == "patient")
+
+
+def test_provider_on_one_process_sees_patient_on_the_other(two_servers):
+    first, second = two_servers
+    browser = requests.Session()
+    landed = browser.get(first.url + "/sandbox/launch/provider/appt-1", timeout=10)
+    assert landed.status_code == 200 and "/visit/" in landed.url, landed.url
+    appointment_id = int(landed.url.rsplit("/", 1)[1])
+    cookies = "; ".join(f"{c.name}={c.value}" for c in browser.cookies)
+    provider = Watcher(first.url, cookies, appointment_id)
+    provider.wait_for(lambda s: s["appointment_id"] == appointment_id, 2)
+    admitted = threading.Event()
+    # Behind the shared public URL a browser's Origin is that URL, whichever process answers.
+    patient = socketio.Client(reconnection=False,
+                              websocket_extra_options={"origin": first.url})
+    patient.on("lobby_state", lambda s: s["state"] == "admitted" and admitted.set())
+
+    patient.connect(second.url, auth={"join_token": patient_token(first, appointment_id)},
+                    transports=["websocket"], wait_timeout=5)
+
+    assert provider.wait_for(lambda s: patient_presence(s) == "connected", 1.0) < 1.0
+    patient_id = next(p["id"] for p in provider.latest["participants"] if p["role"] == "patient")
+    assert provider.client.call("admit", {"participant_id": patient_id}, timeout=5)["ok"]
+    assert admitted.wait(2), "the admit on process A reached the patient on process B"
+
+    second.process.kill()  # no goodbye: the sockets it held must be cleared by process A
+
+    waited = provider.wait_for(lambda s: patient_presence(s) == "disconnected", 30)
+    assert waited < 30
+    provider.client.disconnect()
