@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
 from flask import abort, g, render_template, session
-from flask_babel import format_datetime
+from flask_babel import format_date, format_time
 from flask_babel import gettext as _
 
 from ehr.errors import EhrError
@@ -37,12 +37,16 @@ def visit(appointment_id: int):
         "provider_launch/visit.html",
         appointment=appointment,
         me=launch.participant,
-        starts=format_datetime(appointment.start_at.astimezone(zone), "EEEE d MMMM, h:mm a",
-                               rebase=False),
+        starts=_when(appointment.start_at.astimezone(zone)),
         zone_name=appointment.timezone,
         snapshot=state.staff_view(appointment, now),
         patient_names=patient_names,
     )
+
+
+def _when(local: datetime) -> str:
+    """'Thursday, November 26, 2026 · 9:00 AM' in the page's language, clinic time zone."""
+    return f"{format_date(local, 'full', rebase=False)} · {format_time(local, 'short', rebase=False)}"
 
 
 def _patient_name(launch, patient_ref: str | None) -> str:

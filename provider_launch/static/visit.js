@@ -44,6 +44,9 @@ function renderParticipants() {
     const state = document.createElement("span");
     state.className = "state";
     state.textContent = presenceText(p);
+    if (p.admitted && (p.role === "patient" || p.role === "guest")) {
+      role.textContent += ` · ${S.admitted}`;
+    }
     item.append(who, role, state);
     return item;
   }));
