@@ -137,6 +137,10 @@ class Appointment(db.Model):
     last_message_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # When a provider ended the visit for everyone; nobody can join after it.
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # A short note a provider shows in the lobby ("Running 10 minutes late"); staff text,
+    # never clinical, cleared with a new empty note.
+    lobby_note: Mapped[str | None] = mapped_column(sa.String(200))
+    lobby_note_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
@@ -161,8 +165,10 @@ class Participant(db.Model):
         sa.UniqueConstraint("appointment_id", "ehr_user_id",
                             name="uq_participants_appointment_id_ehr_user_id"),
         one_of("role", ParticipantRole),
-        sa.CheckConstraint(f"display_name IS NULL OR role = '{ParticipantRole.PROVIDER.value}'",
-                           name="display_name_provider_only"),
+        # Patients are never named here (their name stays in the EHR); providers, and the
+        # guests and interpreters a provider adds by name, are.
+        sa.CheckConstraint(f"display_name IS NULL OR role != '{ParticipantRole.PATIENT.value}'",
+                           name="display_name_not_patient"),
         one_of("presence", PresenceState),
     )
 
