@@ -7,7 +7,7 @@ place (the same lobby entry, so the wait time keeps counting from the first arri
 """
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
@@ -25,13 +25,23 @@ from visits.models import (
 WAITS_IN_LOBBY = (ParticipantRole.PATIENT, ParticipantRole.GUEST)
 
 
+def lobby_opens_at(appointment: Appointment) -> datetime:
+    """Patients may wait from this time on (the endpoint's lobby window before the start)."""
+    return appointment.start_at - timedelta(minutes=appointment.endpoint.lobby_opens_before_minutes)
+
+
+def is_lobby_open(appointment: Appointment, now: datetime) -> bool:
+    """Open from ``lobby_opens_at`` until the visit is ended (links expire on their own)."""
+    return appointment.ended_at is None and now >= lobby_opens_at(appointment)
+
+
 def needs_admission(participant: Participant) -> bool:
     return participant.role in WAITS_IN_LOBBY and participant.admitted_at is None
 
 
 def enter_lobby(participant: Participant, now: datetime) -> LobbyEntry | None:
     """Open a lobby entry for a participant who must wait, unless one is open already."""
-    if not needs_admission(participant) or participant.appointment.ended_at is not None:
+    if not needs_admission(participant) or not is_lobby_open(participant.appointment, now):
         return None
     entry = open_entry(participant)
     if entry is None:
