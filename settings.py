@@ -38,6 +38,10 @@ def _str_or_none(value: Any) -> str | None:
     return text or None
 
 
+def _str_or_empty(value: Any) -> str:
+    return "" if value is None else str(value).strip()
+
+
 def _choice(*allowed: str) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
         text = str(value).strip().lower()
@@ -93,6 +97,15 @@ SETTINGS: tuple[Setting, ...] = (
             "is taken as dead; the others then clear the presence of its connections.", float),
     Setting("PRESENCE_SWEEP_SECONDS", 0.5, "How often each process renews its heartbeat and makes "
             "pending disconnects final.", float),
+    Setting("STUN_URLS", "", "Comma-separated STUN URLs given to browsers for calls, e.g. "
+            "`stun:turn.example.org:3478`. Empty: none (fine on one network).", _str_or_empty),
+    Setting("TURN_URLS", "", "Comma-separated TURN URLs (coturn), e.g. `turn:turn.example.org:3478"
+            "?transport=udp,turns:turn.example.org:5349?transport=tcp`. Needed when patients sit "
+            "behind strict NATs or firewalls.", _str_or_empty),
+    Setting("TURN_SECRET", None, "coturn `static-auth-secret`: browsers get time-limited TURN "
+            "credentials derived from it (the TURN REST convention). Secret: environment only.",
+            _str_or_none),
+    Setting("TURN_TTL_SECONDS", 3600, "How long a browser's TURN credentials stay valid.", int),
     Setting("LOG_LEVEL", "INFO", "Python logging level.", lambda v: str(v).upper()),
     Setting("LOG_FORMAT", "json", "`json` (one object per line, for log shippers) or `text`.",
             _choice("json", "text")),

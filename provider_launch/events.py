@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from flask import request
+from flask import current_app, request
 
 from extensions import db, socketio
 from provider_launch.auth import staff_for_visit
-from visits import lobby, realtime
+from visits import calls, lobby, realtime
 from visits.errors import VisitError
 from visits.models import Participant
 
@@ -27,7 +27,7 @@ def staff_from_launch(auth: dict, session: dict) -> realtime.Identity | None:
     launch = staff_for_visit(appointment_id, session.get("launch_sessions") or {})
     if launch is None:
         return None
-    return realtime.identity_of(db.session.get(Participant, launch.participant_id))
+    return realtime.identity_of(db.session.get(Participant, launch.participant_id), staff=True)
 
 
 def _staff_action(action) -> dict:
@@ -64,6 +64,41 @@ def admit_all(_data=None):
 
 @socketio.on("end_visit")
 def end_visit(_data=None):
-    """Sent by a provider: ends the visit for everyone (patients see "ended")."""
-    return _staff_action(lambda who, now: lobby.end_visit(who.appointment_id,
-                                                          who.participant_id, now))
+    """Sent by a provider: ends the visit for everyone (patients see "ended", everyone in
+    the call hears ``call_ended``)."""
+    reply = _staff_action(lambda who, now: lobby.end_visit(who.appointment_id,
+                                                           who.participant_id, now))
+    if reply["ok"]:
+        identity = realtime.identity_for(request.sid)
+        socketio.emit("call_ended", {}, to=realtime.call_room(identity.appointment_id))
+    return reply
+
+
+@socketio.on("set_lobby_note")
+def set_lobby_note(data=None):
+    """Sent by a provider with ``{"text": "Running 10 minutes late"}``; waiting people see
+    it in their lobby at once. An empty text clears it."""
+    text = data.get("text") if isinstance(data, dict) else None
+    if not isinstance(text, str):
+        return {"ok": False, "error": "Write a short note."}
+    return _staff_action(lambda who, now: lobby.set_lobby_note(who.appointment_id,
+                                                               who.participant_id, text, now))
+
+
+@socketio.on("add_participant")
+def add_participant(data=None):
+    """Sent by a provider with ``{"role": "guest"|"interpreter", "display_name": ...}``;
+    the ack carries the new person's join link to copy (texting it comes with SMS)."""
+    if not isinstance(data, dict):
+        return {"ok": False, "error": "Say who to add."}
+    created = {}
+
+    def add(who, now):
+        participant, token = calls.add_participant(
+            who.appointment_id, who.participant_id, str(data.get("role", "")),
+            str(data.get("display_name", "")), now)
+        created.update(participant_id=participant.id,
+                       link=f"{current_app.config['PUBLIC_BASE_URL']}/j/{token}")
+
+    reply = _staff_action(add)
+    return {**reply, **created}

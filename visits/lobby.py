@@ -21,8 +21,9 @@ from visits.models import (
     ParticipantRole,
 )
 
-# Who waits in the lobby; staff (providers, interpreters) go straight in.
-WAITS_IN_LOBBY = (ParticipantRole.PATIENT, ParticipantRole.GUEST)
+# Who waits in the lobby: everyone who joins by link. Providers arrive through the EHR
+# launch and go straight in.
+WAITS_IN_LOBBY = (ParticipantRole.PATIENT, ParticipantRole.GUEST, ParticipantRole.INTERPRETER)
 
 
 def lobby_opens_at(appointment: Appointment) -> datetime:
@@ -61,7 +62,7 @@ def open_entry(participant: Participant) -> LobbyEntry | None:
 
 def admit(appointment_id: int, admitter_id: int, target_id: int, now: datetime) -> Participant:
     """``admitter`` lets ``target`` in; returns the admitted participant."""
-    admitter = _provider_of(appointment_id, admitter_id)
+    admitter = provider_of(appointment_id, admitter_id)
     target = db.session.get(Participant, target_id)
     if target is None or target.appointment_id != appointment_id:
         raise NotFound("That person is not in this visit.")
@@ -76,7 +77,7 @@ def admit(appointment_id: int, admitter_id: int, target_id: int, now: datetime) 
 
 def admit_all(appointment_id: int, admitter_id: int, now: datetime) -> list[Participant]:
     """Admit everyone waiting and connected; returns who was admitted."""
-    admitter = _provider_of(appointment_id, admitter_id)
+    admitter = provider_of(appointment_id, admitter_id)
     admitted = [p for p in waiting(admitter.appointment) if p.admitted_at is None]
     for participant in admitted:
         _admit(participant, admitter, now)
@@ -88,7 +89,7 @@ def end_visit(appointment_id: int, provider_id: int, now: datetime) -> Appointme
     """End the visit for everyone; later joins are refused."""
     from ehr.outbox import enqueue_audit_event
 
-    provider = _provider_of(appointment_id, provider_id)
+    provider = provider_of(appointment_id, provider_id)
     appointment = provider.appointment
     appointment.ended_at = now
     appointment.status = AppointmentStatus.FULFILLED
@@ -99,6 +100,17 @@ def end_visit(appointment_id: int, provider_id: int, now: datetime) -> Appointme
         .values(left_at=now).execution_options(synchronize_session=False))
     enqueue_audit_event(appointment, "visit-ended", at=now, event_key=f"ended-{appointment.id}",
                         actor=provider)
+    db.session.commit()
+    return appointment
+
+
+def set_lobby_note(appointment_id: int, provider_id: int, text: str,
+                   now: datetime) -> Appointment:
+    """Show a short note to everyone waiting ("Running 10 minutes late"); empty clears it."""
+    appointment = provider_of(appointment_id, provider_id).appointment
+    note = " ".join((text or "").split())[:200]
+    appointment.lobby_note = note or None
+    appointment.lobby_note_at = now if note else None
     db.session.commit()
     return appointment
 
@@ -120,7 +132,7 @@ def waiting(appointment: Appointment) -> list[Participant]:
     return result
 
 
-def _provider_of(appointment_id: int, participant_id: int) -> Participant:
+def provider_of(appointment_id: int, participant_id: int) -> Participant:
     participant = db.session.get(Participant, participant_id)
     if participant is None or participant.appointment_id != appointment_id:
         raise NotAllowed("You are not part of this visit.")

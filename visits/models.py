@@ -206,8 +206,8 @@ class Participant(db.Model):
 
     @property
     def is_staff(self) -> bool:
-        """Providers and interpreters see the whole visit; patients and guests their own state."""
-        return self.role in (ParticipantRole.PROVIDER, ParticipantRole.INTERPRETER)
+        """Providers see and run the whole visit; everyone else sees their own state."""
+        return self.role == ParticipantRole.PROVIDER
 
     def __repr__(self) -> str:
         return f"<Participant {self.id} appointment={self.appointment_id} role={self.role}>"

@@ -45,9 +45,11 @@ def authenticate(auth: dict, session: dict) -> Identity | None:
     return None
 
 
-def identity_of(participant: Participant) -> Identity:
+def identity_of(participant: Participant, *, staff: bool) -> Identity:
+    """``staff`` comes from how the socket proved itself (an EHR launch), not from the row:
+    someone who joined by link gets a participant's view whatever their role."""
     return Identity(participant.id, participant.appointment_id, participant.role,
-                    participant.is_staff)
+                    staff and participant.is_staff)
 
 
 def remember(sid: str, identity: Identity) -> None:
@@ -70,6 +72,11 @@ def participant_room(participant_id: int) -> str:
     return f"participant:{participant_id}"
 
 
+def call_room(appointment_id: int) -> str:
+    """Sockets currently in the visit's video call (signaling fan-out)."""
+    return f"visit:{appointment_id}:call"
+
+
 def rooms_for(identity: Identity) -> list[str]:
     rooms = [participant_room(identity.participant_id)]
     if identity.is_staff:
@@ -85,6 +92,6 @@ def push_visit(appointment_id: int, now) -> None:
     socketio.emit("visit_state", state.staff_view(appointment, now),
                   to=staff_room(appointment_id))
     for participant in appointment.participants:
-        if not participant.is_staff:
+        if participant.role != "provider":
             socketio.emit("lobby_state", state.participant_view(participant, now),
                           to=participant_room(participant.id))

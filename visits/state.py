@@ -26,6 +26,7 @@ def staff_view(appointment: Appointment, now: datetime) -> dict:
         "appointment_id": appointment.id,
         "ended": appointment.ended_at is not None,
         "server_time": now.isoformat(),
+        "lobby_note": appointment.lobby_note,
         "participants": [{
             "id": p.id,
             "role": p.role,
@@ -55,6 +56,7 @@ def participant_view(participant: Participant, now: datetime) -> dict:
         "state": state,
         "server_time": now.isoformat(),
         "waiting_since": _iso(entry.entered_at if entry else None),
+        "note": appointment.lobby_note,
         "provider_present": any(p.role == ParticipantRole.PROVIDER
                                 and p.presence == PresenceState.CONNECTED
                                 for p in appointment.participants),

@@ -210,8 +210,8 @@ def test_patient_never_receives_staff_data_or_other_visits(app, visit):
     received = patient.get_received()
 
     assert {m["name"] for m in received} == {"lobby_state"}
-    assert all(set(m["args"][0]) == {"state", "server_time", "waiting_since", "provider_present"}
-               for m in received)
+    assert all(set(m["args"][0]) == {"state", "server_time", "waiting_since", "note",
+                                     "provider_present"} for m in received)
 
 
 def test_staff_of_one_visit_cannot_enter_or_act_on_another(app, visit):
@@ -229,15 +229,18 @@ def test_staff_of_one_visit_cannot_enter_or_act_on_another(app, visit):
                for m in mine.get_received() if m["name"] == "visit_state")
 
 
-def test_interpreter_sees_visit_but_cannot_admit(app, visit):
-    interpreter = factories.add_participant(visit, "interpreter", "Practitioner/interp")
-    socket = staff_socket(app, interpreter)
+def test_interpreter_by_link_waits_and_cannot_admit(app, visit):
+    interpreter = factories.add_participant(visit, "interpreter", display_name="Ana Intérprete")
+    staff = staff_socket(app, visit.provider)
+    socket = patient_socket(app, interpreter)
     patient_socket(app, visit.patient)
 
     reply = socket.emit("admit", {"participant_id": visit.patient.id}, callback=True)
 
     assert reply["ok"] is False
-    assert last(socket.get_received(), "visit_state")["lobby"]
+    assert {m["name"] for m in socket.get_received()} == {"lobby_state"}
+    lobby = last(staff.get_received(), "visit_state")["lobby"]
+    assert {entry["participant_id"] for entry in lobby} == {interpreter.id, visit.patient.id}
 
 
 def test_sockets_of_a_dead_process_are_cleared(app, visit):
@@ -268,3 +271,107 @@ def test_periodic_task_runs_in_app_context(app, visit):
         presence_upkeep()
 
     assert db.session.get(Participant, visit.patient.id).presence == "disconnected"
+
+
+# --- lobby note, guests, the call -------------------------------------------------------
+
+def test_lobby_note_reaches_waiting_patient(app, visit):
+    staff = staff_socket(app, visit.provider)
+    patient = patient_socket(app, visit.patient)
+
+    reply = staff.emit("set_lobby_note", {"text": "  Running 10 minutes late  "}, callback=True)
+
+    assert reply == {"ok": True}
+    assert last(patient.get_received(), "lobby_state")["note"] == "Running 10 minutes late"
+    assert patient.emit("set_lobby_note", {"text": "I'm the boss"}, callback=True)["ok"] is False
+
+
+def test_provider_adds_guest_who_joins_by_link_and_waits(app, visit):
+    staff = staff_socket(app, visit.provider)
+
+    reply = staff.emit("add_participant", {"role": "guest", "display_name": "Maria (daughter)"},
+                       callback=True)
+    token = reply["link"].rsplit("/j/", 1)[1]
+    guest = socketio.test_client(app, auth={"join_token": token})
+
+    assert reply["ok"] is True
+    assert last(guest.get_received(), "lobby_state")["state"] == "waiting"
+    snapshot = last(staff.get_received(), "visit_state")
+    assert {"role": "guest", "display_name": "Maria (daughter)", "presence": "connected"}.items() \
+        <= next(p for p in snapshot["participants"] if p["id"] == reply["participant_id"]).items()
+    bad = staff.emit("add_participant", {"role": "provider", "display_name": "X"}, callback=True)
+    assert bad["ok"] is False
+
+
+def test_call_join_needs_admission_and_relays_only_within_the_call(app, visit):
+    staff = staff_socket(app, visit.provider)
+    patient = patient_socket(app, visit.patient)
+
+    early = patient.emit("call_join", callback=True)
+    staff.emit("admit", {"participant_id": visit.patient.id}, callback=True)
+    provider_join = staff.emit("call_join", callback=True)
+    staff.get_received()
+    patient_join = patient.emit("call_join", callback=True)
+    joined = last(staff.get_received(), "call_peer_joined")
+    offer = staff.emit("signal", {"to": joined["sid"], "description": {"type": "offer",
+                                                                      "sdp": "v=0"}},
+                       callback=True)
+    relayed = last(patient.get_received(), "signal")
+
+    assert early["ok"] is False
+    assert provider_join["ok"] and patient_join["ok"]
+    assert joined["participant_id"] == visit.patient.id
+    assert offer == {"ok": True}
+    assert relayed["from"] == provider_join["sid"]
+    assert relayed["description"]["type"] == "offer"
+
+
+def test_signal_to_a_socket_of_another_visit_is_dropped(app, visit):
+    other = factories.make_visit(visit.appointment.endpoint, ehr_id="appt-2")
+    other_staff = staff_socket(app, other.provider)
+    other_sid = other_staff.emit("call_join", callback=True)["sid"]
+    staff = staff_socket(app, visit.provider)
+    staff.emit("call_join", callback=True)
+    other_staff.get_received()
+
+    reply = staff.emit("signal", {"to": other_sid, "candidate": {"candidate": "x"}},
+                       callback=True)
+
+    assert reply["ok"] is False
+    assert last(other_staff.get_received(), "signal") is None
+
+
+def test_quality_samples_are_stored_and_throttled(app, visit):
+    from visits.models import CallQualitySample
+
+    staff = staff_socket(app, visit.provider)
+    staff.emit("call_join", callback=True)
+
+    first = staff.emit("call_quality", {"rtt_ms": 42.5, "jitter_ms": 3, "packet_loss_pct": 0.5,
+                                        "bitrate_in_kbps": 900, "bitrate_out_kbps": "lots"},
+                       callback=True)
+    second = staff.emit("call_quality", {"rtt_ms": 40}, callback=True)
+
+    rows = db.session.execute(sa.select(CallQualitySample)).scalars().all()
+    assert first == {"ok": True} and second == {"ok": False}
+    assert [(r.rtt_ms, r.bitrate_out_kbps) for r in rows] == [(42.5, None)]
+
+
+def test_ice_servers_carry_time_limited_turn_credentials(app, visit):
+    import base64
+    import hashlib
+    import hmac
+
+    app.config.update(STUN_URLS="stun:127.0.0.1:3478", TURN_URLS="turn:127.0.0.1:3478",
+                      TURN_SECRET="coturn-secret", TURN_TTL_SECONDS=600)
+    staff = staff_socket(app, visit.provider)
+
+    servers = staff.emit("call_join", callback=True)["ice_servers"]
+
+    turn = servers[1]
+    expiry = int(turn["username"].split(":")[0])
+    expected = base64.b64encode(hmac.new(b"coturn-secret", turn["username"].encode(),
+                                         hashlib.sha1).digest()).decode()
+    assert servers[0] == {"urls": ["stun:127.0.0.1:3478"]}
+    assert turn["credential"] == expected
+    assert 0 < expiry - datetime.now(timezone.utc).timestamp() <= 600
