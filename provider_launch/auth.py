@@ -8,12 +8,16 @@ provider may have several open in EHR tabs.
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
+import time
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any, MutableMapping
 
 import at_rest
 from ehr.models import EhrEndpoint, LaunchSession
+from ehr.smart import LaunchContext
 from extensions import db
 from visits.models import Appointment, Participant, utcnow
 
@@ -78,4 +82,58 @@ def access_token_of(launch: LaunchSession) -> str | None:
     try:
         return at_rest.decrypt(launch.access_token_encrypted, ACCESS_TOKEN_PURPOSE)
     except at_rest.InvalidToken:
+        return None
+
+
+# --- launches held for a staff sign-in --------------------------------------------------
+
+HELD_KEY = "sso_held_launches"
+HELD_PURPOSE = "held-launch"
+# One per EHR tab waiting at the sign-in page; older ones are abandoned attempts.
+MAX_HELD = 3
+# As long as a pending SMART launch: the sign-in may need a password and MFA.
+HELD_TTL_S = 600
+
+
+@dataclass(frozen=True)
+class HeldLaunch:
+    """A launch the EHR completed, parked while its user signs in with the organization."""
+
+    endpoint_id: int
+    context: LaunchContext
+    created_at: int
+
+    def is_expired(self, now: float | None = None) -> bool:
+        return (now or time.time()) > self.created_at + HELD_TTL_S
+
+
+def hold_launch(session: MutableMapping[str, Any], endpoint_id: int,
+                context: LaunchContext, now: float | None = None) -> str:
+    """Park ``context`` in the session cookie, encrypted as a whole (the EHR access token
+    and the patient reference must not be readable in a cookie), and return its key."""
+    created_at = int(now or time.time())
+    payload = json.dumps({"endpoint_id": endpoint_id, "created_at": created_at,
+                          "context": asdict(context)})
+    key = secrets.token_urlsafe(16)
+    held = dict(session.get(HELD_KEY) or {})
+    held[key] = at_rest.encrypt(payload, HELD_PURPOSE).decode("ascii")
+    while len(held) > MAX_HELD:
+        held.pop(next(iter(held)))
+    session[HELD_KEY] = held
+    return key
+
+
+def take_held(session: MutableMapping[str, Any], key: str) -> HeldLaunch | None:
+    """The launch parked under ``key``, removed (single use); None if unknown or unreadable."""
+    held = dict(session.get(HELD_KEY) or {})
+    token = held.pop(key, None)
+    session[HELD_KEY] = held
+    if not isinstance(token, str):
+        return None
+    try:
+        data = json.loads(at_rest.decrypt(token.encode("ascii"), HELD_PURPOSE))
+        return HeldLaunch(endpoint_id=int(data["endpoint_id"]),
+                          created_at=int(data["created_at"]),
+                          context=LaunchContext(**data["context"]))
+    except (at_rest.InvalidToken, ValueError, KeyError, TypeError):
         return None

@@ -1,10 +1,13 @@
 """The provider's SMART EHR launch, start to finish, without Flask's request or session.
 
 ``begin_launch`` checks the ``iss`` against our approved endpoints and builds the
-authorize redirect; ``complete_launch`` trades the code, validates the id_token, finds
-the appointment (fhirContext, else the encounter), creates the visit from FHIR if we
-never heard of it, and records a LaunchSession. Every refusal is a ``LaunchFailed``
-with a reason code the view turns into a page; nothing is written unless it all works.
+authorize redirect; ``authenticate_launch`` trades the code and validates the id_token;
+``finish_launch`` finds the appointment (fhirContext, else the encounter), creates the
+visit from FHIR if we never heard of it, and records a LaunchSession. Between them, an
+endpoint that requires staff single sign-on sends a not yet linked EHR user to the
+organization's provider first (``staff_sso_needed``).
+Every refusal is a ``LaunchFailed`` with a reason code the view turns into a page;
+nothing is written unless it all works.
 """
 from __future__ import annotations
 
@@ -21,6 +24,9 @@ from ehr.names import display_name
 from ehr.services import endpoint_for_iss
 from extensions import db
 from provider_launch.auth import create_launch_session
+from staff_sso import services as staff_sso
+from staff_sso.oidc import StaffIdentity
+from staff_sso.services import SsoConfig
 from visits.appointments import AppointmentUnusable, ensure_provider, upsert_from_fhir
 from visits.models import AuditLog
 
@@ -86,21 +92,59 @@ def begin_launch(iss: str | None, launch: str | None, *, redirect_uri: str) -> A
     return AuthorizeStep(url=url, pending=pending, endpoint=endpoint)
 
 
-def launch_endpoint(pending: smart.PendingLaunch) -> EhrEndpoint:
-    """The endpoint a pending launch began with, if it is still there and approved."""
-    endpoint = db.session.get(EhrEndpoint, pending.endpoint_id)
+def launch_endpoint(endpoint_id: int | None) -> EhrEndpoint:
+    """The endpoint a launch began with, if it is still there and approved."""
+    endpoint = db.session.get(EhrEndpoint, endpoint_id) if endpoint_id else None
     if endpoint is None or not endpoint.is_approved:
         raise LaunchFailed("unapproved_endpoint", 403, endpoint=endpoint,
                            name=endpoint.name if endpoint else "?")
     return endpoint
 
 
-def complete_launch(pending: smart.PendingLaunch, *, code: str,
-                    redirect_uri: str) -> CompletedLaunch:
-    """Finish the launch; commits the visit, the provider and the LaunchSession together."""
-    endpoint = launch_endpoint(pending)
+@dataclass(frozen=True)
+class AuthenticatedLaunch:
+    """The EHR confirmed who launched and with which context; nothing is stored yet."""
+
+    endpoint: EhrEndpoint
+    context: smart.LaunchContext
+
+
+def authenticate_launch(pending: smart.PendingLaunch, *, code: str,
+                        redirect_uri: str) -> AuthenticatedLaunch:
+    """Trade the code and check the id_token: who launched, about what. Writes nothing, so
+    a staff sign-in can come between this and ``finish_launch``."""
+    endpoint = launch_endpoint(pending.endpoint_id)
     try:
         context = _authenticate(endpoint, pending, code=code, redirect_uri=redirect_uri)
+    except LaunchFailed as exc:
+        exc.endpoint = exc.endpoint or endpoint
+        _log_failure(exc.reason, endpoint, exc)
+        raise
+    return AuthenticatedLaunch(endpoint=endpoint, context=context)
+
+
+def staff_sso_needed(launch: AuthenticatedLaunch, sso: SsoConfig) -> bool:
+    """Whether this EHR user must sign in with the organization before the visit opens:
+    the endpoint requires it and they have no link yet. Required but not configured is a
+    refusal, never a silent pass."""
+    endpoint = launch.endpoint
+    if not endpoint.require_staff_sso:
+        return False
+    if not sso.is_configured:
+        log.warning("provider launch failed", extra={"reason": "staff_sso_not_configured",
+                                                     "endpoint": endpoint.name})
+        raise LaunchFailed("staff_sso_not_configured", 503, endpoint=endpoint,
+                           name=endpoint.name)
+    return staff_sso.link_for(endpoint, launch.context.fhir_user) is None
+
+
+def finish_launch(endpoint: EhrEndpoint, context: smart.LaunchContext, *,
+                  staff_identity: StaffIdentity | None = None) -> CompletedLaunch:
+    """Read the appointment, create the visit if new, and record the LaunchSession; with
+    ``staff_identity`` (just signed in) the EHR user's link is created in the same commit,
+    so a refused launch leaves no link either."""
+    try:
+        _record_staff_link(endpoint, context, staff_identity)
         client = FhirClient(endpoint.fhir_base_url, context.access_token)
         resource = _appointment_resource(client, context)
         _check_same_patient(resource, context, endpoint)
@@ -133,6 +177,21 @@ def complete_launch(pending: smart.PendingLaunch, *, code: str,
                     "participant_id": participant.id})
     return CompletedLaunch(appointment_id=appointment.id, participant_id=participant.id,
                            endpoint=endpoint, session_id=session_id)
+
+
+def _record_staff_link(endpoint: EhrEndpoint, context: smart.LaunchContext,
+                       identity: StaffIdentity | None) -> None:
+    """Create the link for a fresh sign-in, or note that an existing one was used."""
+    if identity is not None and context.fhir_user:
+        try:
+            staff_sso.link_identity(endpoint, context.fhir_user, identity)
+        except staff_sso.LinkConflict:
+            raise LaunchFailed("staff_sso_conflict", 409, endpoint=endpoint) from None
+        return
+    if endpoint.require_staff_sso:
+        link = staff_sso.link_for(endpoint, context.fhir_user)
+        if link is not None:
+            staff_sso.record_use(link)
 
 
 def _authenticate(endpoint: EhrEndpoint, pending: smart.PendingLaunch, *, code: str,

@@ -4,6 +4,7 @@
 // and a screen-reader announcement.
 import { connectSocket, request } from "../js/socket.js";
 import { clockTime, duration, fill } from "../js/format.js";
+import { Call, bindCallControls } from "../js/call.js";
 
 const data = JSON.parse(document.getElementById("visit-data").textContent);
 const S = data.strings;
@@ -14,6 +15,7 @@ let snapshot = data.snapshot;
 let clockOffsetMs = Date.now() - Date.parse(snapshot.server_time);
 let knownWaiting = new Set(snapshot.lobby.map((entry) => entry.participant_id));
 let audio = null;
+let call = null; // the provider's Call while they are in it
 
 function nameOf(participant) {
   if (participant.display_name) return participant.display_name;
@@ -92,6 +94,7 @@ function tickWaitTimes() {
 function renderEnded() {
   $("ended-banner").hidden = !snapshot.ended;
   for (const id of ["end-visit", "admit-all"]) $(id).disabled = snapshot.ended;
+  $("join-call").disabled = snapshot.ended || call !== null;
 }
 
 function render() {
@@ -173,6 +176,65 @@ $("alerts").addEventListener("click", async () => {
   }
   $("alerts").textContent = S.alerts_on;
   $("alerts").disabled = true;
+});
+
+$("join-call").addEventListener("click", async () => {
+  $("join-call").disabled = true;
+  let stream = null;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
+  } catch (error) {
+    $("action-error").textContent = S.camera_needed;
+    $("action-error").hidden = false;
+    $("join-call").disabled = false;
+    return;
+  }
+  const root = $("call");
+  const callStrings = JSON.parse($("call-strings").textContent);
+  root.hidden = false;
+  call = new Call({
+    socket, localStream: stream, root, strings: callStrings,
+    onState: (state, message) => {
+      $("call-status").textContent = message || "";
+      if (state === "ended") {
+        for (const track of stream.getTracks()) track.stop();
+        $("join-call").disabled = snapshot.ended;
+        call = null;
+      }
+    },
+  });
+  bindCallControls(call, root, callStrings);
+  if (await call.join()) root.scrollIntoView({ block: "start" });
+});
+
+$("note-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const reply = await request(socket, "set_lobby_note", { text: $("note-text").value });
+  $("announcer").textContent = reply.ok ? S.note_saved : "";
+  if (!reply.ok) { $("action-error").textContent = reply.error; $("action-error").hidden = false; }
+});
+
+$("add-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const reply = await request(socket, "add_participant", {
+    role: $("add-role").value, display_name: $("add-name").value });
+  if (!reply.ok) { $("action-error").textContent = reply.error; $("action-error").hidden = false; return; }
+  $("invite").hidden = false;
+  $("invite-link").value = reply.link;
+  $("invite-link").focus();
+  $("invite-link").select();
+  $("add-name").value = "";
+});
+
+$("copy-invite").addEventListener("click", async () => {
+  try {
+    await navigator.clipboard.writeText($("invite-link").value);
+  } catch {
+    $("invite-link").select();
+    document.execCommand("copy");
+  }
+  $("announcer").textContent = S.copied;
+  $("copy-invite").textContent = S.copied;
 });
 
 render();

@@ -1,0 +1,269 @@
+// The video call, shared by the patient's and the provider's pages: a WebRTC mesh among
+// everyone admitted, signalled over the page's Socket.IO connection.
+//
+// Who offers: the people already in the call offer to each newcomer (the server tells
+// them with `call_peer_joined`); a newcomer only answers. So two sides never offer to
+// each other at once. If a peer's media path fails, the side that offered retries once
+// with TURN only (iceTransportPolicy "relay"), and the page says so.
+import { request } from "./socket.js";
+
+const QUALITY_INTERVAL_MS = 10_000;
+
+export class Call {
+  constructor({ socket, localStream, root, strings, onState = () => {} }) {
+    this.socket = socket;
+    this.localStream = localStream;
+    this.root = root;
+    this.S = strings;
+    this.onState = onState;
+    this.peers = new Map(); // sid -> { pc, offerer, relay, pending, tile, stats }
+    this.queues = new Map(); // sid -> promise chain of that peer's signal messages
+    this.iceServers = [];
+    this.state = "connecting";
+    this.handlers = {
+      call_peer_joined: ({ sid }) => this.offerTo(sid),
+      signal: (message) => this.enqueue(message.from, () => this.onSignal(message)),
+      call_peer_left: ({ sid }) => this.drop(sid),
+      call_ended: () => this.end("ended"),
+    };
+  }
+
+  async join() {
+    for (const [event, handler] of Object.entries(this.handlers)) this.socket.on(event, handler);
+    this.attachSelf();
+    this.setState("connecting", this.S.waiting_for_others);
+    const reply = await request(this.socket, "call_join");
+    if (!reply.ok) {
+      this.setState("ended", reply.error || this.S.call_failed);
+      return false;
+    }
+    this.iceServers = reply.ice_servers || [];
+    this.qualityTimer = setInterval(() => this.sendQuality(), QUALITY_INTERVAL_MS);
+    return true;
+  }
+
+  attachSelf() {
+    const self = this.root.querySelector(".self video");
+    if (self && this.localStream) self.srcObject = this.localStream;
+  }
+
+  // --- peers ---------------------------------------------------------------------------
+  createPeer(sid, { offerer, relay = false }) {
+    const config = { iceServers: this.iceServers };
+    if (relay) config.iceTransportPolicy = "relay";
+    const pc = new RTCPeerConnection(config);
+    const peer = { pc, offerer, relay, pending: [], tile: null, stats: null };
+    if (this.localStream) {
+      for (const track of this.localStream.getTracks()) pc.addTrack(track, this.localStream);
+    }
+    pc.onicecandidate = ({ candidate }) => {
+      if (candidate) request(this.socket, "signal", { to: sid, candidate: candidate.toJSON() });
+    };
+    pc.ontrack = ({ streams }) => this.showRemote(sid, peer, streams[0]);
+    pc.onconnectionstatechange = () => this.onPeerState(sid, peer);
+    this.peers.set(sid, peer);
+    return peer;
+  }
+
+  async offerTo(sid, { relay = false, restart = false } = {}) {
+    this.close(sid, { keepTile: true });
+    const peer = this.createPeer(sid, { offerer: true, relay });
+    await peer.pc.setLocalDescription(await peer.pc.createOffer());
+    const message = { to: sid, description: peer.pc.localDescription.toJSON() };
+    if (restart) message.restart = { relay };
+    await request(this.socket, "signal", message);
+  }
+
+  // Messages from one peer are handled strictly in order: a candidate must not be added
+  // while the offer before it is still being applied.
+  enqueue(sid, task) {
+    const next = (this.queues.get(sid) || Promise.resolve())
+      .then(task).catch((error) => console.warn("signal failed", error));
+    this.queues.set(sid, next);
+  }
+
+  async onSignal({ from, description, candidate, restart }) {
+    let peer = this.peers.get(from);
+    if (description && description.type === "offer") {
+      if (!peer || restart) {
+        this.close(from, { keepTile: true });
+        peer = this.createPeer(from, { offerer: false, relay: Boolean(restart && restart.relay) });
+      }
+      await peer.pc.setRemoteDescription(description);
+      await peer.pc.setLocalDescription(await peer.pc.createAnswer());
+      await request(this.socket, "signal", { to: from, description: peer.pc.localDescription.toJSON() });
+    } else if (description && peer) {
+      await peer.pc.setRemoteDescription(description);
+    }
+    if (peer && (description || candidate)) {
+      if (candidate) peer.pending.push(candidate);
+      if (peer.pc.remoteDescription) {
+        for (const pending of peer.pending.splice(0)) await peer.pc.addIceCandidate(pending);
+      }
+    }
+  }
+
+  onPeerState(sid, peer) {
+    const state = peer.pc.connectionState;
+    if (state === "connected") {
+      this.setState("connected", this.S.connected);
+    } else if (state === "failed") {
+      if (peer.offerer && !peer.relay && this.hasTurn()) {
+        this.setState("connecting", this.S.retrying_turn);
+        this.offerTo(sid, { relay: true, restart: true });
+      } else {
+        this.setState(this.anyConnected() ? "connected" : "connecting", this.S.media_failed);
+      }
+    } else if (!this.anyConnected() && this.state !== "ended") {
+      this.setState("connecting", this.S.waiting_for_others);
+    }
+  }
+
+  hasTurn() {
+    return this.iceServers.some((server) => [].concat(server.urls).some((url) => url.startsWith("turn")));
+  }
+
+  anyConnected() {
+    return [...this.peers.values()].some((peer) => peer.pc.connectionState === "connected");
+  }
+
+  showRemote(sid, peer, stream) {
+    let tile = this.root.querySelector(`[data-peer="${CSS.escape(sid)}"]`);
+    if (!tile) {
+      tile = document.createElement("figure");
+      tile.className = "tile";
+      tile.dataset.peer = sid;
+      const video = document.createElement("video");
+      video.setAttribute("data-testid", "remote-video");
+      video.autoplay = true;
+      video.playsInline = true;
+      tile.append(video);
+      this.root.querySelector(".video-grid").append(tile);
+    }
+    const video = tile.querySelector("video");
+    if (video.srcObject !== stream) video.srcObject = stream;
+    video.play().catch(() => {}); // autoplay may wait for a tap; the controls give one
+    peer.tile = tile;
+  }
+
+  close(sid, { keepTile = false } = {}) {
+    const peer = this.peers.get(sid);
+    if (!peer) return;
+    peer.pc.onconnectionstatechange = null;
+    peer.pc.close();
+    this.peers.delete(sid);
+    if (!keepTile && peer.tile) peer.tile.remove();
+  }
+
+  drop(sid) {
+    this.close(sid);
+    if (!this.anyConnected() && this.state !== "ended") {
+      this.setState("connecting", this.S.waiting_for_others);
+    }
+  }
+
+  // --- controls ------------------------------------------------------------------------
+  setMuted(muted) {
+    for (const track of this.localStream?.getAudioTracks() || []) track.enabled = !muted;
+  }
+
+  setCameraOff(off) {
+    for (const track of this.localStream?.getVideoTracks() || []) track.enabled = !off;
+  }
+
+  // Phones: flip between the front and back camera without renegotiating.
+  async switchCamera() {
+    const current = this.localStream.getVideoTracks()[0];
+    const facing = current?.getSettings().facingMode === "environment" ? "user" : "environment";
+    current?.stop();
+    const fresh = await navigator.mediaDevices.getUserMedia({ video: { facingMode: facing } });
+    const track = fresh.getVideoTracks()[0];
+    if (current) this.localStream.removeTrack(current);
+    this.localStream.addTrack(track);
+    for (const peer of this.peers.values()) {
+      const sender = peer.pc.getSenders().find((s) => s.track?.kind === "video" || s.track === current);
+      if (sender) await sender.replaceTrack(track);
+    }
+    this.attachSelf();
+  }
+
+  async leave() {
+    await request(this.socket, "call_leave");
+    this.end("left");
+  }
+
+  end(reason) {
+    clearInterval(this.qualityTimer);
+    for (const sid of [...this.peers.keys()]) this.close(sid);
+    for (const [event, handler] of Object.entries(this.handlers)) this.socket.off(event, handler);
+    this.setState("ended", reason === "left" ? this.S.you_left : this.S.visit_ended);
+  }
+
+  setState(state, message) {
+    this.state = state;
+    this.root.dataset.state = state;
+    this.onState(state, message);
+  }
+
+  // --- quality -------------------------------------------------------------------------
+  async sendQuality() {
+    const totals = { rtt: [], jitter: [], lost: 0, received: 0, bytesIn: 0, bytesOut: 0 };
+    for (const peer of this.peers.values()) {
+      const report = await peer.pc.getStats();
+      const now = { bytesIn: 0, bytesOut: 0, at: performance.now() };
+      report.forEach((entry) => {
+        if (entry.type === "candidate-pair" && entry.nominated && entry.currentRoundTripTime != null) {
+          totals.rtt.push(entry.currentRoundTripTime * 1000);
+        } else if (entry.type === "inbound-rtp") {
+          if (entry.jitter != null) totals.jitter.push(entry.jitter * 1000);
+          totals.lost += entry.packetsLost || 0;
+          totals.received += entry.packetsReceived || 0;
+          now.bytesIn += entry.bytesReceived || 0;
+        } else if (entry.type === "outbound-rtp") {
+          now.bytesOut += entry.bytesSent || 0;
+        }
+      });
+      if (peer.stats) {
+        const seconds = (now.at - peer.stats.at) / 1000;
+        totals.bytesIn += (now.bytesIn - peer.stats.bytesIn) / seconds;
+        totals.bytesOut += (now.bytesOut - peer.stats.bytesOut) / seconds;
+      }
+      peer.stats = now;
+    }
+    if (!this.peers.size) return;
+    const mean = (values) => (values.length ? values.reduce((a, b) => a + b, 0) / values.length : null);
+    const packets = totals.lost + totals.received;
+    request(this.socket, "call_quality", {
+      rtt_ms: mean(totals.rtt),
+      jitter_ms: mean(totals.jitter),
+      packet_loss_pct: packets ? (100 * totals.lost) / packets : null,
+      bitrate_in_kbps: (totals.bytesIn * 8) / 1000,
+      bitrate_out_kbps: (totals.bytesOut * 8) / 1000,
+    });
+  }
+}
+
+// Wire the call's buttons (mute, camera off, switch camera, leave) inside `root`.
+export function bindCallControls(call, root, S) {
+  const mic = root.querySelector(".toggle-mic");
+  const camera = root.querySelector(".toggle-camera");
+  const flip = root.querySelector(".switch-camera");
+  const leave = root.querySelector(".leave-call");
+  mic.addEventListener("click", () => {
+    const muted = mic.getAttribute("aria-pressed") !== "true";
+    call.setMuted(muted);
+    mic.setAttribute("aria-pressed", String(muted));
+    mic.textContent = muted ? S.unmute : S.mute;
+  });
+  camera.addEventListener("click", () => {
+    const off = camera.getAttribute("aria-pressed") !== "true";
+    call.setCameraOff(off);
+    camera.setAttribute("aria-pressed", String(off));
+    camera.textContent = off ? S.camera_on : S.camera_off;
+  });
+  navigator.mediaDevices?.enumerateDevices().then((devices) => {
+    flip.hidden = devices.filter((d) => d.kind === "videoinput").length < 2;
+  });
+  flip.addEventListener("click", () => call.switchCamera().catch((e) => console.warn(e)));
+  leave.addEventListener("click", () => call.leave());
+}
