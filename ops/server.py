@@ -1,6 +1,7 @@
 """The gevent server behind ``python app.py``: real WebSockets, no delayed-ACK stall."""
 from __future__ import annotations
 
+import gc
 import logging
 import socket
 
@@ -36,6 +37,12 @@ def serve(app: Flask) -> None:
     from ops import background
 
     background.start(app)
+    # Socket.IO messages create reference cycles, and full collections over the start-up
+    # heap paused the server 140-240 ms (shared/PERFORMANCE.md). Move that heap out of the
+    # collector's reach and collect the young generation less often.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 50)
     log.info("listening", extra={"url": f"http://{host}:{port}",
                                  "public_base_url": app.config["PUBLIC_BASE_URL"]})
     try:
