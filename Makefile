@@ -55,7 +55,7 @@ clean:
 	rm -rf $(VENV) test-output .pytest_cache
 
 # For developers: refresh translations/messages.pot and the .po files after changing text.
-SOURCES := app.py ops visits patient_join provider_launch device_test ehr notifications admin sandbox_ehr templates
+SOURCES := app.py ops visits patient_join provider_launch staff_sso device_test ehr notifications admin sandbox_ehr templates
 messages: $(BIN)/python
 	$(BIN)/pybabel extract -F babel.cfg -k _l --no-location --sort-output -o translations/messages.pot $(SOURCES)
 	$(BIN)/pybabel update --no-fuzzy-matching -i translations/messages.pot -d translations

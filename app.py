@@ -12,7 +12,7 @@ import sys  # noqa: E402
 from flask import Flask  # noqa: E402
 
 import settings  # noqa: E402
-from extensions import babel, db, migrate, socketio  # noqa: E402
+from extensions import babel, db, limiter, migrate, socketio  # noqa: E402
 
 # Absolute, so `flask db upgrade` works from any working directory.
 MIGRATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
@@ -36,6 +36,13 @@ def create_app(config: dict | None = None) -> Flask:
 
     babel.init_app(app, locale_selector=i18n.select_locale)
     i18n.init_app(app)
+    if app.config["PROXY_COUNT"]:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        # Trust exactly that many hops: the client address is then the patient's, not nginx's.
+        count = app.config["PROXY_COUNT"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count)
+    limiter.init_app(app)
 
     # Features register their Socket.IO handlers at import time; that must happen before
     # socketio.init_app() so the handlers are replayed for every app the factory builds.
@@ -46,6 +53,7 @@ def create_app(config: dict | None = None) -> Flask:
     import ops
     import patient_join
     import provider_launch
+    import staff_sso
     import visits  # noqa: F401  (models must be imported for Alembic and create_all)
 
     app.register_blueprint(ops.bp)
@@ -55,6 +63,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(ehr.bp)
     app.register_blueprint(notifications.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(staff_sso.bp)
     if app.config["SANDBOX"]:
         import sandbox_ehr
 

@@ -5,9 +5,12 @@ module is ``__main__``, and importing it again would build a second, unserved So
 """
 from __future__ import annotations
 
+import logging
 import sqlite3
 
 from flask_babel import Babel
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
 from flask_migrate import Migrate
 from flask_socketio import SocketIO
 from flask_sqlalchemy import SQLAlchemy
@@ -34,6 +37,12 @@ db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
 socketio = SocketIO()
 babel = Babel()
+# No default limits: routes opt in (``/j/<token>``). Storage comes from the app's config
+# (memory, or Redis with VV_REDIS_URL), read again by each init_app.
+limiter = Limiter(key_func=get_remote_address)
+# Its INFO lines name the client's IP address with each breach; our own log line says
+# which route was limited, without who.
+logging.getLogger("flask-limiter").setLevel(logging.WARNING)
 
 
 @event.listens_for(Engine, "connect")

@@ -106,6 +106,28 @@ SETTINGS: tuple[Setting, ...] = (
             "credentials derived from it (the TURN REST convention). Secret: environment only.",
             _str_or_none),
     Setting("TURN_TTL_SECONDS", 3600, "How long a browser's TURN credentials stay valid.", int),
+    Setting("STAFF_SSO_ISSUER", None, "OpenID Connect issuer URL of the organization's sign-in "
+            "provider (its `/.well-known/openid-configuration` is read). Empty: staff single "
+            "sign-on is off, and endpoints that require it refuse launches with a page saying so.",
+            _str_or_none),
+    Setting("STAFF_SSO_CLIENT_ID", None, "Our client id at that provider (register "
+            "`<PUBLIC_BASE_URL>/sso/callback` as its redirect URI).", _str_or_none),
+    Setting("STAFF_SSO_CLIENT_SECRET", None, "Our client secret at that provider "
+            "(`client_secret_basic` or `client_secret_post`); empty for a public client (PKCE "
+            "only). Secret: environment only.", _str_or_none),
+    Setting("STAFF_SSO_SCOPES", "openid email profile", "Scopes asked of that provider; must "
+            "include `openid`."),
+    Setting("JOIN_LINK_RATE_LIMIT", "30 per minute", "How often one client (IP address) may open "
+            "`/j/<token>` join links; beyond it a guessing run gets 429. Flask-Limiter notation, "
+            "e.g. `30 per minute;300 per day`. Counted per process in memory, or in Redis (shared "
+            "by all processes) when `VV_REDIS_URL` is set."),
+    Setting("PROXY_COUNT", 0, "How many reverse proxies (nginx, a load balancer) stand in front "
+            "of the app. Their `X-Forwarded-For`/`-Proto` headers are then trusted, so rate limits "
+            "count each patient rather than the proxy. Leave 0 when clients connect directly.",
+            int),
+    Setting("PATIENT_LAUNCH_SCOPES", "launch openid fhirUser patient/*.rs", "Scopes asked for when "
+            "a patient opens the visit from the portal (MyChart): the launch context, who signed "
+            "in, and read access to their own Appointment and Encounter."),
     Setting("LOG_LEVEL", "INFO", "Python logging level.", lambda v: str(v).upper()),
     Setting("LOG_FORMAT", "json", "`json` (one object per line, for log shippers) or `text`.",
             _choice("json", "text")),
@@ -157,6 +179,10 @@ def _derive(app) -> None:
     # SameSite=None keeps the session alive in the EHR's frame; browsers require Secure with it.
     app.config["SESSION_COOKIE_SECURE"] = app.config["PUBLIC_BASE_URL"].startswith("https://")
     app.config["SESSION_COOKIE_SAMESITE"] = "None" if app.config["SESSION_COOKIE_SECURE"] else "Lax"
+    # Flask-Limiter: counts in Redis when processes must share them, else in this process.
+    app.config["RATELIMIT_STORAGE_URI"] = app.config["REDIS_URL"] or "memory://"
+    app.config["RATELIMIT_KEY_PREFIX"] = app.config["REDIS_CHANNEL"]
+    app.config["RATELIMIT_HEADERS_ENABLED"] = True
 
 
 def _sqlite_url(app, filename: str) -> str:
@@ -196,6 +222,7 @@ def check(config) -> None:
     if public.scheme not in {"http", "https"} or not public.hostname:
         raise ConfigError(f"{ENV_PREFIX}_PUBLIC_BASE_URL must be an http(s) URL, "
                           f"got {config['PUBLIC_BASE_URL']!r}")
+    _check_staff_sso(config)
     if config["ENV"] != "production":
         return
     if config["SANDBOX"]:
@@ -209,6 +236,28 @@ def check(config) -> None:
     if public.scheme != "https" and not is_loopback(public.hostname):
         raise ConfigError(f"refusing to start: {ENV_PREFIX}_PUBLIC_BASE_URL is plain http for "
                           f"{public.hostname}; patients' links and EHR tokens need https")
+
+
+def _check_staff_sso(config) -> None:
+    """An issuer without a client id, or a token sent over plain http, is a setup mistake
+    better caught at start-up than by the first clinician who launches."""
+    issuer = config.get("STAFF_SSO_ISSUER")
+    if not issuer:
+        return
+    parts = urlsplit(issuer)
+    if parts.scheme not in {"http", "https"} or not parts.hostname or parts.query \
+            or parts.fragment:
+        raise ConfigError(f"{ENV_PREFIX}_STAFF_SSO_ISSUER must be an http(s) URL without query, "
+                          f"got {issuer!r}")
+    if parts.scheme != "https" and not is_loopback(parts.hostname) \
+            and config["ENV"] == "production":
+        raise ConfigError(f"refusing to start: {ENV_PREFIX}_STAFF_SSO_ISSUER is plain http for "
+                          f"{parts.hostname}; the sign-in provider must use https")
+    if not config.get("STAFF_SSO_CLIENT_ID"):
+        raise ConfigError(f"{ENV_PREFIX}_STAFF_SSO_ISSUER is set but {ENV_PREFIX}_STAFF_SSO_"
+                          "CLIENT_ID is not; set both (and VV_STAFF_SSO_CLIENT_SECRET) or neither")
+    if "openid" not in str(config.get("STAFF_SSO_SCOPES") or "").split():
+        raise ConfigError(f"{ENV_PREFIX}_STAFF_SSO_SCOPES must include openid")
 
 
 def is_loopback(hostname: str) -> bool:

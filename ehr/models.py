@@ -79,6 +79,10 @@ class EhrEndpoint(db.Model):
         MutableDict.as_mutable(sa.JSON), default=dict)
     link_valid_after_end_minutes: Mapped[int] = mapped_column(default=120)
     lobby_opens_before_minutes: Mapped[int] = mapped_column(default=30)
+    # Staff must have signed in once with the organization's OpenID provider (staff_sso)
+    # before a launch from this EHR opens a visit; off unless an admin turns it on.
+    require_staff_sso: Mapped[bool] = mapped_column(default=False,
+                                                    server_default=sa.false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 

@@ -90,8 +90,8 @@ def list_endpoints() -> list[EhrEndpoint]:
 
 def add_endpoint(name: str, fhir_base_url: str, *, client_id: str,
                  environment: str = Environment.TEST, scopes: str | None = None,
-                 frame_ancestors: Iterable[str] = (), site_timezone: str | None = None
-                 ) -> EhrEndpoint:
+                 frame_ancestors: Iterable[str] = (), site_timezone: str | None = None,
+                 require_staff_sso: bool = False) -> EhrEndpoint:
     """Register a new, not yet approved endpoint; raise InvalidEndpoint or DuplicateEndpoint.
 
     Approval is a separate act (``approve_endpoint``) so that whoever adds an endpoint and
@@ -114,7 +114,8 @@ def add_endpoint(name: str, fhir_base_url: str, *, client_id: str,
         raise DuplicateEndpoint(f"{base} is already registered under another name")
     endpoint = EhrEndpoint(name=name, fhir_base_url=base, environment=environment,
                            client_id=client_id.strip(), scopes=scope_text,
-                           allowed_frame_ancestors=origins)
+                           allowed_frame_ancestors=origins,
+                           require_staff_sso=bool(require_staff_sso))
     if site_timezone:
         endpoint.site_timezone = _check_timezone(site_timezone)
     db.session.add(endpoint)
@@ -122,8 +123,10 @@ def add_endpoint(name: str, fhir_base_url: str, *, client_id: str,
     return endpoint
 
 
-def approve_endpoint(name: str, *, by: str) -> EhrEndpoint:
-    """Let an endpoint launch; idempotent (the first approval is kept)."""
+def approve_endpoint(name: str, *, by: str,
+                     require_staff_sso: bool | None = None) -> EhrEndpoint:
+    """Let an endpoint launch; idempotent (the first approval is kept). The approver may
+    also turn the staff sign-in requirement on or off (None leaves it as it is)."""
     if not (by or "").strip():
         raise InvalidEndpoint("say who approves (--by)")
     endpoint = get_endpoint(name)
@@ -131,7 +134,9 @@ def approve_endpoint(name: str, *, by: str) -> EhrEndpoint:
         raise UnknownEndpoint(f"no endpoint named {name!r} (see `flask endpoints list`)")
     if not endpoint.is_approved:
         endpoint.approved_by, endpoint.approved_at = by.strip(), utcnow()
-        db.session.commit()
+    if require_staff_sso is not None:
+        endpoint.require_staff_sso = require_staff_sso
+    db.session.commit()
     return endpoint
 
 
@@ -145,13 +150,15 @@ def endpoint_summary(endpoint: EhrEndpoint) -> dict:
         "approved_at": endpoint.approved_at.isoformat() if endpoint.approved_at else None,
         "frame_ancestors": list(endpoint.allowed_frame_ancestors or []),
         "timezone": endpoint.site_timezone,
+        "require_staff_sso": bool(endpoint.require_staff_sso),
     }
 
 
 def ensure_endpoint(name: str, fhir_base_url: str, *, client_id: str, scopes: str,
                     environment: str = Environment.TEST, approved_by: str | None = None,
                     site_timezone: str | None = None,
-                    frame_ancestors: Iterable[str] | None = None) -> EhrEndpoint:
+                    frame_ancestors: Iterable[str] | None = None,
+                    require_staff_sso: bool | None = None) -> EhrEndpoint:
     """Create or update the endpoint called ``name``; approve it when ``approved_by`` is given.
 
     Idempotent, so ``flask demo`` can run every time the demo starts."""
@@ -169,6 +176,8 @@ def ensure_endpoint(name: str, fhir_base_url: str, *, client_id: str, scopes: st
         endpoint.site_timezone = site_timezone
     if frame_ancestors is not None:
         endpoint.allowed_frame_ancestors = [normalise_origin(o) for o in frame_ancestors]
+    if require_staff_sso is not None:
+        endpoint.require_staff_sso = require_staff_sso
     if approved_by and not endpoint.is_approved:
         endpoint.approved_by, endpoint.approved_at = approved_by, utcnow()
     db.session.commit()

@@ -1,4 +1,4 @@
-"""patient join feature (built in a later issue)."""
+"""Patient side: the SMS join link, the MyChart launch, the join page and the patient's socket."""
 from flask import Blueprint
 
 bp = Blueprint("patient_join", __name__, template_folder="templates", static_folder="static",

@@ -3,11 +3,10 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from extensions import db
+from patient_join.services import SESSION_KEY, NoPatientSession, check_pass
 from visits import realtime
 from visits.errors import LinkExpired, LinkUnknown
 from visits.links import participant_for_token
-from visits.models import Participant
 
 
 @realtime.authenticator
@@ -25,20 +24,13 @@ def patient_from_join_link(auth: dict, session: dict) -> realtime.Identity | Non
 
 @realtime.authenticator
 def patient_from_session(auth: dict, session: dict) -> realtime.Identity | None:
-    """``auth = {"patient": true}`` from the join page: the participant the ``/j/`` link
-    put in the HTTP session (``session["patient"]``), while that link is valid."""
-    if not auth.get("patient"):
-        return None
-    held = session.get("patient")
-    if not isinstance(held, dict) or not isinstance(held.get("participant_id"), int):
+    """``auth = {"patient": true}`` from the join page: the participant whose pass the
+    ``/j/`` link or the portal launch put in the HTTP session (``session["patient"]``),
+    while it has not expired and its link is neither revoked nor expired."""
+    if auth.get("patient") is not True:
         return None
     try:
-        expires = datetime.fromisoformat(str(held.get("expires_at")))
-    except ValueError:
-        return None
-    if expires.tzinfo is None or expires <= datetime.now(timezone.utc):
-        return None
-    participant = db.session.get(Participant, held["participant_id"])
-    if participant is None:
+        participant = check_pass(session.get(SESSION_KEY), datetime.now(timezone.utc))
+    except (NoPatientSession, LinkUnknown, LinkExpired):
         return None
     return realtime.identity_of(participant, staff=False)

@@ -1,1 +1,328 @@
-"""Routes; none yet."""
+"""Patient entry routes: the SMS link ``/j/<token>``, the portal (MyChart) launch, and the
+join page ``/join``. They read the request, keep a ``PatientPass`` in the signed session
+(never the token), and render refusals in words a patient can act on."""
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
+
+from babel.dates import format_date, format_time, get_timezone_name
+from flask import current_app, make_response, redirect, render_template, request, session, url_for
+from flask_babel import get_locale
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from flask_limiter import RateLimitExceeded
+from werkzeug.routing import BuildError
+
+from ehr.launch import LaunchFailed, safe_error_code
+from ehr.smart import PendingLaunch
+from extensions import limiter
+from ops.errors import http_error
+from patient_join import bp, services
+from visits import lobby
+from visits.errors import LinkExpired, LinkUnknown
+from visits.models import Appointment, AppointmentStatus, ParticipantRole
+
+log = logging.getLogger(__name__)
+
+SESSION_KEY = services.SESSION_KEY
+PENDING_KEY = "patient_smart_pending"
+# Portal launches begun but not yet back; more than a few at once means abandoned attempts.
+MAX_PENDING = 5
+
+_CALL_CLINIC = _l("If it still doesn't work, call your clinic: they can send you a new link "
+                  "by text message.")
+_AGAIN_FROM_PORTAL = _l("Go back to MyChart and open your video visit again.")
+
+# reason -> (status, title, what happened, what to do). Patients read these on a phone,
+# often not in their first language: short sentences, one thing to do.
+PAGES: dict[str, tuple[int, object, object, object]] = {
+    "unknown_link": (
+        404, _l("This link isn't valid"),
+        _l("We couldn't find a visit for this link. Some phones cut long links short."),
+        _l("Open the link from your text message again and check that the whole link was "
+           "opened. If it still doesn't work, call your clinic and ask for a new link.")),
+    "visit_ended": (
+        410, _l("This visit has ended"),
+        _l("This link no longer works: the visit is over, or the link was replaced by a newer "
+           "one."),
+        _l("If you still need to see your provider, call your clinic.")),
+    "cancelled": (
+        410, _l("This visit was cancelled"),
+        _l("Your clinic cancelled this video visit."),
+        _l("Call your clinic if you think this is a mistake, or to choose a new time.")),
+    "no_session": (
+        403, _l("Open your visit link"),
+        _l("This page opens from the link in your text message, or from your visit in "
+           "MyChart."),
+        _l("Open your visit from there again.")),
+    "too_many_attempts": (
+        429, _l("Too many attempts"),
+        _l("This device opened too many visit links in a short time."),
+        _l("Please wait a minute, then open the link from your text message again.")),
+    # The portal launch.
+    "missing_launch_params": (
+        400, _l("Open your visit from MyChart"),
+        _l("This address is missing information that MyChart adds when it opens a visit."),
+        _AGAIN_FROM_PORTAL),
+    "unknown_iss": (
+        403, _l("Video visits can't be opened from this portal yet"),
+        _l("Your clinic has not set up video visits for this patient portal."), _CALL_CLINIC),
+    "unapproved_endpoint": (
+        403, _l("Video visits can't be opened from this portal yet"),
+        _l("Your clinic has not set up video visits for this patient portal."), _CALL_CLINIC),
+    "ehr_unavailable": (
+        503, _l("MyChart didn't answer"),
+        _l("We couldn't reach your patient portal. This is usually brief."),
+        _l("Wait a minute, then open your video visit from MyChart again.")),
+    "ehr_misconfigured": (
+        502, _l("Video visits can't be opened from this portal"),
+        _l("Your patient portal's settings for video visits are incomplete."), _CALL_CLINIC),
+    "bad_state": (
+        400, _l("Please start again"),
+        _l("Your sign-in didn't finish in this browser, or was already used."),
+        _AGAIN_FROM_PORTAL),
+    "launch_expired": (
+        400, _l("Please start again"), _l("Your sign-in took too long."), _AGAIN_FROM_PORTAL),
+    "missing_code": (
+        400, _l("Please start again"), _l("MyChart sent you back without finishing the sign-in."),
+        _AGAIN_FROM_PORTAL),
+    "ehr_refused": (
+        400, _l("MyChart didn't open the visit"),
+        _l("MyChart did not allow the visit to open (code %(error)s)."), _CALL_CLINIC),
+    "token_refused": (
+        400, _l("MyChart didn't open the visit"),
+        _l("MyChart did not allow the visit to open (code %(error)s)."), _CALL_CLINIC),
+    "id_token_invalid": (
+        400, _l("We couldn't confirm who you are"),
+        _l("MyChart's sign-in did not pass our safety checks."), _AGAIN_FROM_PORTAL),
+    "missing_id_token": (
+        400, _l("We couldn't confirm who you are"),
+        _l("MyChart didn't tell us who signed in."), _CALL_CLINIC),
+    "missing_patient": (
+        400, _l("We couldn't tell whose visit this is"),
+        _l("MyChart didn't say which patient the visit is for."), _CALL_CLINIC),
+    "not_a_patient": (
+        403, _l("This page is for patients"),
+        _l("You are signed in with a staff account."),
+        _l("Clinicians start video visits from the appointment in the EHR.")),
+    "no_appointment_today": (
+        404, _l("No video visit today"),
+        _l("MyChart didn't say which visit to open, and we found no video visit for you today."),
+        _l("Check the date of your visit in MyChart. If your visit is today, call your "
+           "clinic.")),
+    "appointment_not_found": (
+        404, _l("We couldn't find your appointment"),
+        _l("It may have been changed or cancelled."),
+        _l("Check your appointments in MyChart, or call your clinic.")),
+    "appointment_unusable": (
+        400, _l("Your appointment is missing information"),
+        _l("Your appointment has no start time, so the visit can't be set up."), _CALL_CLINIC),
+    "context_mismatch": (
+        400, _l("This visit is for someone else"),
+        _l("The visit MyChart opened belongs to another patient."),
+        _l("Go back to MyChart, check whose account is open, and try again.")),
+    "fhir_refused": (
+        403, _l("MyChart didn't share your appointment"),
+        _l("We weren't allowed to read your appointment."), _CALL_CLINIC),
+    "visit_over": (
+        410, _l("This visit has ended"),
+        _l("This visit is over, so it can't be joined any more."),
+        _l("If you still need to see your provider, call your clinic.")),
+}
+
+
+@bp.after_request
+def _patient_headers(response):
+    """Patient pages never leak their URL to another site, and are never cached or indexed:
+    they name a clinic, a provider and a time."""
+    response.headers["Referrer-Policy"] = "no-referrer"
+    if request.endpoint != "patient_join.static":
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["X-Robots-Tag"] = "noindex, nofollow"
+    return response
+
+
+def _too_many_attempts(_limit):
+    """Flask-Limiter's breach hook: log which route (never the token or who), answer 429."""
+    log.warning("join link rate limit reached", extra={"route": "/j/<token>"})
+    return make_response(problem("too_many_attempts"))
+
+
+@bp.app_errorhandler(RateLimitExceeded)
+def _rate_limited(error: RateLimitExceeded):
+    """Answer with the page the limited route's breach hook made (``/j/`` makes the
+    patient's), else the generic error page."""
+    if error.response is not None:
+        return error.response
+    return http_error(error)
+
+
+@bp.get("/j/<token>")
+@limiter.limit(lambda: current_app.config["JOIN_LINK_RATE_LIMIT"], on_breach=_too_many_attempts)
+def link(token: str):
+    """The link from a text message: keep the pass in the session, then a clean URL."""
+    try:
+        patient_pass = services.open_link(token, _now())
+    except LinkUnknown:
+        log.info("unknown join link", extra={"reason": "unknown_link"})
+        return problem("unknown_link")
+    except LinkExpired:
+        return problem("visit_ended")
+    return _enter(patient_pass)
+
+
+@bp.get("/join")
+def join():
+    """The join page: visit details, camera and microphone preview, Join (from the
+    waiting room's opening time), then the lobby and the call on the same page."""
+    now = _now()
+    try:
+        participant = services.check_pass(session.get(SESSION_KEY), now)
+    except services.NoPatientSession:
+        return problem("no_session")
+    except (LinkUnknown, LinkExpired):
+        session.pop(SESSION_KEY, None)
+        return problem("visit_ended")
+    appointment = participant.appointment
+    if appointment.status == AppointmentStatus.CANCELLED:
+        return problem("cancelled")
+    if not services.is_joinable(appointment):
+        return problem("visit_ended")
+    return render_template("patient_join/join.html", **_join_context(appointment, participant,
+                                                                     now))
+
+
+@bp.get("/patient/launch")
+def patient_launch():
+    """Portal (MyChart) launch: check the iss, then to the EHR's authorize endpoint."""
+    try:
+        step = services.begin_portal_launch(
+            request.args.get("iss"), request.args.get("launch"), redirect_uri=_redirect_uri(),
+            scope=current_app.config["PATIENT_LAUNCH_SCOPES"])
+    except LaunchFailed as failure:
+        return problem(failure.reason, **failure.detail)
+    pending = dict(session.get(PENDING_KEY) or {})
+    pending[step.pending.state] = step.pending.to_dict()
+    while len(pending) > MAX_PENDING:
+        pending.pop(next(iter(pending)))
+    session[PENDING_KEY] = pending
+    return redirect(step.url, code=302)
+
+
+@bp.get("/patient/launch/callback")
+def patient_launch_callback():
+    """The EHR's answer to a portal launch: code (or error) and state, single use."""
+    state = request.args.get("state") or ""
+    pending_all = dict(session.get(PENDING_KEY) or {})
+    data = pending_all.pop(state, None) if state else None
+    session[PENDING_KEY] = pending_all
+    if not isinstance(data, dict):
+        return problem("bad_state")
+    pending = PendingLaunch.from_dict(data)
+    try:
+        if pending.is_expired():
+            raise LaunchFailed("launch_expired", 400)
+        if request.args.get("error"):
+            raise LaunchFailed("ehr_refused", 400, error=safe_error_code(request.args["error"]))
+        code = request.args.get("code")
+        if not code:
+            raise LaunchFailed("missing_code", 400)
+        patient_pass = services.complete_portal_launch(pending, code=code,
+                                                       redirect_uri=_redirect_uri(), now=_now())
+    except LaunchFailed as failure:
+        return problem(failure.reason, **failure.detail)
+    return _enter(patient_pass)
+
+
+def problem(reason: str, **detail: str):
+    """A refusal page for patients, with the status its reason calls for."""
+    status, title, message, advice = PAGES[reason]
+    values = defaultdict(lambda: "?", detail)
+    return render_template("patient_join/problem.html", reason=reason, title=str(title),
+                           message=str(message) % values, advice=str(advice) % values), status
+
+
+def _enter(patient_pass: services.PatientPass):
+    """Keep the pass (not the token) in the session and go to a URL without the token, so
+    it stays out of the history, of screenshots and of any Referer."""
+    session[SESSION_KEY] = patient_pass.to_session()
+    return redirect(url_for("patient_join.join"), code=303)
+
+
+def _redirect_uri() -> str:
+    """Exactly as registered with the EHR: from PUBLIC_BASE_URL, never the Host header."""
+    return current_app.config["PUBLIC_BASE_URL"] + url_for("patient_join.patient_launch_callback")
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _device_test_url() -> str | None:
+    """The device test page, once it exists (a later issue builds it)."""
+    if "device_test.device_test" not in current_app.view_functions:
+        return None
+    try:
+        return url_for("device_test.device_test", next=url_for("patient_join.join"))
+    except BuildError:
+        return None
+
+
+def _browser_help() -> list[tuple[str, str, str]]:
+    """(key, browser, how to unblock the camera there); the page shows the one for the
+    patient's browser first and the others behind "Help for other browsers"."""
+    return [
+        ("chrome_android", _("Chrome on Android"),
+         _("Tap the icon to the left of the web address, then Permissions. Allow Camera and "
+           "Microphone, then tap Try again.")),
+        ("safari_ios", _("Safari on iPhone or iPad"),
+         _("Tap aA in the address bar, then Website Settings. Set Camera and Microphone to "
+           "Allow, then tap Try again. If you don't see them, open the Settings app, tap "
+           "Safari, and set Camera and Microphone to Ask or Allow.")),
+        ("ios_app", _("Chrome or Firefox on iPhone or iPad"),
+         _("Open the Settings app, find your browser (for example Chrome), and turn on Camera "
+           "and Microphone. Then come back and tap Try again.")),
+        ("samsung", _("Samsung Internet"),
+         _("Tap the lock icon in the address bar, then Permissions. Allow Camera and "
+           "Microphone, then tap Try again. If they are not listed: Android Settings, Apps, "
+           "Samsung Internet, Permissions.")),
+        ("firefox", _("Firefox"),
+         _("Tap the camera or lock icon in the address bar, remove the blocked setting for "
+           "the camera and microphone, then tap Try again.")),
+        ("chrome", _("Chrome or Edge on a computer"),
+         _("Click the icon to the left of the web address, turn on Camera and Microphone, "
+           "then select Try again.")),
+        ("safari_mac", _("Safari on a Mac"),
+         _("In the Safari menu, choose Settings for This Website, set Camera and Microphone "
+           "to Allow, then select Try again.")),
+    ]
+
+
+def _join_context(appointment: Appointment, participant, now: datetime) -> dict:
+    locale = str(get_locale() or "en")
+    zone = ZoneInfo(appointment.timezone)
+    start = appointment.start_at.astimezone(zone)
+    opens_at = lobby.lobby_opens_at(appointment)
+    help_texts = _browser_help()
+    providers = [p.display_name for p in appointment.participants
+                 if p.role == ParticipantRole.PROVIDER and p.display_name]
+    return {
+        "appointment": appointment,
+        "participant": participant,
+        "providers": providers,
+        "date_label": format_date(start, format="full", locale=locale),
+        "time_label": format_time(start, format="short", tzinfo=zone, locale=locale),
+        "zone_label": get_timezone_name(zone, width="long", zone_variant="generic",
+                                        locale=locale),
+        "opens_label": format_time(opens_at, format="short", tzinfo=zone, locale=locale),
+        "lobby_open": lobby.is_lobby_open(appointment, now),
+        "opens_at": opens_at,
+        "now": now,
+        "device_test_url": _device_test_url(),
+        "browser_help": help_texts,
+        "browser_help_strings": {f"help_{key}": text for key, _name, text in help_texts},
+    }
+

@@ -4,6 +4,9 @@ The browser keeps only a random id per visit in its signed session cookie; the d
 keeps that id's SHA-256 (``LaunchSession.id_hash``), so neither a stolen cookie secret
 nor a database dump alone opens a visit. One cookie can hold several visits, because a
 provider may have several open in EHR tabs.
+
+A launch waiting for its user to sign in with the organization (staff single sign-on)
+is parked in the cookie as well, encrypted with ``at_rest``, for ten minutes at most.
 """
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import hashlib
 import json
 import secrets
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, MutableMapping
 
@@ -132,8 +135,11 @@ def take_held(session: MutableMapping[str, Any], key: str) -> HeldLaunch | None:
         return None
     try:
         data = json.loads(at_rest.decrypt(token.encode("ascii"), HELD_PURPOSE))
-        return HeldLaunch(endpoint_id=int(data["endpoint_id"]),
-                          created_at=int(data["created_at"]),
-                          context=LaunchContext(**data["context"]))
+        created_at = int(data["created_at"])
+        context = LaunchContext(**data["context"])
     except (at_rest.InvalidToken, ValueError, KeyError, TypeError):
         return None
+    # The token's lifetime was counted from the EHR's answer, not from now.
+    waited = max(0, int(time.time()) - created_at)
+    return HeldLaunch(endpoint_id=int(data["endpoint_id"]), created_at=created_at,
+                      context=replace(context, expires_in=max(1, context.expires_in - waited)))

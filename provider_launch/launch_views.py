@@ -1,6 +1,8 @@
-"""SMART EHR launch routes: ``/launch`` (from the EHR) and ``/launch/callback`` (from its
-authorization server). The work is in ``provider_launch.services``; these read the
-request, keep the pending launch in the signed session cookie, and render refusals."""
+"""SMART EHR launch routes: ``/launch`` (from the EHR), ``/launch/callback`` (from its
+authorization server) and ``/launch/signed-in/<key>`` (back from the organization's
+sign-in, when the endpoint requires staff single sign-on). The work is in
+``provider_launch.services``; these read the request, keep the pending launch in the
+signed session cookie, and render refusals."""
 from __future__ import annotations
 
 from collections import defaultdict
@@ -11,7 +13,8 @@ from werkzeug.routing import BuildError
 
 from ehr.smart import PendingLaunch
 from provider_launch import bp, services
-from provider_launch.auth import remember_launch
+from provider_launch.auth import hold_launch, remember_launch, take_held
+from staff_sso.services import SsoConfig, take_identity
 
 PENDING_KEY = "smart_pending"
 # Launches begun but not yet back; more than a few at once means abandoned attempts.
@@ -113,6 +116,23 @@ PAGES = {
            "Nothing was saved."),
         _l("Start the visit again from the right patient's appointment. If it keeps "
            "happening, tell your EHR analyst.")),
+    "staff_sso_not_configured": (
+        _l("Sign-in with your organization is not set up"),
+        _l("The EHR %(name)s requires staff to sign in once with your organization's "
+           "account, but Virtual Visits has no organization sign-in configured. Nothing was "
+           "saved."),
+        _l("Tell your IT team: set VV_STAFF_SSO_ISSUER, VV_STAFF_SSO_CLIENT_ID and "
+           "VV_STAFF_SSO_CLIENT_SECRET, or turn the requirement off with the command below.")),
+    "staff_sso_missing": (
+        _l("Your organization sign-in was not completed"),
+        _l("Virtual Visits did not receive a sign-in with your organization's account for "
+           "this visit. Nothing was saved."),
+        _l("Start the visit again from the EHR and finish the sign-in.")),
+    "staff_sso_conflict": (
+        _l("Your EHR account is linked to someone else"),
+        _l("Your EHR account is already linked to a different organization account, so the "
+           "visit cannot start. Nothing was saved."),
+        _l("Tell your IT team; they can check which account your EHR user is linked to.")),
     "fhir_refused": (
         _l("The EHR did not let us read the appointment"),
         _l("The EHR refused to let Virtual Visits read the appointment or encounter."),
@@ -165,7 +185,7 @@ def callback():
         return _refusal(services.LaunchFailed("bad_state", 400))
     pending = PendingLaunch.from_dict(data)
     try:
-        g.launch_endpoint = services.launch_endpoint(pending)
+        g.launch_endpoint = services.launch_endpoint(pending.endpoint_id)
         if pending.is_expired():
             raise services.LaunchFailed("launch_expired", 400)
         if request.args.get("error"):
@@ -174,7 +194,34 @@ def callback():
         code = request.args.get("code")
         if not code:
             raise services.LaunchFailed("missing_code", 400)
-        done = services.complete_launch(pending, code=code, redirect_uri=_redirect_uri())
+        authenticated = services.authenticate_launch(pending, code=code,
+                                                     redirect_uri=_redirect_uri())
+        if services.staff_sso_needed(authenticated, SsoConfig.from_mapping(current_app.config)):
+            key = hold_launch(session, authenticated.endpoint.id, authenticated.context)
+            return redirect(url_for("staff_sso.login",
+                                    next=url_for("provider_launch.after_sign_in", key=key)),
+                            code=302)
+        done = services.finish_launch(authenticated.endpoint, authenticated.context)
+    except services.LaunchFailed as failure:
+        return _refusal(failure)
+    remember_launch(session, done.appointment_id, done.session_id)
+    return redirect(_visit_url(done.appointment_id), code=302)
+
+
+@bp.get("/launch/signed-in/<key>")
+def after_sign_in(key: str):
+    """Back from the organization's sign-in: link the EHR user, then open the visit."""
+    held = take_held(session, key)
+    if held is None:
+        return _refusal(services.LaunchFailed("bad_state", 400))
+    try:
+        g.launch_endpoint = endpoint = services.launch_endpoint(held.endpoint_id)
+        if held.is_expired():
+            raise services.LaunchFailed("launch_expired", 400)
+        identity = take_identity(session, not_before=held.created_at)
+        if identity is None:
+            raise services.LaunchFailed("staff_sso_missing", 400)
+        done = services.finish_launch(endpoint, held.context, staff_identity=identity)
     except services.LaunchFailed as failure:
         return _refusal(failure)
     remember_launch(session, done.appointment_id, done.session_id)
@@ -204,6 +251,9 @@ def _refusal(failure: services.LaunchFailed):
                     "flask endpoints approve NAME --by YOUR_NAME"]
     elif failure.reason == "unapproved_endpoint":
         commands = [f"flask endpoints approve {failure.detail.get('name')} --by YOUR_NAME"]
+    elif failure.reason == "staff_sso_not_configured":
+        commands = [f"flask endpoints approve {failure.detail.get('name')} --by YOUR_NAME "
+                    "--no-require-staff-sso"]
     return render_template("provider_launch/launch_error.html", reason=failure.reason,
                            title=str(title) % values, message=str(message) % values,
                            advice=str(advice) % values, commands=commands), failure.status

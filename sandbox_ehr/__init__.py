@@ -12,6 +12,9 @@ DEFAULTS = {
     "SANDBOX_TOKEN_TTL_SECONDS": 3600,  # access tokens and id_tokens
     "SANDBOX_LAUNCH_TTL_SECONDS": 600,  # time from the EHR's launch to the authorize call
     "SANDBOX_SEED_ON_START": True,  # seed today's clinic when the app starts
+    # The one person the staff sign-in provider (/sandbox/idp) signs in, without a form.
+    "SANDBOX_IDP_USER": {"sub": "staff-0001", "email": "robin.sampleton@clinic.example",
+                         "name": "Robin Sampleton"},
 }
 
 
@@ -20,7 +23,7 @@ def init_app(app: Flask) -> None:
     from sqlalchemy.exc import IntegrityError
 
     from extensions import db
-    from sandbox_ehr import fhir_views, models, oauth_views, views  # noqa: F401
+    from sandbox_ehr import fhir_views, idp_views, models, oauth_views, views  # noqa: F401
     from sandbox_ehr.seed import seed
 
     for key, value in DEFAULTS.items():

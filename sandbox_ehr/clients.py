@@ -3,7 +3,8 @@
 Two methods, as advertised in smart-configuration: ``client_secret_basic`` (HTTP Basic,
 secret compared by hash in constant time) and ``private_key_jwt`` (a signed assertion
 verified against the JWKS the client registered, fetched over HTTP each time so a
-rotated key is picked up at once).
+rotated key is picked up at once). The staff sign-in provider (``idp.py``) also takes
+``client_secret_post``.
 """
 from __future__ import annotations
 
@@ -114,12 +115,34 @@ def _authenticate_basic(authorization: str) -> Client:
     except (ValueError, UnicodeDecodeError):
         raise InvalidClient("malformed Basic credentials", basic=True) from None
     # RFC 6749 2.3.1: both parts are form-urlencoded before Basic encoding.
-    client_id, secret = unquote_plus(user), unquote_plus(password)
+    return _check_secret(unquote_plus(user), unquote_plus(password), basic=True)
+
+
+def authenticate_secret(form: dict[str, str], authorization: str | None) -> Client:
+    """A client authenticating with its secret only, as an OpenID provider's token
+    endpoint expects: ``client_secret_basic`` or ``client_secret_post``, never both."""
+    posted = form.get("client_secret")
+    if authorization and authorization.lower().startswith("basic "):
+        if posted:
+            raise InvalidClient("use one client authentication method, not two", basic=True)
+        client = _authenticate_basic(authorization)
+    elif posted:
+        client = _check_secret(form.get("client_id") or "", posted, basic=False)
+    else:
+        raise InvalidClient("client authentication required (client_secret_basic or "
+                            "client_secret_post)", basic=True)
+    claimed = form.get("client_id")
+    if claimed and claimed != client.client_id:
+        raise InvalidClient("client_id does not match the authenticated client")
+    return client
+
+
+def _check_secret(client_id: str, secret: str, *, basic: bool) -> Client:
     row = db.session.get(SandboxClient, client_id)
     # Compare against a dummy hash for unknown clients too, so timing doesn't tell them apart.
     expected = row.secret_hash if row and row.secret_hash else sha256_hex("\0no-secret")
     if not hmac.compare_digest(expected, sha256_hex(secret)) or not row or not row.secret_hash:
-        raise InvalidClient("unknown client or wrong secret", basic=True)
+        raise InvalidClient("unknown client or wrong secret", basic=basic)
     return _to_client(row)
 
 

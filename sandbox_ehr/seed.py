@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 from flask import current_app
 
 from extensions import db
-from sandbox_ehr import clients, store
+from sandbox_ehr import clients, idp, store
 
 SYSTEM = "urn:virtual-visits:sandbox"
 MRN_SYSTEM = f"{SYSTEM}:mrn"
@@ -71,7 +71,8 @@ class SeedSummary:
 
 
 def seed() -> SeedSummary:
-    """Upsert the demo clinic for today and register this app as a SMART client."""
+    """Upsert the demo clinic for today and register this app as a SMART client (and at
+    the staff sign-in provider, when VV_STAFF_SSO_* point there)."""
     zone_name = current_app.config["SANDBOX_TIMEZONE"]
     zone = ZoneInfo(zone_name)
     today = datetime.now(zone).date()
@@ -79,6 +80,7 @@ def seed() -> SeedSummary:
                   store.upsert_many(_resources(today, zone)))
     db.session.commit()
     clients.register_app_client()
+    idp.register_demo_client()
     return SeedSummary(day=today, timezone=zone_name, practitioners=len(PRACTITIONERS),
                        patients=len(PATIENTS), locations=len(LOCATIONS),
                        appointments=len(APPOINTMENTS), encounters=len(APPOINTMENTS),

@@ -26,6 +26,8 @@ from sandbox_ehr.models import SandboxAccessToken, SandboxAuthCode, SandboxLaunc
 AUDIENCES = {"provider": "/launch", "patient": "/patient/launch"}
 _PKCE_VERIFIER = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
 _PKCE_CHALLENGE = re.compile(r"^[A-Za-z0-9_-]{43}$")
+# Marks, in a code's context, the codes the staff sign-in provider (idp.py) issued.
+IDP_CODE = "idp"
 
 
 class UnknownAppointment(LookupError):
@@ -83,7 +85,7 @@ def create_launch(audience: str, appointment_id: str, *, target: str | None = No
     destination = public_base() + AUDIENCES[audience]
     if target and _within_public_base(target):
         destination = target
-    return Launch(launch_id, _add_query(destination, {"iss": fhir_base(), "launch": launch_id}))
+    return Launch(launch_id, add_query(destination, {"iss": fhir_base(), "launch": launch_id}))
 
 
 def _participant_id(appointment: dict[str, Any], resource_type: str) -> str | None:
@@ -99,7 +101,7 @@ def _within_public_base(url: str) -> bool:
     return url == base or url.startswith((base + "/", base + "?"))
 
 
-def _add_query(url: str, params: Mapping[str, str]) -> str:
+def add_query(url: str, params: Mapping[str, str]) -> str:
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
     return urlunsplit(parts._replace(query=urlencode(query)))
@@ -133,7 +135,7 @@ def authorize(params: Mapping[str, str]) -> str:
     if params.get("code_challenge_method") != "S256":
         raise fail("invalid_request", "code_challenge_method must be S256")
     challenge = params.get("code_challenge", "")
-    if not _PKCE_CHALLENGE.match(challenge):
+    if not is_pkce_challenge(challenge):
         raise fail("invalid_request", "code_challenge (S256, base64url) is required")
     granted = scopes.grant(params.get("scope", ""))
     if not granted:
@@ -152,7 +154,12 @@ def authorize(params: Mapping[str, str]) -> str:
         nonce=params.get("nonce") or None,
         expires_at=utcnow() + timedelta(seconds=config_seconds("SANDBOX_CODE_TTL_SECONDS"))))
     db.session.commit()
-    return _add_query(redirect_uri, {"code": code, "state": state})
+    return add_query(redirect_uri, {"code": code, "state": state})
+
+
+def is_pkce_challenge(value: str) -> bool:
+    """An S256 challenge: 43 base64url characters (RFC 7636 4.2)."""
+    return bool(_PKCE_CHALLENGE.match(value or ""))
 
 
 def _live_launch(launch_id: str | None) -> SandboxLaunch | None:
@@ -169,7 +176,7 @@ def error_redirect(error: AuthorizeRedirectError) -> str:
     params = {"error": error.error, "error_description": error.description}
     if error.state:
         params["state"] = error.state
-    return _add_query(error.redirect_uri, params)
+    return add_query(error.redirect_uri, params)
 
 
 # --- token ------------------------------------------------------------------------------
@@ -221,13 +228,22 @@ def client_credentials(form: Mapping[str, str], authorization: str | None) -> di
 def exchange_code(form: Mapping[str, str], authorization: str | None) -> dict[str, Any]:
     """Trade an authorization code for an access token (and an id_token with openid)."""
     client = clients.authenticate(form, authorization)
+    row = redeem_code(form, client.client_id)
+    return _issue_tokens(client.client_id, row)
+
+
+def redeem_code(form: Mapping[str, str], client_id: str, *, idp: bool = False
+                ) -> SandboxAuthCode:
+    """Check an authorization code for ``client_id`` (redirect_uri, PKCE S256, expiry) and
+    use it up. The SMART server and the staff sign-in provider (``idp``) share the code
+    table, so each accepts only the codes it issued."""
     code, redirect_uri, verifier = (form.get("code"), form.get("redirect_uri"),
                                     form.get("code_verifier"))
     if not code or not redirect_uri or not verifier:
         raise OAuthError("invalid_request", "code, redirect_uri and code_verifier are required")
 
     row = db.session.get(SandboxAuthCode, sha256_hex(code))
-    if row is None:
+    if row is None or bool((row.context or {}).get(IDP_CODE)) != idp:
         raise OAuthError("invalid_grant", "unknown authorization code")
     if row.used_at is not None:
         _revoke_tokens_from(row.code_hash)
@@ -235,7 +251,7 @@ def exchange_code(form: Mapping[str, str], authorization: str | None) -> dict[st
                                           "tokens issued from it are revoked")
     if row.expires_at <= utcnow():
         raise OAuthError("invalid_grant", "authorization code has expired")
-    if row.client_id != client.client_id:
+    if row.client_id != client_id:
         raise OAuthError("invalid_grant", "authorization code was issued to another client")
     if not hmac.compare_digest(row.redirect_uri, redirect_uri):
         raise OAuthError("invalid_grant", "redirect_uri differs from the authorize request")
@@ -244,7 +260,7 @@ def exchange_code(form: Mapping[str, str], authorization: str | None) -> dict[st
     if not hmac.compare_digest(_s256(verifier), row.code_challenge):
         raise OAuthError("invalid_grant", "code_verifier does not match the code_challenge")
     _mark_used(row.code_hash)
-    return _issue_tokens(client.client_id, row)
+    return row
 
 
 def _s256(verifier: str) -> str:

@@ -13,6 +13,7 @@ from sandbox_ehr import bp, schedule as schedule_service, smart
 FEATURE_ENDPOINTS = {
     "provider_launch": ("provider_launch.launch",),
     "patient_launch": ("patient_join.patient_launch",),
+    "patient_link": ("patient_join.link",),
     # The sandbox side (building and signing the SIU message) is not written yet either.
     "hl7": ("ehr.hl7_intake", "sandbox_ehr.send_appointment_message"),
     "device_test": ("device_test.device_test",),
@@ -54,3 +55,6 @@ def launch(audience: str, appointment_id: str):
     except smart.UnknownAppointment:
         abort(404)
     return redirect(result.redirect_url, code=302)
+
+
+from sandbox_ehr import patient_links  # noqa: E402,F401  (registers the patient-link action)

@@ -10,7 +10,7 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from extensions import db
-from visits.links import create_join_link
+from visits.links import create_join_link, default_expiry
 from visits.models import Appointment, Participant
 
 appointments_cli = AppGroup("appointments", help="Visits the app knows about.")
@@ -57,8 +57,7 @@ def create_command(participant_id: int, hours: float | None, as_json: bool) -> N
     if hours is not None:
         expires = datetime.now(timezone.utc) + timedelta(hours=hours)
     else:
-        expires = appointment.end_at + timedelta(
-            minutes=appointment.endpoint.link_valid_after_end_minutes)
+        expires = default_expiry(appointment)
     token = create_join_link(participant, expires_at=expires)
     url = f"{current_app.config['PUBLIC_BASE_URL']}/j/{token}"
     if as_json:

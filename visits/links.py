@@ -2,28 +2,43 @@
 from __future__ import annotations
 
 import secrets
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from extensions import db
 from visits.errors import LinkExpired, LinkUnknown
-from visits.models import JoinLink, Participant
+from visits.models import Appointment, JoinLink, Participant
 
 # 32 bytes = 256 random bits, well over the 128 the design asks for; URL-safe base64.
 TOKEN_BYTES = 32
+# Longer than any token we issue; anything longer is not worth hashing.
+MAX_TOKEN_LENGTH = 200
 
 
-def create_join_link(participant: Participant, *, expires_at: datetime) -> str:
-    """Issue a new link for ``participant``; returns the token, which is not kept."""
+def default_expiry(appointment: Appointment) -> datetime:
+    """Links work until the endpoint's grace period after the visit's scheduled end, so a
+    visit that runs late can still be rejoined, and an old text message stops working."""
+    grace = timedelta(minutes=appointment.endpoint.link_valid_after_end_minutes)
+    return appointment.end_at + grace
+
+
+def create_join_link(participant: Participant, *,
+                     expires_at: datetime | None = None) -> str:
+    """Issue a new link for ``participant``; returns the token, which is not kept.
+
+    ``expires_at`` defaults to ``default_expiry`` of the participant's appointment."""
     token = secrets.token_urlsafe(TOKEN_BYTES)
+    if expires_at is None:
+        expires_at = default_expiry(participant.appointment)
     db.session.add(JoinLink(participant=participant, token_hash=JoinLink.hash_token(token),
                             expires_at=expires_at))
     db.session.commit()
     return token
 
 
-def participant_for_token(token: str, now: datetime) -> Participant:
-    """The participant a token belongs to; LinkUnknown or LinkExpired otherwise."""
-    if not token or len(token) > 200:
+def link_for_token(token: str, now: datetime) -> JoinLink:
+    """The usable link a token belongs to (its use is recorded); LinkUnknown or LinkExpired
+    otherwise. Only the hash is looked up, so timing says nothing about the token."""
+    if not token or len(token) > MAX_TOKEN_LENGTH:
         raise LinkUnknown("This link isn't valid.")
     link = db.session.execute(
         db.select(JoinLink).filter_by(token_hash=JoinLink.hash_token(token))).scalar_one_or_none()
@@ -33,4 +48,20 @@ def participant_for_token(token: str, now: datetime) -> Participant:
         raise LinkExpired("This visit has ended.")
     link.last_used_at = now
     db.session.commit()
-    return link.participant
+    return link
+
+
+def participant_for_token(token: str, now: datetime) -> Participant:
+    """The participant a token belongs to; LinkUnknown or LinkExpired otherwise."""
+    return link_for_token(token, now).participant
+
+
+def check_link(link_id: int, participant_id: int, now: datetime) -> JoinLink:
+    """A link already opened (its id kept in a browser session) is still good: it exists,
+    belongs to that participant, is not revoked and has not expired."""
+    link = db.session.get(JoinLink, link_id)
+    if link is None or link.participant_id != participant_id:
+        raise LinkUnknown("This link isn't valid.")
+    if not link.is_usable_at(now):
+        raise LinkExpired("This visit has ended.")
+    return link

@@ -424,6 +424,7 @@ def test_endpoints_add_list_and_approve(runner):
         "scopes": "launch openid fhirUser user/*.rs", "approved": True,
         "approved_by": "Pat Admin", "approved_at": listed[0]["approved_at"],
         "frame_ancestors": ["https://hyperspace.example.org"], "timezone": "America/New_York",
+        "require_staff_sso": False,
     }]
     assert listed[0]["approved_at"]
     assert "epic-test" in text_listing and "approved by Pat Admin" in text_listing

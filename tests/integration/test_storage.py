@@ -28,6 +28,7 @@ from ehr.models import (
 )
 from extensions import db
 from notifications.models import SmsMessage, SmsOptOut, SmsRecipient
+from staff_sso.models import StaffIdentityLink
 from tests.conftest import make_config
 from visits.models import (
     Appointment,
@@ -208,6 +209,8 @@ def test_every_table_round_trips_a_row(app):
         SmsOptOut(phone_hash="cd" * 32, endpoint=appointment.endpoint),
         AuditLog(actor="participant:1", action="admitted", target_type="participant",
                  target_id="1", detail={"lobby_seconds": 60}),
+        StaffIdentityLink(endpoint=appointment.endpoint, ehr_user_id="Practitioner/p-1",
+                          sso_issuer="https://login.example.org", sso_subject="staff-1"),
     ])
     db.session.commit()
     db.session.expunge_all()
@@ -217,7 +220,7 @@ def test_every_table_round_trips_a_row(app):
     assert (endpoint.site_timezone, endpoint.default_phone_region) == ("America/Chicago", "US")
     assert (endpoint.allowed_frame_ancestors, endpoint.sms_settings) == ([], {})
     assert (endpoint.link_valid_after_end_minutes, endpoint.lobby_opens_before_minutes) == (120, 30)
-    assert endpoint.is_approved is False
+    assert endpoint.is_approved is False and endpoint.require_staff_sso is False
     loaded = db.session.scalars(sa.select(Appointment)).one()
     assert (loaded.status, loaded.filler_id, loaded.start_at) == ("booked", "F-1", T0)
     assert [p.role for p in loaded.participants] == ["patient", "provider"]

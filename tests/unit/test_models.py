@@ -102,12 +102,12 @@ def test_certificate_valid_between_its_dates():
     assert not certificate.is_valid_at(T0 + timedelta(days=2))
 
 
-def test_staff_are_providers_and_interpreters():
+def test_only_providers_are_staff():
     roles = ["patient", "provider", "interpreter", "guest"]
 
     staff = [role for role in roles if Participant(role=role).is_staff]
 
-    assert staff == ["provider", "interpreter"]
+    assert staff == ["provider"]  # interpreters join by link and wait like guests
 
 
 def test_lobby_entry_waits_until_admitted_or_left():

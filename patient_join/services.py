@@ -1,0 +1,218 @@
+"""How a patient (or a guest invited by link) gets into their visit, without Flask's
+request or session: by opening a join link, or by a SMART launch from the patient
+portal (MyChart). Both end in a ``PatientPass``, the small record the browser's signed
+session keeps instead of the token, and every later page and socket checks it again.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from ehr import launch as ehr_launch
+from ehr import smart
+from ehr.fhir import FhirClient
+from ehr.launch import LaunchFailed
+from ehr.models import EhrEndpoint
+from extensions import db
+from visits.appointments import AppointmentUnusable, upsert_from_fhir
+from visits.errors import LinkExpired, LinkUnknown, VisitError
+from visits.links import check_link, default_expiry, link_for_token
+from visits.models import Appointment, AppointmentStatus, AuditLog, Participant
+
+log = logging.getLogger(__name__)
+
+# Where the browser's signed session keeps the pass (``session["patient"]``).
+SESSION_KEY = "patient"
+
+# Who may open a portal launch: the patient, or a proxy (a parent, a carer) acting for them.
+PORTAL_USERS = ("Patient", "RelatedPerson")
+# FHIR Appointment statuses a patient can no longer join.
+_NOT_JOINABLE = {"cancelled", "entered-in-error", "noshow"}
+_VIDEO_WORDS = re.compile(r"video|virtual|tele|online", re.I)
+
+
+class NoPatientSession(VisitError):
+    """The browser holds no (readable) pass: it never opened a link or a portal launch."""
+
+
+@dataclass(frozen=True)
+class PatientPass:
+    """What the browser's signed session keeps: who, until when, and by which link (so a
+    revoked link stops working at once). Never the token itself."""
+
+    participant_id: int
+    appointment_id: int
+    expires_at: datetime
+    link_id: int | None = None
+
+    def to_session(self) -> dict[str, Any]:
+        return {"participant_id": self.participant_id, "appointment_id": self.appointment_id,
+                "expires_at": self.expires_at.isoformat(), "link_id": self.link_id}
+
+    @classmethod
+    def from_session(cls, data: Any) -> PatientPass:
+        """Read a pass back; NoPatientSession when it is missing or malformed."""
+        if not isinstance(data, dict):
+            raise NoPatientSession("No visit is open in this browser.")
+        try:
+            expires_at = datetime.fromisoformat(data["expires_at"])
+            participant_id, appointment_id = data["participant_id"], data["appointment_id"]
+            link_id = data.get("link_id")
+        except (KeyError, TypeError, ValueError):
+            raise NoPatientSession("No visit is open in this browser.") from None
+        if not _is_id(participant_id) or not _is_id(appointment_id) \
+                or not (link_id is None or _is_id(link_id)) or expires_at.tzinfo is None:
+            raise NoPatientSession("No visit is open in this browser.")
+        return cls(participant_id, appointment_id, expires_at, link_id)
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def open_link(token: str, now: datetime) -> PatientPass:
+    """A join link was opened: the pass it gives (LinkUnknown, LinkExpired otherwise)."""
+    link = link_for_token(token, now)
+    participant = link.participant
+    log.info("join link opened", extra={"participant_id": participant.id,
+                                        "appointment_id": participant.appointment_id})
+    return PatientPass(participant.id, participant.appointment_id, link.expires_at, link.id)
+
+
+def check_pass(data: Any, now: datetime) -> Participant:
+    """The participant a session's pass stands for, if it still holds: not expired, its
+    link neither revoked nor expired, the person still in that visit."""
+    patient_pass = PatientPass.from_session(data)
+    if now >= patient_pass.expires_at:
+        raise LinkExpired("This visit has ended.")
+    if patient_pass.link_id is not None:
+        check_link(patient_pass.link_id, patient_pass.participant_id, now)
+    participant = db.session.get(Participant, patient_pass.participant_id)
+    if participant is None or participant.appointment_id != patient_pass.appointment_id:
+        raise LinkUnknown("This link isn't valid.")
+    return participant
+
+
+def is_joinable(appointment: Appointment) -> bool:
+    """Not ended by a provider, not cancelled or a no-show."""
+    return appointment.ended_at is None and appointment.status not in (
+        AppointmentStatus.CANCELLED, AppointmentStatus.NOSHOW)
+
+
+# --- the portal (MyChart) launch ------------------------------------------------------------
+
+def begin_portal_launch(iss: str | None, launch: str | None, *, redirect_uri: str,
+                        scope: str) -> ehr_launch.AuthorizeStep:
+    """Check the portal's launch and build the authorize redirect with patient scopes."""
+    return ehr_launch.begin(iss, launch, redirect_uri=redirect_uri, scope=scope,
+                            audience="patient launch")
+
+
+def complete_portal_launch(pending: smart.PendingLaunch, *, code: str, redirect_uri: str,
+                           now: datetime) -> PatientPass:
+    """Trade the code, find the appointment (fhirContext, the encounter, else the
+    patient's video visit today) and its patient participant; commits the visit."""
+    endpoint = ehr_launch.pending_endpoint(pending)
+    try:
+        context = ehr_launch.authenticate(endpoint, pending, code=code,
+                                          redirect_uri=redirect_uri)
+        patient_ref = _launch_patient(context)
+        client = FhirClient(endpoint.fhir_base_url, context.access_token)
+        resource = ehr_launch.appointment_in_context(client, context)
+        if resource is None:
+            with ehr_launch.fhir_refusals(client):
+                resource = todays_appointment(client, patient_ref, endpoint, now)
+        if resource is None:
+            raise LaunchFailed("no_appointment_today", 404)
+        if patient_ref not in ehr_launch.patients_of(resource, endpoint.fhir_base_url):
+            raise LaunchFailed("context_mismatch", 400)
+        appointment = upsert_from_fhir(endpoint, resource)
+        participant = next(p for p in appointment.participants if p.ehr_user_id == patient_ref)
+        expires_at = default_expiry(appointment)
+        if now >= expires_at:
+            raise LaunchFailed("visit_over", 410)
+        db.session.add(AuditLog(actor=f"participant:{participant.id}", action="patient_launch",
+                                target_type="appointment", target_id=str(appointment.id),
+                                detail={"endpoint": endpoint.name}))
+        db.session.commit()
+    except LaunchFailed as exc:
+        db.session.rollback()
+        exc.endpoint = exc.endpoint or endpoint
+        ehr_launch.log_failure("patient launch", exc.reason, endpoint, exc)
+        raise
+    except AppointmentUnusable as exc:
+        db.session.rollback()
+        ehr_launch.log_failure("patient launch", "appointment_unusable", endpoint, exc)
+        raise LaunchFailed("appointment_unusable", 400, endpoint=endpoint) from None
+    except BaseException:
+        db.session.rollback()
+        raise
+    log.info("patient launch completed", extra={"endpoint": endpoint.name,
+                                                "appointment_id": appointment.id,
+                                                "participant_id": participant.id})
+    return PatientPass(participant.id, appointment.id, expires_at)
+
+
+def _launch_patient(context: smart.LaunchContext) -> str:
+    """The patient the portal launched for; a clinician's account is sent to the EHR."""
+    user_type = (context.fhir_user or "").split("/", 1)[0]
+    if context.fhir_user and user_type not in PORTAL_USERS:
+        raise LaunchFailed("not_a_patient", 403, resource_type=user_type)
+    patient_ref = context.patient_ref
+    if patient_ref is None and user_type == "Patient":
+        patient_ref = context.fhir_user
+    if patient_ref is None:
+        raise LaunchFailed("missing_patient", 400)
+    return patient_ref
+
+
+def todays_appointment(client: FhirClient, patient_ref: str, endpoint: EhrEndpoint,
+                       now: datetime) -> dict[str, Any] | None:
+    """The patient's visit today (clinic time zone) when the portal named none: one not
+    cancelled and whose links still work, preferring video visits, the earliest first."""
+    today = now.astimezone(ZoneInfo(endpoint.site_timezone)).date()
+    grace = timedelta(minutes=endpoint.link_valid_after_end_minutes)
+    found = client.search("Appointment", patient=patient_ref.split("/", 1)[1],
+                          date=today.isoformat())
+    candidates = []
+    for resource in found:
+        if resource.get("status") in _NOT_JOINABLE:
+            continue
+        start, end = _start_end(resource)
+        if start is None:
+            continue
+        over = end is not None and end + grace <= now
+        candidates.append((over, not _looks_virtual(resource), start, resource))
+    if not candidates:
+        return None
+    candidates.sort(key=lambda item: item[:3])
+    return candidates[0][3]
+
+
+def _start_end(resource: dict[str, Any]) -> tuple[datetime | None, datetime | None]:
+    values = []
+    for key in ("start", "end"):
+        try:
+            moment = datetime.fromisoformat(str(resource.get(key)).replace("Z", "+00:00"))
+        except ValueError:
+            moment = None
+        values.append(moment if moment is not None and moment.tzinfo is not None else None)
+    return values[0], values[1]
+
+
+def _looks_virtual(resource: dict[str, Any]) -> bool:
+    """Whether the EHR's visit type reads like a video visit (codes and texts vary by site)."""
+    texts = []
+    for key in ("serviceType", "serviceCategory", "appointmentType"):
+        concepts = resource.get(key) or []
+        for concept in concepts if isinstance(concepts, list) else [concepts]:
+            if not isinstance(concept, dict):
+                continue
+            texts.append(str(concept.get("text") or ""))
+            texts.extend(f"{c.get('code', '')} {c.get('display', '')}"
+                         for c in concept.get("coding") or [] if isinstance(c, dict))
+    return any(_VIDEO_WORDS.search(text) for text in texts)

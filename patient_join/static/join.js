@@ -1,0 +1,157 @@
+// The patient's join page: visit time in their own time zone, camera and microphone
+// preview with help when they are blocked, and Join, which hands over to the visit
+// session (lobby, then call) on this same page.
+import { describeMediaError, openPreview, stopStream, watchLevel } from "../js/media.js";
+import { fill } from "../js/format.js";
+
+const data = JSON.parse(document.getElementById("join-data").textContent);
+const S = data.strings;
+const lang = document.documentElement.lang || "en";
+const $ = (id) => document.getElementById(id);
+// The phone's clock may be off; the server's time decides when the waiting room opens.
+const clockOffsetMs = Date.now() - Date.parse(data.server_time);
+
+let stream = null;
+let stopLevel = () => {};
+let joining = false;
+
+function localTimes() {
+  const mine = Intl.DateTimeFormat().resolvedOptions().timeZone;
+  if (!mine || mine === data.time_zone) return;
+  const options = { weekday: "long", hour: "numeric", minute: "2-digit" };
+  const at = (iso, timeZone) => new Intl.DateTimeFormat(lang, { ...options, timeZone }).format(new Date(iso));
+  // Same clock time in another zone (Chicago and Winnipeg): nothing to add.
+  if (at(data.start, mine) === at(data.start, data.time_zone)) return;
+  const zoneName = (iso) => {
+    const parts = new Intl.DateTimeFormat(lang, { timeZoneName: "long", timeZone: mine }).formatToParts(new Date(iso));
+    return (parts.find((part) => part.type === "timeZoneName") || {}).value || mine;
+  };
+  const start = $("local-start");
+  start.textContent = fill(S.local_time, { time: at(data.start, mine), zone: zoneName(data.start) });
+  start.hidden = false;
+  const opens = $("local-opens");
+  if (opens) {
+    opens.textContent = fill(S.local_time, { time: at(data.lobby_opens_at, mine), zone: zoneName(data.lobby_opens_at) });
+    opens.hidden = false;
+  }
+}
+
+function setStatus(text) {
+  $("preview-status").textContent = text;
+}
+
+function showProblem(error) {
+  const described = describeMediaError(error, S);
+  const box = $("media-problem");
+  box.dataset.kind = described.kind;
+  if (described.browser) box.dataset.browser = described.browser;
+  $("media-problem-title").textContent = described.title;
+  $("media-problem-text").textContent = described.message;
+  const help = $("media-problem-help");
+  help.textContent = described.help || "";
+  help.hidden = !described.help;
+  $("media-help-all").hidden = described.kind !== "denied";
+  box.hidden = false;
+  setStatus(described.title);
+}
+
+function showLevel(level) {
+  $("preview-level").value = level;
+}
+
+async function startPreview() {
+  $("media-problem").hidden = true;
+  $("preview-start").disabled = true;
+  setStatus(S.preview_starting);
+  stopLevel();
+  try {
+    stream = await openPreview($("preview"), { audio: true, video: true, previous: stream });
+    setStatus(S.preview_on);
+  } catch (error) {
+    stream = null;
+    if (error.name === "NotFoundError") {
+      // No camera (a desktop without a webcam): a visit by sound alone still works.
+      try {
+        stream = await openPreview($("preview"), { audio: true, video: false });
+        setStatus(S.audio_only);
+      } catch (audioError) {
+        showProblem(audioError);
+      }
+    } else {
+      showProblem(error);
+    }
+  }
+  $("preview-start").disabled = false;
+  const live = Boolean(stream);
+  document.body.dataset.preview = live ? (stream.getVideoTracks().length ? "video" : "audio") : "off";
+  // After a failure the problem box has its own "Try again"; one button is enough.
+  $("preview-start").hidden = live || !$("media-problem").hidden;
+  $("level-row").hidden = !(live && stream.getAudioTracks().length);
+  if (live) stopLevel = watchLevel(stream, showLevel);
+  return live;
+}
+
+function openWaitingRoom() {
+  const button = $("join-button");
+  button.disabled = false;
+  button.textContent = S.join;
+  button.removeAttribute("aria-describedby");
+  const note = $("lobby-closed");
+  if (note) note.hidden = true;
+  $("announcer").textContent = S.lobby_now_open;
+}
+
+function watchOpening() {
+  if (data.lobby_open) return;
+  const opensAt = Date.parse(data.lobby_opens_at);
+  // A timer of hours may never fire on a sleeping phone; checking often is cheap.
+  const timer = setInterval(() => {
+    if (Date.now() - clockOffsetMs >= opensAt) {
+      clearInterval(timer);
+      openWaitingRoom();
+    }
+  }, 5000);
+}
+
+async function join() {
+  if (joining) return;
+  joining = true;
+  const button = $("join-button");
+  button.disabled = true;
+  button.textContent = S.joining;
+  if (!stream) await startPreview();
+  stopLevel();
+  try {
+    const { startVisitSession } = await import("../js/visit_session.js");
+    $("prejoin").hidden = true;
+    document.body.dataset.stage = "visit";
+    startVisitSession({ data, localStream: stream });
+  } catch (error) {
+    $("prejoin").hidden = false;
+    $("join-error").textContent = S.join_failed;
+    $("join-error").hidden = false;
+    button.disabled = false;
+    button.textContent = S.join;
+    joining = false;
+  }
+}
+
+async function permissionsGranted() {
+  if (!navigator.permissions || !navigator.permissions.query) return false;
+  try {
+    const states = await Promise.all(["camera", "microphone"].map(
+      (name) => navigator.permissions.query({ name }).then((status) => status.state)));
+    return states.every((state) => state === "granted");
+  } catch {
+    return false; // Firefox and older Safari do not know these names
+  }
+}
+
+localTimes();
+watchOpening();
+$("preview-start").addEventListener("click", startPreview);
+$("media-retry").addEventListener("click", startPreview);
+$("join-button").addEventListener("click", join);
+window.addEventListener("pagehide", () => { stopLevel(); if (!joining) stopStream(stream); });
+// Allowed before (a returning patient): show the picture at once, no button to find.
+permissionsGranted().then((granted) => { if (granted && !stream) startPreview(); });
