@@ -2,12 +2,15 @@
 port, and Debian Chromium driven by Playwright with fake camera and microphone."""
 from __future__ import annotations
 
+import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -143,6 +146,20 @@ def phone_page(browser):
     opened = context.new_page()
     yield opened
     context.close()
+
+
+def reschedule(live_app: LiveServer, appointment_id: str, start, minutes: int = 30) -> None:
+    """Move a sandbox appointment (in the sandbox's own database) so a test does not
+    depend on the hour it runs at."""
+    path = live_app.env["VV_SANDBOX_DATABASE_URL"].removeprefix("sqlite:///")
+    with sqlite3.connect(path) as connection:
+        (body,) = connection.execute("SELECT body FROM sandbox_resource WHERE type = 'Appointment' "
+                                     "AND id = ?", (appointment_id,)).fetchone()
+        resource = json.loads(body)
+        resource["start"] = start.isoformat()
+        resource["end"] = (start + timedelta(minutes=minutes)).isoformat()
+        connection.execute("UPDATE sandbox_resource SET body = ? WHERE type = 'Appointment' "
+                           "AND id = ?", (json.dumps(resource), appointment_id))
 
 
 def screenshot(page, name: str) -> Path:

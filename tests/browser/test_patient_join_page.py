@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -13,7 +12,7 @@ import requests
 from playwright.sync_api import expect
 
 from tests.browser.accessibility import serious_violations
-from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, screenshot
+from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, reschedule, screenshot
 
 pytestmark = pytest.mark.browser
 
@@ -23,20 +22,6 @@ ANDROID_CHROME = ("Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML,
                   "Chrome/156.0.0.0 Mobile Safari/537.36")
 VIDEO_PLAYING = """() => { const v = document.querySelector('[data-testid="preview-video"]');
   return v && v.readyState >= 2 && !v.paused && v.videoWidth > 0; }"""
-
-
-def reschedule(live_app, appointment_id: str, start: datetime, minutes: int = 30) -> None:
-    """Move a sandbox appointment (in the sandbox's own database) so the page does not
-    depend on the hour the tests run at."""
-    path = live_app.env["VV_SANDBOX_DATABASE_URL"].removeprefix("sqlite:///")
-    with sqlite3.connect(path) as connection:
-        (body,) = connection.execute("SELECT body FROM sandbox_resource WHERE type = 'Appointment' "
-                                     "AND id = ?", (appointment_id,)).fetchone()
-        resource = json.loads(body)
-        resource["start"] = start.isoformat()
-        resource["end"] = (start + timedelta(minutes=minutes)).isoformat()
-        connection.execute("UPDATE sandbox_resource SET body = ? WHERE type = 'Appointment' "
-                           "AND id = ?", (json.dumps(resource), appointment_id))
 
 
 def join_link(live_app, appointment_id: str, start: datetime | None = None) -> str:

@@ -8,6 +8,7 @@ import re
 import sqlite3
 import threading
 import time
+from datetime import datetime, timezone
 
 import pytest
 import socketio
@@ -15,7 +16,7 @@ from fhir.resources.R4B.auditevent import AuditEvent
 from playwright.sync_api import expect
 
 from tests.browser.accessibility import serious_violations
-from tests.browser.conftest import screenshot
+from tests.browser.conftest import reschedule, screenshot
 
 pytestmark = pytest.mark.browser
 
@@ -37,9 +38,12 @@ class PatientSocket:
             self.admitted.set()
 
 
-def launch_first_visit(live_app, page):
+def launch_visit(live_app, page, sandbox_id: str = "appt-1") -> int:
+    """Move the sandbox appointment to now (so its waiting room is open whatever the hour),
+    then "Start virtual visit" on the schedule; returns the app's appointment id."""
+    reschedule(live_app, sandbox_id, datetime.now(timezone.utc))
     page.goto(live_app.url + "/sandbox")
-    row = page.get_by_test_id("sandbox-appointment").first
+    row = page.locator(f'[data-testid="sandbox-appointment"][data-appointment-id="{sandbox_id}"]')
     row.get_by_role("link", name=re.compile(r"^Start virtual visit")).click()
     page.wait_for_url(re.compile(r"/visit/\d+$"))
     return int(page.url.rsplit("/", 1)[1])
@@ -61,7 +65,7 @@ def sandbox_audit_events(live_app) -> list[dict]:
 
 
 def test_launch_presence_admit_and_audit_trail(live_app, page):
-    appointment_id = launch_first_visit(live_app, page)
+    appointment_id = launch_visit(live_app, page)
     provider = page.locator('[data-testid="participant"][data-role="provider"]')
     patient_row = page.locator('[data-testid="participant"][data-role="patient"]')
     expect(provider).to_have_attribute("data-presence", "connected")

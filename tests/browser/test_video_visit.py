@@ -10,12 +10,20 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.browser.accessibility import serious_violations
-from tests.browser.conftest import screenshot
-from tests.browser.test_provider_visit import launch_first_visit, patient_token
+from tests.browser.conftest import screenshot, start_server, stop_server
+from tests.browser.test_provider_visit import launch_visit, patient_token
 
 pytestmark = pytest.mark.browser
 
 PLAYING = """el => el.readyState >= 2 && !el.paused && el.videoWidth > 0"""
+
+
+@pytest.fixture(scope="module")
+def live_app(tmp_path_factory):
+    """A server of its own: these tests admit, call and end visits."""
+    server = start_server(tmp_path_factory.mktemp("video-visit"))
+    yield server
+    stop_server(server)
 
 
 @pytest.fixture
@@ -55,7 +63,7 @@ def expect_in_call(page):
 
 
 def test_patient_lobby_admit_call_and_end(live_app, browser, provider_page):
-    appointment_id = launch_first_visit(live_app, provider_page)
+    appointment_id = launch_visit(live_app, provider_page, "appt-1")
     context = phone(browser, "es-MX")
     patient = context.new_page()
     link = f"{live_app.url}/j/{patient_token(live_app, appointment_id)}"
@@ -82,7 +90,7 @@ def test_patient_lobby_admit_call_and_end(live_app, browser, provider_page):
 
 
 def test_reconnect_in_lobby_keeps_place_and_presence_shows_gap(live_app, browser, provider_page):
-    appointment_id = launch_first_visit(live_app, provider_page)
+    appointment_id = launch_visit(live_app, provider_page, "appt-2")
     context = phone(browser, "pt-BR")
     patient = context.new_page()
     join_from_link(patient, f"{live_app.url}/j/{patient_token(live_app, appointment_id)}")
@@ -99,7 +107,7 @@ def test_reconnect_in_lobby_keeps_place_and_presence_shows_gap(live_app, browser
 
 
 def test_guest_invited_by_provider_joins_the_call(live_app, browser, provider_page):
-    launch_first_visit(live_app, provider_page)
+    launch_visit(live_app, provider_page, "appt-3")
     provider_page.locator("#add-role").select_option("guest")
     provider_page.locator("#add-name").fill("Maria Example")
     provider_page.get_by_role("button", name="Create invitation link").click()

@@ -375,3 +375,12 @@ def test_ice_servers_carry_time_limited_turn_credentials(app, visit):
     assert servers[0] == {"urls": ["stun:127.0.0.1:3478"]}
     assert turn["credential"] == expected
     assert 0 < expiry - datetime.now(timezone.utc).timestamp() <= 600
+
+
+def test_patient_sees_whether_a_provider_is_there(app, visit):
+    alone = patient_socket(app, visit.patient)
+    assert last(alone.get_received(), "lobby_state")["provider_present"] is False
+
+    staff_socket(app, visit.provider)
+
+    assert last(alone.get_received(), "lobby_state")["provider_present"] is True
