@@ -62,15 +62,18 @@ def expect_in_call(page):
     return call
 
 
-def test_patient_lobby_admit_call_and_end(live_app, browser, provider_page):
-    appointment_id = launch_visit(live_app, provider_page, "appt-1")
-    context = phone(browser, "es-MX")
+@pytest.mark.parametrize(("sandbox_id", "locale", "lang"), [
+    ("appt-1", "es-MX", "es"), ("appt-4", "pt-BR", "pt_BR"), ("appt-5", "en-US", "en")])
+def test_patient_lobby_admit_call_and_end(live_app, browser, provider_page, sandbox_id, locale,
+                                          lang):
+    appointment_id = launch_visit(live_app, provider_page, sandbox_id)
+    context = phone(browser, locale)
     patient = context.new_page()
     link = f"{live_app.url}/j/{patient_token(live_app, appointment_id)}"
 
     lobby = join_from_link(patient, link)
     assert serious_violations(patient) == []
-    screenshot(patient, "patient-lobby-es")
+    screenshot(patient, f"patient-lobby-{lang}")
     provider_page.get_by_test_id("admit").click()
 
     expect(lobby).to_have_attribute("data-state", "admitted")
@@ -78,8 +81,8 @@ def test_patient_lobby_admit_call_and_end(live_app, browser, provider_page):
     expect_in_call(patient)
     expect_in_call(provider_page)
     assert serious_violations(patient) == []
-    screenshot(patient, "patient-call-es")
-    screenshot(provider_page, "provider-call")
+    screenshot(patient, f"patient-call-{lang}")
+    screenshot(provider_page, f"provider-call-{lang}")
 
     provider_page.locator("#end-visit").click()
 
