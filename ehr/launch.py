@@ -79,7 +79,12 @@ def begin(iss: str | None, launch: str | None, *, redirect_uri: str,
 
 def pending_endpoint(pending: smart.PendingLaunch) -> EhrEndpoint:
     """The endpoint a pending launch began with, if it is still there and approved."""
-    endpoint = db.session.get(EhrEndpoint, pending.endpoint_id)
+    return approved_endpoint(pending.endpoint_id)
+
+
+def approved_endpoint(endpoint_id: int | None) -> EhrEndpoint:
+    """The endpoint with this id, if it is still there and approved."""
+    endpoint = db.session.get(EhrEndpoint, endpoint_id) if endpoint_id else None
     if endpoint is None or not endpoint.is_approved:
         raise LaunchFailed("unapproved_endpoint", 403, endpoint=endpoint,
                            name=endpoint.name if endpoint else "?")

@@ -15,13 +15,13 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from ehr import launch as ehr_launch
 from ehr import smart
-from ehr.errors import (EhrUnavailable, FhirForbidden, FhirNotFound, FhirRequestError,
-                        FhirUnauthorized, InvalidIdToken, SmartError, TokenRefused, UntrustedUrl)
-from ehr.fhir import FhirClient, relative_reference
+from ehr.errors import EhrUnavailable, FhirRequestError, UntrustedUrl
+from ehr.fhir import FhirClient
+from ehr.launch import AuthorizeStep, LaunchFailed, safe_error_code  # noqa: F401  (views use them from here)
 from ehr.models import EhrEndpoint
 from ehr.names import display_name
-from ehr.services import endpoint_for_iss
 from extensions import db
 from provider_launch.auth import create_launch_session
 from staff_sso import services as staff_sso
@@ -31,28 +31,6 @@ from visits.appointments import AppointmentUnusable, ensure_provider, upsert_fro
 from visits.models import AuditLog
 
 log = logging.getLogger(__name__)
-
-
-class LaunchFailed(Exception):
-    """A launch that cannot go on. ``reason`` picks the page; ``detail`` holds the few
-    values it shows (an iss, an endpoint name, an OAuth error code), never PHI."""
-
-    def __init__(self, reason: str, status: int = 400, endpoint: EhrEndpoint | None = None,
-                 **detail: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.status = status
-        self.endpoint = endpoint
-        self.detail = detail
-
-
-@dataclass(frozen=True)
-class AuthorizeStep:
-    """Where to send the browser, and what to keep until it comes back."""
-
-    url: str
-    pending: smart.PendingLaunch
-    endpoint: EhrEndpoint
 
 
 @dataclass(frozen=True)
@@ -67,38 +45,12 @@ class CompletedLaunch:
 
 def begin_launch(iss: str | None, launch: str | None, *, redirect_uri: str) -> AuthorizeStep:
     """Check the launch request and build the authorize redirect (nothing is stored)."""
-    if not iss or not launch:
-        raise LaunchFailed("missing_launch_params", 400, param="iss" if not iss else "launch")
-    endpoint = endpoint_for_iss(iss)
-    if endpoint is None:
-        log.warning("launch from an unknown iss refused", extra={"reason": "unknown_iss"})
-        raise LaunchFailed("unknown_iss", 403, iss=iss[:300])
-    if not endpoint.is_approved:
-        log.warning("launch from an unapproved endpoint refused",
-                    extra={"reason": "unapproved_endpoint", "endpoint": endpoint.name})
-        raise LaunchFailed("unapproved_endpoint", 403, endpoint=endpoint, name=endpoint.name)
-    try:
-        config = smart.discover(iss)
-    except EhrUnavailable as exc:
-        _log_failure("ehr_unavailable", endpoint, exc)
-        raise LaunchFailed("ehr_unavailable", 503, endpoint=endpoint) from None
-    except SmartError as exc:
-        _log_failure("ehr_misconfigured", endpoint, exc)
-        raise LaunchFailed("ehr_misconfigured", 502, endpoint=endpoint,
-                           iss=endpoint.fhir_base_url) from None
-    url, pending = smart.authorization_request(
-        config, iss=iss, launch=launch, client_id=endpoint.client_id, redirect_uri=redirect_uri,
-        scope=endpoint.scopes or smart.DEFAULT_SCOPES, endpoint_id=endpoint.id)
-    return AuthorizeStep(url=url, pending=pending, endpoint=endpoint)
+    return ehr_launch.begin(iss, launch, redirect_uri=redirect_uri, audience="provider launch")
 
 
 def launch_endpoint(endpoint_id: int | None) -> EhrEndpoint:
     """The endpoint a launch began with, if it is still there and approved."""
-    endpoint = db.session.get(EhrEndpoint, endpoint_id) if endpoint_id else None
-    if endpoint is None or not endpoint.is_approved:
-        raise LaunchFailed("unapproved_endpoint", 403, endpoint=endpoint,
-                           name=endpoint.name if endpoint else "?")
-    return endpoint
+    return ehr_launch.approved_endpoint(endpoint_id)
 
 
 @dataclass(frozen=True)
@@ -196,32 +148,8 @@ def _record_staff_link(endpoint: EhrEndpoint, context: smart.LaunchContext,
 
 def _authenticate(endpoint: EhrEndpoint, pending: smart.PendingLaunch, *, code: str,
                   redirect_uri: str) -> smart.LaunchContext:
-    """Token exchange and id_token validation: who launched, with which context."""
-    try:
-        token = smart.exchange_code(pending, code=code, client_id=endpoint.client_id,
-                                    redirect_uri=redirect_uri)
-    except TokenRefused as exc:
-        raise LaunchFailed("token_refused", 400, error=safe_error_code(exc.error)) from None
-    except EhrUnavailable:
-        raise LaunchFailed("ehr_unavailable", 503) from None
-    if not token.id_token:
-        raise LaunchFailed("missing_id_token", 400)
-    if not pending.jwks_uri:
-        raise LaunchFailed("ehr_misconfigured", 502, iss=endpoint.fhir_base_url)
-    try:
-        jwks = smart.fetch_jwks(pending.jwks_uri)
-        # The FHIR base is the SMART issuer; an EHR with a separate OpenID issuer names it
-        # in its discovery document, which came from that same approved base.
-        issuers = {endpoint.fhir_base_url, pending.iss} | ({pending.issuer} if pending.issuer
-                                                           else set())
-        id_token = smart.validate_id_token(token.id_token, jwks, issuers=issuers,
-                                           client_id=endpoint.client_id, nonce=pending.nonce)
-        context = smart.launch_context(token, id_token, endpoint.fhir_base_url)
-    except EhrUnavailable:
-        raise LaunchFailed("ehr_unavailable", 503) from None
-    except InvalidIdToken as exc:
-        log.warning("id_token rejected", extra={"endpoint": endpoint.name, "check": exc.reason})
-        raise LaunchFailed("id_token_invalid", 400) from None
+    """The shared token exchange and id_token checks, then: it must be a clinician."""
+    context = ehr_launch.authenticate(endpoint, pending, code=code, redirect_uri=redirect_uri)
     if not context.fhir_user:
         raise LaunchFailed("missing_fhir_user", 400)
     if not context.fhir_user.startswith("Practitioner/"):
@@ -232,55 +160,10 @@ def _authenticate(endpoint: EhrEndpoint, pending: smart.PendingLaunch, *, code: 
 
 def _appointment_resource(client: FhirClient, context: smart.LaunchContext) -> dict[str, Any]:
     """The Appointment from fhirContext, else through the launch's Encounter."""
-    reference = context.appointment_ref
-    try:
-        if reference is None and context.encounter_ref:
-            encounter = client.read_reference(context.encounter_ref)
-            reference = _appointment_of_encounter(encounter, client)
-            if reference is None:
-                found = _appointment_by_identifiers(encounter, client)
-                if found is not None:
-                    return found
-        if reference is None:
-            raise LaunchFailed("missing_appointment", 400)
-        return client.read_reference(reference)
-    except FhirNotFound:
-        raise LaunchFailed("appointment_not_found", 404,
-                           reference=reference or context.encounter_ref or "") from None
-    except (FhirUnauthorized, FhirForbidden, FhirRequestError):
-        raise LaunchFailed("fhir_refused", 403) from None
-    except EhrUnavailable:
-        raise LaunchFailed("ehr_unavailable", 503) from None
-    except UntrustedUrl:
-        raise LaunchFailed("ehr_misconfigured", 502, iss=client.base_url) from None
-
-
-def _appointment_of_encounter(encounter: dict[str, Any], client: FhirClient) -> str | None:
-    for item in encounter.get("appointment") or []:
-        value = (item or {}).get("reference")
-        if not isinstance(value, str):
-            continue
-        try:
-            reference = relative_reference(value, client.base_url)
-        except (UntrustedUrl, ValueError):
-            continue
-        if reference.startswith("Appointment/"):
-            return reference
-    return None
-
-
-def _appointment_by_identifiers(encounter: dict[str, Any],
-                                client: FhirClient) -> dict[str, Any] | None:
-    """Epic-style: the Appointment shares an identifier (CSN) with the Encounter."""
-    for identifier in encounter.get("identifier") or []:
-        system, value = identifier.get("system"), identifier.get("value")
-        if not value:
-            continue
-        token = f"{system}|{value}" if system else value
-        matches = client.search("Appointment", identifier=token)
-        if len(matches) == 1:
-            return matches[0]
-    return None
+    resource = ehr_launch.appointment_in_context(client, context)
+    if resource is None:
+        raise LaunchFailed("missing_appointment", 400)
+    return resource
 
 
 def _check_same_patient(resource: dict[str, Any], context: smart.LaunchContext,
@@ -288,16 +171,7 @@ def _check_same_patient(resource: dict[str, Any], context: smart.LaunchContext,
     """Refuse to open a visit for another patient than the EHR's launch context names."""
     if not context.patient_ref:
         return
-    patients = set()
-    for participant in resource.get("participant") or []:
-        value = (participant.get("actor") or {}).get("reference")
-        if isinstance(value, str):
-            try:
-                reference = relative_reference(value, endpoint.fhir_base_url)
-            except (UntrustedUrl, ValueError):
-                continue
-            if reference.startswith("Patient/"):
-                patients.add(reference)
+    patients = ehr_launch.patients_of(resource, endpoint.fhir_base_url)
     if patients and context.patient_ref not in patients:
         raise LaunchFailed("context_mismatch", 400)
 
@@ -318,13 +192,5 @@ def _practitioner_name(client: FhirClient, fhir_user: str,
     return None
 
 
-def safe_error_code(value: str | None) -> str:
-    """An OAuth error code safe to show and log: letters, digits and _ only, short."""
-    cleaned = "".join(ch for ch in (value or "") if ch.isalnum() or ch == "_")
-    return cleaned[:64] or "unknown_error"
-
-
 def _log_failure(reason: str, endpoint: EhrEndpoint | None, exc: BaseException) -> None:
-    log.warning("provider launch failed",
-                extra={"reason": reason, "endpoint": endpoint.name if endpoint else None,
-                       "error": type(exc).__name__})
+    ehr_launch.log_failure("provider launch", reason, endpoint, exc)

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, MutableMapping
 
+from ehr.launch import safe_error_code
 from ehr.models import EhrEndpoint
 from extensions import db
 from staff_sso import oidc
@@ -198,12 +199,6 @@ def link_identity(endpoint: EhrEndpoint, ehr_user_id: str,
 def record_use(link: StaffIdentityLink) -> None:
     """Note that the link let a launch through (the caller commits)."""
     link.last_used_at = utcnow()
-
-
-def safe_error_code(value: str | None) -> str:
-    """An OAuth error code safe to show and log: letters, digits and _ only, short."""
-    cleaned = "".join(ch for ch in (value or "") if ch.isalnum() or ch == "_")
-    return cleaned[:64] or "unknown_error"
 
 
 def _log_failure(reason: str, exc: BaseException) -> None:
