@@ -43,10 +43,11 @@ chromium:
 migrate: install
 	VV_SANDBOX=1 $(BIN)/flask --app app db upgrade
 
+# The first sandbox visit starts now, so its waiting room is open whatever the hour.
+DEMO_ENV := VV_SANDBOX=1 VV_SANDBOX_FIRST_VISIT=now VV_PUBLIC_BASE_URL=http://127.0.0.1:$(PORT)
 demo: migrate
-	VV_SANDBOX=1 VV_PUBLIC_BASE_URL=http://127.0.0.1:$(PORT) $(BIN)/flask --app app demo
-	VV_SANDBOX=1 VV_PORT=$(PORT) VV_PUBLIC_BASE_URL=http://127.0.0.1:$(PORT) VV_LOG_FORMAT=text \
-	  $(BIN)/python app.py
+	$(DEMO_ENV) $(BIN)/flask --app app demo
+	$(DEMO_ENV) VV_PORT=$(PORT) VV_LOG_FORMAT=text $(BIN)/python app.py
 
 test: install-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -89,6 +89,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SANDBOX", False, "Serve the built-in sandbox EHR under `/sandbox` for the demo and the "
             "tests. Never in production.", _bool),
     Setting("SANDBOX_TIMEZONE", "America/Chicago", "IANA time zone of the sandbox clinic's schedule."),
+    Setting("SANDBOX_FIRST_VISIT", "09:00", "Clinic time of the sandbox's first visit, or `now` "
+            "(what `make demo` uses) so there is always a visit whose waiting room is open."),
     Setting("SANDBOX_DATABASE_URL", None, "Where the sandbox EHR keeps its FHIR resources. Default: "
             "SQLite file `instance/sandbox-ehr.db`, apart from the app's own data.", _str_or_none),
     Setting("PRESENCE_GRACE_SECONDS", 5.0, "How long a participant whose last connection closed "

@@ -119,6 +119,8 @@ def _resources(today: date, zone: ZoneInfo) -> list[tuple[str, str, dict[str, An
         }))
     for number, pid, prid, lid, start_time, minutes in APPOINTMENTS:
         start = datetime.combine(today, start_time, tzinfo=zone)
+        if number == 1:
+            start = _first_visit_start(today, zone, start)
         end = start + timedelta(minutes=minutes)
         aid, eid = f"appt-{number}", f"enc-{number}"
         location = {"reference": f"Location/{lid}", "display": departments[lid]}
@@ -151,3 +153,16 @@ def _resources(today: date, zone: ZoneInfo) -> list[tuple[str, str, dict[str, An
             "serviceProvider": {"display": "Sandbox Community Clinic"},
         }))
     return resources
+
+
+def _first_visit_start(today: date, zone: ZoneInfo, default: datetime) -> datetime:
+    """VV_SANDBOX_FIRST_VISIT: "now" (floored to 5 minutes) or an HH:MM clinic time."""
+    setting = str(current_app.config.get("SANDBOX_FIRST_VISIT") or "").strip().lower()
+    if setting == "now":
+        now = datetime.now(zone).replace(second=0, microsecond=0)
+        return now - timedelta(minutes=now.minute % 5)
+    try:
+        hour, minute = (int(part) for part in setting.split(":"))
+        return datetime.combine(today, time(hour, minute), tzinfo=zone)
+    except ValueError:
+        return default

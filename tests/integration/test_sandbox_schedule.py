@@ -189,3 +189,13 @@ def test_demo_command_refuses_when_the_sandbox_is_off(tmp_path):
 
     assert result.exit_code != 0
     assert "VV_SANDBOX=1" in result.output
+
+
+def test_first_visit_can_start_now_for_the_demo(tmp_path):
+    app = create_app(make_config(tmp_path, SANDBOX_FIRST_VISIT="now"))
+
+    with app.app_context():
+        start = datetime.fromisoformat(store.read("Appointment", "appt-1")["start"])
+
+    waited = datetime.now(start.tzinfo) - start
+    assert timedelta(0) <= waited < timedelta(minutes=5)
