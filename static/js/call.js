@@ -52,7 +52,9 @@ export class Call {
     const config = { iceServers: this.iceServers };
     if (relay) config.iceTransportPolicy = "relay";
     const pc = new RTCPeerConnection(config);
-    const peer = { pc, offerer, relay, pending: [], tile: null, stats: null };
+    // Byte counters at creation, so the first quality sample already has a bitrate.
+    const peer = { pc, offerer, relay, pending: [], tile: null,
+                   stats: { bytesIn: 0, bytesOut: 0, at: performance.now() } };
     if (this.localStream) {
       for (const track of this.localStream.getTracks()) pc.addTrack(track, this.localStream);
     }

@@ -5,6 +5,8 @@ ends the visit. Then the same with a guest the provider invites."""
 from __future__ import annotations
 
 import re
+import sqlite3
+import time
 
 import pytest
 from playwright.sync_api import expect
@@ -129,4 +131,23 @@ def test_guest_invited_by_provider_joins_the_call(live_app, browser, provider_pa
     provider_page.locator("#join-call").click()
     expect_in_call(guest)
     expect_in_call(provider_page)
+
+    samples = wait_for_quality_samples(live_app, minimum=2, timeout=25)
+    assert all(rtt is not None and rtt >= 0 for _participant, rtt, _kbps in samples)
+    assert any(kbps and kbps > 0 for _participant, _rtt, kbps in samples)
     context.close()
+
+
+def wait_for_quality_samples(live_app, minimum: int, timeout: float) -> list[tuple]:
+    """Browsers report call quality every 10 s; poll the app's database until they have."""
+    path = live_app.env["VV_DATABASE_URL"].removeprefix("sqlite:///")
+    deadline = time.monotonic() + timeout
+    rows: list[tuple] = []
+    while time.monotonic() < deadline:
+        with sqlite3.connect(path) as connection:
+            rows = connection.execute("SELECT participant_id, rtt_ms, bitrate_in_kbps "
+                                      "FROM call_quality_samples").fetchall()
+        if len({participant for participant, _rtt, _kbps in rows}) >= minimum:
+            return rows
+        time.sleep(0.5)  # polling for the browsers' next report
+    raise AssertionError(f"quality samples from {minimum} browsers expected, got {rows}")

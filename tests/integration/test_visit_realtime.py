@@ -384,3 +384,16 @@ def test_patient_sees_whether_a_provider_is_there(app, visit):
     staff_socket(app, visit.provider)
 
     assert last(alone.get_received(), "lobby_state")["provider_present"] is True
+
+
+def test_any_provider_on_the_appointment_may_admit(app, visit):
+    second = factories.add_participant(visit, "provider", "Practitioner/second",
+                                       display_name="Dr. Second")
+    staff_socket(app, visit.provider)
+    other = staff_socket(app, second)
+    patient = patient_socket(app, visit.patient)
+
+    reply = other.emit("admit", {"participant_id": visit.patient.id}, callback=True)
+
+    assert reply == {"ok": True}
+    assert last(patient.get_received(), "lobby_state")["state"] == "admitted"
