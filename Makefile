@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 SUDO := $(shell [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null && echo sudo)
 
-.PHONY: messages demo test install install-test translations migrate chromium serve clean help
+.PHONY: messages demo test install install-test translations migrate chromium coturn serve clean help
 
 help:
 	@echo "make demo   - set up and start the app with the sandbox EHR on http://127.0.0.1:$(PORT)"
@@ -29,7 +29,7 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	@touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed translations
-install-test: $(VENV)/.installed-test translations chromium
+install-test: $(VENV)/.installed-test translations chromium coturn
 
 translations: $(VENV)/.installed
 	@$(BIN)/pybabel -q compile -d translations
@@ -38,6 +38,13 @@ chromium:
 	@if [ ! -x /usr/bin/chromium ]; then \
 	  echo "Installing Debian chromium for the browser tests..."; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; \
+	fi
+
+# The device test's browser tests start their own coturn (TURN relay) on loopback ports.
+coturn:
+	@if [ ! -x /usr/bin/turnserver ]; then \
+	  echo "Installing Debian coturn for the device-test browser tests..."; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq coturn >/dev/null; \
 	fi
 
 migrate: install

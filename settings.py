@@ -42,6 +42,17 @@ def _str_or_empty(value: Any) -> str:
     return "" if value is None else str(value).strip()
 
 
+def grade_pair(value: Any) -> tuple[float, float]:
+    """"a,b": the pass limit then the fail limit of one device-test metric."""
+    if isinstance(value, (tuple, list)):
+        parts = list(value)
+    else:
+        parts = [part.strip() for part in str(value).split(",")]
+    if len(parts) != 2:
+        raise ValueError(f"expected two numbers like 250,400, got {value!r}")
+    return float(parts[0]), float(parts[1])
+
+
 def _choice(*allowed: str) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
         text = str(value).strip().lower()
@@ -108,6 +119,25 @@ SETTINGS: tuple[Setting, ...] = (
             "credentials derived from it (the TURN REST convention). Secret: environment only.",
             _str_or_none),
     Setting("TURN_TTL_SECONDS", 3600, "How long a browser's TURN credentials stay valid.", int),
+    Setting("DEVICE_TEST_CONTEXT_TTL_SECONDS", 604800, "How long a device-test link made for an "
+            "appointment (`/device-test?ctx=`) stays valid; after that the test still runs but its "
+            "result is stored anonymously and not written back to the EHR.", int),
+    Setting("DEVICE_TEST_CALL_SECONDS", 15.0, "Length of the device test's loopback call, split "
+            "between the relay-only (TURN) half and the best-path half.", float),
+    Setting("DEVICE_TEST_TRANSPORT_TIMEOUT_SECONDS", 5.0, "How long the device test waits for "
+            "each STUN/TURN transport; a blocked transport fails silently, so each has its own "
+            "timeout.", float),
+    Setting("DEVICE_TEST_RTT_MS", "250,400", "Device test round-trip time: below the first is "
+            "pass, above the second is fail, between is warn (milliseconds).", grade_pair),
+    Setting("DEVICE_TEST_JITTER_MS", "10,30", "Device test jitter pass/fail limits (ms).",
+            grade_pair),
+    Setting("DEVICE_TEST_LOSS_PCT", "3,8", "Device test packet loss pass/fail limits (percent).",
+            grade_pair),
+    Setting("DEVICE_TEST_VIDEO_KBPS", "500,150", "Device test video bitrate received: above the "
+            "first is pass, below the second is fail (kbps); also grades download and upload "
+            "throughput.", grade_pair),
+    Setting("DEVICE_TEST_MOS", "3.6,3.1", "Device test estimated MOS: at least the first is "
+            "pass, below the second is fail.", grade_pair),
     Setting("STAFF_SSO_ISSUER", None, "OpenID Connect issuer URL of the organization's sign-in "
             "provider (its `/.well-known/openid-configuration` is read). Empty: staff single "
             "sign-on is off, and endpoints that require it refuse launches with a page saying so.",

@@ -261,17 +261,22 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _device_test_url() -> str | None:
-    """The device test page, once it exists (a later issue builds it)."""
+def _device_test_url(participant) -> str | None:
+    """The device test for this participant, with a context token so a patient's result
+    reaches their chart (once the endpoint exists; a later issue built it)."""
     if "device_test.device_test" not in current_app.view_functions:
         return None
+    from device_test.context import make_token
+
     try:
-        return url_for("device_test.device_test", next=url_for("patient_join.join"))
+        return url_for("device_test.device_test",
+                       ctx=make_token(current_app.config["SECRET_KEY"], participant),
+                       next=url_for("patient_join.join"))
     except BuildError:
         return None
 
 
-def _browser_help() -> list[tuple[str, str, str]]:
+def browser_help() -> list[tuple[str, str, str]]:
     """(key, browser, how to unblock the camera there); the page shows the one for the
     patient's browser first and the others behind "Help for other browsers"."""
     return [
@@ -306,7 +311,7 @@ def _join_context(appointment: Appointment, participant, now: datetime) -> dict:
     zone = ZoneInfo(appointment.timezone)
     start = appointment.start_at.astimezone(zone)
     opens_at = lobby.lobby_opens_at(appointment)
-    help_texts = _browser_help()
+    help_texts = browser_help()
     providers = [p.display_name for p in appointment.participants
                  if p.role == ParticipantRole.PROVIDER and p.display_name]
     return {
@@ -321,7 +326,7 @@ def _join_context(appointment: Appointment, participant, now: datetime) -> dict:
         "lobby_open": lobby.is_lobby_open(appointment, now),
         "opens_at": opens_at,
         "now": now,
-        "device_test_url": _device_test_url(),
+        "device_test_url": _device_test_url(participant),
         "browser_help": help_texts,
         "browser_help_strings": {f"help_{key}": text for key, _name, text in help_texts},
     }

@@ -34,11 +34,22 @@ def staff_view(appointment: Appointment, now: datetime) -> dict:
             "presence": p.presence,
             "presence_since": _iso(p.presence_since),
             "admitted": p.admitted_at is not None or p.role not in lobby.WAITS_IN_LOBBY,
+            "device_test": _latest_device_test(p),
         } for p in appointment.participants],
         "lobby": [{"participant_id": pid, "role": db.session.get(Participant, pid).role,
                    "entered_at": _iso(entry.entered_at if entry else None)}
                   for pid, entry in entries.items()],
     }
+
+
+def _latest_device_test(participant: Participant) -> dict | None:
+    """The participant's latest device-test grade, so staff can call ahead. Read through
+    the backref device_test/ adds, so visits/ does not import device_test/."""
+    results = getattr(participant, "device_test_results", None) or []
+    if not results:
+        return None
+    latest = max(results, key=lambda r: (r.created_at, r.id))
+    return {"overall": latest.overall, "at": _iso(latest.created_at)}
 
 
 def participant_view(participant: Participant, now: datetime) -> dict:

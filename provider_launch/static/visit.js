@@ -50,6 +50,15 @@ function renderParticipants() {
       role.textContent += ` · ${S.admitted}`;
     }
     item.append(who, role, state);
+    if (p.device_test) {
+      // The latest device test, so the care team can call ahead when it failed.
+      const badge = document.createElement("span");
+      badge.className = `device-test device-test-${p.device_test.overall}`;
+      badge.setAttribute("data-testid", "participant-device-test");
+      badge.dataset.status = p.device_test.overall;
+      badge.textContent = fill(S.device_test, { status: S[`device_test_${p.device_test.overall}`] });
+      item.append(badge);
+    }
     return item;
   }));
 }

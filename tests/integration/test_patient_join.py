@@ -176,8 +176,9 @@ def test_join_page_shows_the_visit_and_its_data_block(app, client, visit):
     assert "Dr. Quinn Example" in html and "Family Medicine" in html
     assert "(Central Time)" in html
     assert 'data-testid="join-button"' in html
-    assert re.search(r'<button[^>]*data-testid="device-test-link" disabled>', html), \
-        "no device test page yet: a disabled control, never a broken link"
+    # The device test exists: a link carrying this patient's context token.
+    assert re.search(r'<a class="button secondary" href="/device-test\?ctx=[^"]+&amp;next=/join" '
+                     r'data-testid="device-test-link">', html)
     assert 'id="lobby"' in html and 'id="call"' in html
     data = join_data(html)
     assert {"participant_id", "appointment_id", "role", "time_zone", "start", "lobby_opens_at",
