@@ -10,7 +10,7 @@ session, and nothing is written to the database.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -75,6 +75,30 @@ def begin(iss: str | None, launch: str | None, *, redirect_uri: str,
         config, iss=iss, launch=launch, client_id=endpoint.client_id, redirect_uri=redirect_uri,
         scope=scope or endpoint.scopes or smart.DEFAULT_SCOPES, endpoint_id=endpoint.id)
     return AuthorizeStep(url=url, pending=pending, endpoint=endpoint)
+
+
+# Launches begun but not yet back; more than a few at once means abandoned attempts.
+MAX_PENDING = 5
+
+
+def hold_pending(store: MutableMapping[str, Any], key: str,
+                 pending: smart.PendingLaunch) -> None:
+    """Keep a begun launch in ``store`` (the signed session) under its ``state``, dropping
+    the oldest beyond MAX_PENDING."""
+    held = dict(store.get(key) or {})
+    held[pending.state] = pending.to_dict()
+    while len(held) > MAX_PENDING:
+        held.pop(next(iter(held)))
+    store[key] = held  # reassigned, so the session knows it changed
+
+
+def take_pending(store: MutableMapping[str, Any], key: str,
+                 state: str | None) -> smart.PendingLaunch | None:
+    """The launch begun with ``state``, removed so it is used once; None if unknown."""
+    held = dict(store.get(key) or {})
+    data = held.pop(state, None) if state else None
+    store[key] = held
+    return smart.PendingLaunch.from_dict(data) if isinstance(data, dict) else None
 
 
 def pending_endpoint(pending: smart.PendingLaunch) -> EhrEndpoint:

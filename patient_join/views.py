@@ -17,7 +17,7 @@ from flask_limiter import RateLimitExceeded
 from werkzeug.routing import BuildError
 
 from ehr.launch import LaunchFailed, safe_error_code
-from ehr.smart import PendingLaunch
+from ehr import launch as ehr_launch
 from extensions import limiter
 from ops.errors import http_error
 from patient_join import bp, services
@@ -29,8 +29,6 @@ log = logging.getLogger(__name__)
 
 SESSION_KEY = services.SESSION_KEY
 PENDING_KEY = "patient_smart_pending"
-# Portal launches begun but not yet back; more than a few at once means abandoned attempts.
-MAX_PENDING = 5
 
 _CALL_CLINIC = _l("If it still doesn't work, call your clinic: they can send you a new link "
                   "by text message.")
@@ -204,24 +202,16 @@ def patient_launch():
             scope=current_app.config["PATIENT_LAUNCH_SCOPES"])
     except LaunchFailed as failure:
         return problem(failure.reason, **failure.detail)
-    pending = dict(session.get(PENDING_KEY) or {})
-    pending[step.pending.state] = step.pending.to_dict()
-    while len(pending) > MAX_PENDING:
-        pending.pop(next(iter(pending)))
-    session[PENDING_KEY] = pending
+    ehr_launch.hold_pending(session, PENDING_KEY, step.pending)
     return redirect(step.url, code=302)
 
 
 @bp.get("/patient/launch/callback")
 def patient_launch_callback():
     """The EHR's answer to a portal launch: code (or error) and state, single use."""
-    state = request.args.get("state") or ""
-    pending_all = dict(session.get(PENDING_KEY) or {})
-    data = pending_all.pop(state, None) if state else None
-    session[PENDING_KEY] = pending_all
-    if not isinstance(data, dict):
+    pending = ehr_launch.take_pending(session, PENDING_KEY, request.args.get("state"))
+    if pending is None:
         return problem("bad_state")
-    pending = PendingLaunch.from_dict(data)
     try:
         if pending.is_expired():
             raise LaunchFailed("launch_expired", 400)

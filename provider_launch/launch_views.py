@@ -11,14 +11,12 @@ from flask import current_app, g, redirect, render_template, request, session, u
 from flask_babel import lazy_gettext as _l
 from werkzeug.routing import BuildError
 
-from ehr.smart import PendingLaunch
+from ehr import launch as ehr_launch
 from provider_launch import bp, services
 from provider_launch.auth import hold_launch, remember_launch, take_held
 from staff_sso.services import SsoConfig, take_identity
 
 PENDING_KEY = "smart_pending"
-# Launches begun but not yet back; more than a few at once means abandoned attempts.
-MAX_PENDING = 5
 
 # reason -> (title, what happened, what to do). Shown to clinicians inside the EHR:
 # say plainly what the EHR did or did not send, and whom to tell.
@@ -166,24 +164,16 @@ def launch():
     except services.LaunchFailed as failure:
         return _refusal(failure)
     g.launch_endpoint = step.endpoint
-    pending = dict(session.get(PENDING_KEY) or {})
-    pending[step.pending.state] = step.pending.to_dict()
-    while len(pending) > MAX_PENDING:
-        pending.pop(next(iter(pending)))
-    session[PENDING_KEY] = pending
+    ehr_launch.hold_pending(session, PENDING_KEY, step.pending)
     return redirect(step.url, code=302)
 
 
 @bp.get("/launch/callback")
 def callback():
     """The EHR's answer: code (or error) and state. The state is single use."""
-    state = request.args.get("state") or ""
-    pending_all = dict(session.get(PENDING_KEY) or {})
-    data = pending_all.pop(state, None) if state else None
-    session[PENDING_KEY] = pending_all
-    if not isinstance(data, dict):
+    pending = ehr_launch.take_pending(session, PENDING_KEY, request.args.get("state"))
+    if pending is None:
         return _refusal(services.LaunchFailed("bad_state", 400))
-    pending = PendingLaunch.from_dict(data)
     try:
         g.launch_endpoint = services.launch_endpoint(pending.endpoint_id)
         if pending.is_expired():
