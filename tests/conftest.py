@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from contextlib import contextmanager
 
 import flask_migrate
 import pytest
@@ -27,21 +28,31 @@ def _backends() -> list:
     return backends
 
 
+@contextmanager
+def postgres_schema():
+    """A URL for a fresh PostgreSQL schema of its own (via search_path), dropped afterwards,
+    so tests sharing one database cannot see each other's rows."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(sqlalchemy_url(POSTGRES_URL), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in POSTGRES_URL else "?"
+    try:
+        yield f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
 @pytest.fixture(params=_backends())
 def database_url(request, tmp_path):
     """A fresh, empty database: a SQLite file, or a PostgreSQL schema dropped afterwards."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'app.db'}"
         return
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(sqlalchemy_url(POSTGRES_URL), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in POSTGRES_URL else "?"
-    yield f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
+    with postgres_schema() as url:
+        yield url
 
 
 @pytest.fixture

@@ -11,16 +11,14 @@ import uuid
 import pytest
 import requests
 import socketio
-from sqlalchemy import create_engine, text
 
-from settings import sqlalchemy_url
 from tests.browser.conftest import free_port, start_server, stop_server
+from tests.conftest import POSTGRES_URL, postgres_schema
 from tests.browser.test_provider_visit import patient_token
 
 pytestmark = pytest.mark.browser
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-POSTGRES_URL = os.environ.get("DATABASE_URL")
 
 
 @pytest.fixture
@@ -29,15 +27,8 @@ def shared_database(tmp_path):
     if not POSTGRES_URL:
         yield f"sqlite:///{tmp_path / 'shared.db'}"
         return
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(sqlalchemy_url(POSTGRES_URL), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in POSTGRES_URL else "?"
-    yield f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
+    with postgres_schema() as url:
+        yield url
 
 
 @pytest.fixture
