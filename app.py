@@ -79,9 +79,11 @@ def create_app(config: dict | None = None) -> Flask:
     outbox.init_app(app)  # its defaults; importing it also registers the delivery loop
     app.cli.add_command(keys_cli)
     app.cli.add_command(outbox_cli)
+    from ehr.certs_cli import certs_cli
     from ehr.cli import endpoints_cli
 
     app.cli.add_command(endpoints_cli)
+    app.cli.add_command(certs_cli)
     from visits.cli import appointments_cli, links_cli
 
     app.cli.add_command(appointments_cli)

@@ -1,0 +1,230 @@
+"""ehr/hl7.py over every shared fixture (copied to tests/data/hl7) plus edge cases."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from ehr import hl7
+
+DATA = Path(__file__).resolve().parent.parent / "data" / "hl7"
+CHICAGO = "America/Chicago"
+
+
+def _text(name: str) -> str:
+    return (DATA / name).read_bytes().decode("utf-8")
+
+
+def _parse(name: str, region: str = "US", text: str | None = None) -> hl7.ParsedSiu:
+    return hl7.parse_siu(text if text is not None else _text(name), site_timezone=CHICAGO,
+                         phone_region=region)
+
+
+def _utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=timezone.utc)
+
+
+# file, region, trigger, placer, filler, start (UTC), end (UTC), start source, patient,
+# phone, line type, language, department
+FIXTURES = [
+    ("siu_s12_fhirconverter_v28.hl7", "US", "S12", "12345", "36996",
+     _utc(2021, 9, 24, 7, 15), _utc(2021, 9, 24, 8, 5), "TQ1-7", "test1|PATID1234",
+     None, None, "ar", "055 - GH Clinic"),
+    ("siu_s14_fhirconverter_v28.hl7", "US", "S14", "12345", "36996",
+     _utc(2021, 9, 24, 7, 15), _utc(2021, 9, 24, 8, 5), "TQ1-7", "test1|PATID1234",
+     None, None, "ar", "055 - GH Clinic"),
+    ("siu_s15_fhirconverter_v28.hl7", "US", "S15", "12345", "36996",
+     _utc(2021, 9, 24, 7, 15), _utc(2021, 9, 24, 8, 5), "TQ1-7", "test1|PATID1234",
+     None, None, "ar", "055 - GH Clinic"),
+    ("siu_s17_fhirconverter_v28.hl7", "US", "S17", "12345", "36996",
+     _utc(2021, 9, 24, 7, 15), _utc(2021, 9, 24, 8, 5), "TQ1-7", "test1|PATID1234",
+     None, None, "ar", "055 - GH Clinic"),
+    ("siu_s26_fhirconverter_v28.hl7", "US", "S26", "12345", "36996",
+     _utc(2021, 9, 24, 7, 15), _utc(2021, 9, 24, 8, 5), "TQ1-7", "test1|PATID1234",
+     None, None, "ar", "055 - GH Clinic"),
+    # 12:00 Chicago on 6 Nov 2024 is CST (-6), DST having ended on 3 Nov.
+    ("siu_s12_renalware_v24.hl7", "GB", "S12", "149549015", None,
+     _utc(2024, 11, 6, 18, 0), _utc(2024, 11, 6, 18, 30), "SCH-11.4", "RNJ 5C4 MRN|10769857",
+     "+442011110111", "landline", None, "RNJ Renal OPD - RNJ ROYALLONDON"),
+    ("siu_s13_renalware_v24.hl7", "GB", "S13", "149549023", None,
+     _utc(2024, 11, 6, 17, 30), _utc(2024, 11, 6, 18, 0), "SCH-11.4", "RNJ 5C4 MRN|10769861",
+     None, None, None, "RNJ Renal OPD - RNJ ROYALLONDON"),
+    ("siu_s15_renalware_v24.hl7", "GB", "S15", "149549027", None,
+     _utc(2024, 11, 13, 16, 0), _utc(2024, 11, 13, 17, 0), "SCH-11.4", "Dover|10769859",
+     "+447898989898", "mobile", None, "RNJ Renal SBH - RNJ BARTS"),
+    ("siu_s12_rethinkhealth_epiclike_v251.hl7", "US", "S12", None, "120152985",
+     _utc(2021, 9, 17, 14, 45), _utc(2021, 9, 17, 15, 25), "SCH-11.4", "EPI|E2180692",
+     "+15155555552", "unknown", None, "SUSSEX FASTCARE MEIJER"),
+    ("siu_s12_rethinkhealth_customdelims_v23.hl7", "US", "S12", "1209", "13030",
+     _utc(2019, 4, 23, 19, 0), _utc(2019, 4, 23, 19, 15), "SCH-11.4", "150",
+     None, None, None, "Healthmatics Clinic"),
+    ("siu_s12_hl7objectparser_v251.hl7", "FR", "S12", None, "49849903800",
+     _utc(2016, 12, 31, 17, 0), _utc(2016, 12, 31, 17, 30), "SCH-11.4", "ODS|123456",
+     "+33100000000", "unknown", None, None),
+    ("siu_s26_hl7objectparser_v251.hl7", "FR", "S26", None, "49849903800",
+     _utc(2016, 12, 31, 17, 0), _utc(2016, 12, 31, 17, 30), "SCH-11.4", "ODS|123456",
+     "+33100000000", "unknown", None, None),
+    # Trailing space in SCH-11.4; SCH-9/10 give 20 minutes.
+    ("siu_s14_corepoint_v23.hl7", "US", "S14", "00331839401", None,
+     _utc(2008, 3, 6, 16, 0), _utc(2008, 3, 6, 16, 20), "SCH-11.4", "489671",
+     "+18327958259", "unknown", None, "HHR"),
+]
+
+
+@pytest.mark.parametrize(("name", "region", "trigger", "placer", "filler", "start", "end",
+                          "source", "patient", "phone", "line_type", "language",
+                          "department"), FIXTURES, ids=[f[0] for f in FIXTURES])
+def test_every_fixture_is_read(name, region, trigger, placer, filler, start, end, source,
+                               patient, phone, line_type, language, department):
+    parsed = _parse(name, region)
+
+    assert parsed.trigger == trigger
+    assert (parsed.placer_id, parsed.filler_id) == (placer, filler)
+    assert (parsed.start, parsed.end, parsed.start_source) == (start, end, source)
+    assert parsed.patient_id == patient
+    assert (parsed.phone, parsed.phone_line_type) == (phone, line_type)
+    assert parsed.language == language
+    assert parsed.department == department
+
+
+def test_every_shared_fixture_is_covered():
+    covered = {f[0] for f in FIXTURES} | {"siu_s12_gmed_fragment_v231.hl7"}
+
+    assert covered == {p.name for p in DATA.glob("*.hl7")}
+
+
+def test_fragment_without_sch_is_unusable():
+    with pytest.raises(hl7.UnusableMessage) as caught:
+        _parse("siu_s12_gmed_fragment_v231.hl7")
+
+    assert caught.value.segment == "SCH"
+
+
+def test_custom_delimiters_come_from_msh():
+    parsed = _parse("siu_s12_rethinkhealth_customdelims_v23.hl7")
+
+    assert parsed.header.sender == "Ntierprise^Ntierprise Clinic"
+    assert parsed.header.control_id == "8907-45"
+    assert [p.identifier for p in parsed.providers] == ["JPULLEN1", "PULLEN"]
+
+
+def test_providers_come_from_aip_and_personal_aig_not_equipment():
+    parsed = _parse("siu_s12_fhirconverter_v28.hl7")
+
+    assert [(p.identifier, p.display_name) for p in parsed.providers] == [("1210", "Robert GE")]
+
+
+def test_epic_style_aig_resource_is_a_provider_and_z_segments_are_ignored():
+    parsed = _parse("siu_s12_rethinkhealth_epiclike_v251.hl7")
+
+    assert [(p.identifier, p.display_name) for p in parsed.providers] == [
+        ("EPC|102204", "FASTCARE, MEIJER SUSSEX")]
+    assert parsed.header.sender == "^APPT_NEW"
+
+
+@pytest.mark.parametrize("ending", ["\n", "\r\n", "\r"])
+def test_segment_endings_are_normalised(ending):
+    text = _text("siu_s12_renalware_v24.hl7").replace("\r", ending)
+
+    parsed = _parse("", "GB", text=text)
+
+    assert parsed.placer_id == "149549015"
+
+
+MINIMAL = ("MSH|^~\\&|EPIC|CLINIC|VV|VV|20250310120000||SIU^S12|C1|P|2.5.1\r"
+           "SCH|P1|F1|||||||||^^30^{start}\r"
+           "PID|1||MRN1^^^EPI||Doe^Jane||||||||{phones}||{lang}\r")
+
+
+def _minimal(start: str = "20250310093000", phones: str = "", lang: str = "",
+             region: str = "US") -> hl7.ParsedSiu:
+    return hl7.parse_siu(MINIMAL.format(start=start, phones=phones, lang=lang),
+                         site_timezone=CHICAGO, phone_region=region)
+
+
+@pytest.mark.parametrize(("local", "expected"), [
+    ("20250308120000", _utc(2025, 3, 8, 18, 0)),   # CST, before the change
+    ("20250310120000", _utc(2025, 3, 10, 17, 0)),  # CDT, after 9 March
+    ("20251103120000", _utc(2025, 11, 3, 18, 0)),  # CST again
+    ("20250310120000-0500", _utc(2025, 3, 10, 17, 0)),
+    ("202503101200+0000", _utc(2025, 3, 10, 12, 0)),
+])
+def test_times_without_offset_are_site_time_dst_aware(local, expected):
+    assert _minimal(start=local).start == expected
+
+
+@pytest.mark.parametrize(("phones", "expected"), [
+    ("", (None, None)),
+    ('""', (None, None)),
+    ("^NET^Internet^jane@example.org", (None, None)),
+    ("(608)555-0123^PRN^FX", (None, None)),
+    ("(608)555-0123", ("+16085550123", "unknown")),
+    ("^PRN^PH^^1^608^5550100~^PRN^CP^^^608^5550123", ("+16085550123", "mobile")),
+    ("(608)555-0100^PRN^CP^^^^^^^^^6085550123", ("+16085550123", "mobile")),
+    ('""~(608)555-0199^ORN^PH', ("+16085550199", "landline")),
+    ("(123) 123-1234^PRN^PH", (None, None)),
+])
+def test_phone_rules(phones, expected):
+    parsed = _minimal(phones=phones)
+
+    assert (parsed.phone, parsed.phone_line_type) == expected
+
+
+@pytest.mark.parametrize(("lang", "expected"), [
+    ("spa^Spanish^HL70296", "es"), ("por", "pt"), ("en", "en"), ("", None), ('""', None)])
+def test_language_from_pid_15(lang, expected):
+    assert _minimal(lang=lang).language == expected
+
+
+def test_escapes_are_decoded_after_splitting():
+    text = MINIMAL.format(start="20250310093000", phones="", lang="").replace(
+        "SCH|P1|", "SCH|P\\F\\1\\X41\\|")
+
+    parsed = hl7.parse_siu(text, site_timezone=CHICAGO, phone_region="US")
+
+    assert parsed.placer_id == "P|1A"
+
+
+@pytest.mark.parametrize(("text", "error"), [
+    ("", hl7.UnreadableMessage),
+    ("garbage", hl7.UnreadableMessage),
+    ("PID|1\rMSH|^~\\&|", hl7.UnreadableMessage),
+    ("MSH|^~\\&|A|B|C|D|20250101||ADT^A01|1|P|2.5\r", hl7.UnsupportedMessage),
+    ("MSH|^~\\&|A|B|C|D|20250101||SIU^S12|1|P|3.0\r", hl7.UnsupportedMessage),
+    ("MSH|^~\\&|A|B|C|D|20250101||SIU^S12|1|P|2.5\rSCH|\r", hl7.UnusableMessage),
+])
+def test_bad_messages_raise_the_right_error(text, error):
+    with pytest.raises(error):
+        hl7.parse_siu(text, site_timezone=CHICAGO, phone_region="US")
+
+
+def test_ack_swaps_sender_and_receiver_and_echoes_the_control_id():
+    header = hl7.read_header(_text("siu_s12_renalware_v24.hl7"))
+
+    reply = hl7.ack(header, "AA")
+
+    msh, msa = reply.rstrip("\r").split("\r")
+    fields = msh.split("|")
+    assert fields[2:6] == ["RENALWARE", "MSE", "BLT_TIE", "BLT"]
+    assert fields[8] == "ACK^S12^ACK"
+    assert fields[9] != "Q166323123117" and fields[9]
+    assert fields[11] == "2.4"
+    assert msa == "MSA|AA|Q166323123117"
+
+
+def test_ack_error_has_an_err_segment_in_the_senders_delimiters():
+    header = hl7.read_header(_text("siu_s12_rethinkhealth_customdelims_v23.hl7"))
+
+    reply = hl7.ack(header, "AE", error="SCH segment is missing", error_code="100",
+                    segment="SCH")
+
+    segments = reply.rstrip("\r").split("\r")
+    assert segments[0].startswith("MSH$%!?^$Healthmatics EHR$")
+    assert segments[1].startswith("MSA$AE$8907-45")
+    assert segments[2].startswith("ERR$SCH%1%%100$SCH%1$100%")
+
+
+def test_parse_dtm_refuses_a_date_without_time():
+    assert hl7.parse_dtm("20250310", ZoneInfo(CHICAGO)) is None
