@@ -68,26 +68,10 @@ def create_app(config: dict | None = None) -> Flask:
         import sandbox_ehr
 
         sandbox_ehr.init_app(app)
-    from sandbox_ehr.cli import demo_command
-
-    # Registered even with the sandbox off, so `flask demo` can say how to turn it on.
-    app.cli.add_command(demo_command)
     from ehr import outbox
-    from ehr.keys_cli import keys_cli
-    from ehr.outbox_cli import outbox_cli
 
     outbox.init_app(app)  # its defaults; importing it also registers the delivery loop
-    app.cli.add_command(keys_cli)
-    app.cli.add_command(outbox_cli)
-    from ehr.certs_cli import certs_cli
-    from ehr.cli import endpoints_cli
-
-    app.cli.add_command(endpoints_cli)
-    app.cli.add_command(certs_cli)
-    from visits.cli import appointments_cli, links_cli
-
-    app.cli.add_command(appointments_cli)
-    app.cli.add_command(links_cli)
+    _register_cli(app)
 
     if app.config["REDIS_URL"]:
         queue = {"message_queue": app.config["REDIS_URL"], "channel": app.config["REDIS_CHANNEL"]}
@@ -103,6 +87,21 @@ def create_app(config: dict | None = None) -> Flask:
         **queue,
     )
     return app
+
+
+def _register_cli(app: Flask) -> None:
+    """The operational `flask` commands, grouped per area (see DESIGN.md's contract)."""
+    from ehr.certs_cli import certs_cli
+    from ehr.cli import endpoints_cli
+    from ehr.keys_cli import keys_cli
+    from ehr.outbox_cli import outbox_cli
+    from sandbox_ehr.cli import demo_command
+    from visits.cli import appointments_cli, links_cli
+
+    # `demo` is registered even with the sandbox off, so it can say how to turn it on.
+    for command in (endpoints_cli, certs_cli, keys_cli, outbox_cli, appointments_cli,
+                    links_cli, demo_command):
+        app.cli.add_command(command)
 
 
 def main() -> None:
