@@ -41,12 +41,11 @@ def jwks():
     return jsonify(keys.public_jwks())
 
 
-@bp.route("/oauth/authorize", methods=["GET", "POST"])
-def authorize():
-    """Auto-approve: no login or consent screen, straight back to the app with a code."""
-    params = request.values.to_dict(flat=True)
+def authorize_response(approve, params):
+    """Run an auto-approving authorize step: a page when we must not redirect, otherwise a
+    redirect carrying the code or the OAuth error (shared with the staff sign-in provider)."""
     try:
-        target = smart.authorize(params)
+        target = approve(params)
     except AuthorizeRejected as exc:
         return render_template("sandbox_ehr/authorize_error.html",
                                description=exc.description), 400
@@ -55,20 +54,29 @@ def authorize():
     return redirect(target, code=302)
 
 
-@bp.post("/oauth/token")
-def token():
-    """Exchange an authorization code, or client credentials (Backend Services); OAuth
-    errors are JSON per RFC 6749 5.2."""
+def token_response(exchange, realm: str):
+    """Run a token step; OAuth errors are JSON per RFC 6749 5.2, nothing is cached."""
     try:
-        body = smart.token(request.form.to_dict(flat=True),
-                           request.headers.get("Authorization"))
+        body = exchange(request.form.to_dict(flat=True), request.headers.get("Authorization"))
     except OAuthError as exc:
         response = jsonify(error=exc.error, error_description=exc.description)
         response.status_code = exc.status
         response.headers.update(_NO_STORE)
         if isinstance(exc, InvalidClient) and exc.basic:
-            response.headers["WWW-Authenticate"] = 'Basic realm="sandbox-ehr"'
+            response.headers["WWW-Authenticate"] = f'Basic realm="{realm}"'
         return response
     response = jsonify(body)
     response.headers.update(_NO_STORE)
     return response
+
+
+@bp.route("/oauth/authorize", methods=["GET", "POST"])
+def authorize():
+    """Auto-approve: no login or consent screen, straight back to the app with a code."""
+    return authorize_response(smart.authorize, request.values.to_dict(flat=True))
+
+
+@bp.post("/oauth/token")
+def token():
+    """Exchange an authorization code, or client credentials (Backend Services)."""
+    return token_response(smart.token, "sandbox-ehr")
