@@ -178,6 +178,28 @@ class TokenResponse:
     fhir_context: tuple[str, ...]
 
 
+def fetch_code_token(client: OAuth2Session, token_url: str, *, code: str,
+                     code_verifier: str) -> dict[str, Any]:
+    """The authorization_code grant with PKCE through authlib (then closes ``client``),
+    its failures named once: TokenRefused for an OAuth error or a 4xx, EhrUnavailable for
+    a 5xx, 429 or no answer. Used for EHR launches and the staff sign-in alike."""
+    try:
+        return client.fetch_token(token_url, grant_type="authorization_code", code=code,
+                                  code_verifier=code_verifier, timeout=HTTP_TIMEOUT_S,
+                                  allow_redirects=False)
+    except OAuthError as exc:
+        raise TokenRefused(str(exc.error or "invalid_request"), exc.description) from None
+    except requests.HTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else 0
+        if status >= 500 or status == 429:
+            raise EhrUnavailable(f"token endpoint answered {status}") from None
+        raise TokenRefused(f"http_{status}") from None
+    except (requests.RequestException, ValueError) as exc:
+        raise EhrUnavailable(f"token endpoint failed: {type(exc).__name__}") from None
+    finally:
+        client.close()
+
+
 def exchange_code(pending: PendingLaunch, *, code: str, client_id: str, redirect_uri: str,
                   assertion: Callable[[str, str], str] | None = None) -> TokenResponse:
     """Trade the authorization code, authenticating with a ``private_key_jwt`` assertion.
@@ -195,21 +217,8 @@ def exchange_code(pending: PendingLaunch, *, code: str, client_id: str, redirect
     client = OAuth2Session(client_id=client_id, redirect_uri=redirect_uri,
                            token_endpoint_auth_method="private_key_jwt")
     client.register_client_auth_method(("private_key_jwt", private_key_jwt))
-    try:
-        token = client.fetch_token(pending.token_url, grant_type="authorization_code", code=code,
-                                   code_verifier=pending.code_verifier, timeout=HTTP_TIMEOUT_S,
-                                   allow_redirects=False)
-    except OAuthError as exc:
-        raise TokenRefused(str(exc.error or "invalid_request"), exc.description) from None
-    except requests.HTTPError as exc:
-        status = exc.response.status_code if exc.response is not None else 0
-        if status >= 500 or status == 429:
-            raise EhrUnavailable(f"token endpoint answered {status}") from None
-        raise TokenRefused(f"http_{status}") from None
-    except (requests.RequestException, ValueError) as exc:
-        raise EhrUnavailable(f"token endpoint failed: {type(exc).__name__}") from None
-    finally:
-        client.close()
+    token = fetch_code_token(client, pending.token_url, code=code,
+                             code_verifier=pending.code_verifier)
     access_token = token.get("access_token")
     if not isinstance(access_token, str) or not access_token:
         raise TokenRefused("no_access_token")

@@ -16,11 +16,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.requests_client import OAuth2Session
 
 from ehr import smart
-from ehr.errors import EhrUnavailable, InvalidIdToken
+from ehr.errors import EhrUnavailable, InvalidIdToken, TokenRefused
 
 HTTP_TIMEOUT_S = 10.0
 # Time allowed between our authorize redirect and the provider sending the browser back;
@@ -183,20 +182,12 @@ def exchange_code(pending: PendingLogin, *, code: str, client_id: str,
                            redirect_uri=redirect_uri,
                            token_endpoint_auth_method=pending.auth_method)
     try:
-        token = client.fetch_token(pending.token_url, grant_type="authorization_code", code=code,
-                                   code_verifier=pending.code_verifier, timeout=HTTP_TIMEOUT_S,
-                                   allow_redirects=False)
-    except OAuthError as exc:
-        raise IdpRefused(str(exc.error or "invalid_request")) from None
-    except requests.HTTPError as exc:
-        status = exc.response.status_code if exc.response is not None else 0
-        if status >= 500 or status == 429:
-            raise IdpUnavailable(f"token endpoint answered {status}") from None
-        raise IdpRefused(f"http_{status}") from None
-    except (requests.RequestException, ValueError) as exc:
-        raise IdpUnavailable(f"token endpoint failed: {type(exc).__name__}") from None
-    finally:
-        client.close()
+        token = smart.fetch_code_token(client, pending.token_url, code=code,
+                                       code_verifier=pending.code_verifier)
+    except TokenRefused as exc:
+        raise IdpRefused(exc.error) from None
+    except EhrUnavailable as exc:
+        raise IdpUnavailable(str(exc)) from None
     id_token = token.get("id_token")
     if not isinstance(id_token, str) or not id_token:
         raise IdpRefused("no_id_token")
