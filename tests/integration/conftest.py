@@ -11,6 +11,7 @@ import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from flask import Flask
@@ -19,6 +20,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from app import create_app
 from extensions import db
+from sandbox_ehr.models import SandboxLaunch
 from tests.conftest import make_config
 
 
@@ -156,7 +158,6 @@ class SmartFlow:
         return self
 
     def launch(self, audience: str = "provider", appointment_id: str = "appt-1") -> str:
-        from urllib.parse import parse_qs, urlsplit
 
         response = self.http.get(f"{self.server.url}/sandbox/launch/{audience}/{appointment_id}",
                                  allow_redirects=False)
@@ -192,7 +193,6 @@ class SmartFlow:
 
     def code(self, **overrides: str | None) -> tuple[str, str]:
         """A fresh authorization code and its PKCE verifier."""
-        from urllib.parse import parse_qs, urlsplit
 
         verifier, challenge = self.pkce()
         response = self.authorize(challenge=challenge, **overrides)
@@ -255,3 +255,18 @@ class SmartFlow:
 def smart(live_server, client_jwks_server) -> SmartFlow:
     """A registered private_key_jwt test client, ready to launch, authorize and exchange."""
     return SmartFlow(live_server, client_jwks_server).register()
+
+
+def change_launch_context(server, launch_url: str, **changes) -> None:
+    """Edit what the sandbox EHR will put in the token response for this launch."""
+    launch_id = parse_qs(urlsplit(launch_url).query)["launch"][0]
+    with server.app.app_context():
+        row = db.session.get(SandboxLaunch, launch_id)
+        context = dict(row.context)
+        for key, value in changes.items():
+            if value is None:
+                context.pop(key, None)
+            else:
+                context[key] = value
+        row.context = context
+        db.session.commit()

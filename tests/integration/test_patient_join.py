@@ -16,8 +16,8 @@ from app import create_app
 from ehr.services import ensure_endpoint
 from extensions import db, socketio
 from sandbox_ehr import store
-from sandbox_ehr.models import SandboxLaunch
 from tests import factories
+from tests.integration.conftest import change_launch_context
 from tests.conftest import make_config
 from visits.models import Appointment, AuditLog, JoinLink, Participant
 
@@ -400,17 +400,7 @@ def portal_launch(server, http: requests.Session, appointment_id: str = "appt-1"
     launch_url = ehr.headers["Location"]
     assert urlsplit(launch_url).path == "/patient/launch"
     if context_changes:
-        launch_id = parse_qs(urlsplit(launch_url).query)["launch"][0]
-        with server.app.app_context():
-            row = db.session.get(SandboxLaunch, launch_id)
-            context = dict(row.context)
-            for key, value in context_changes.items():
-                if value is None:
-                    context.pop(key, None)
-                else:
-                    context[key] = value
-            row.context = context
-            db.session.commit()
+        change_launch_context(server, launch_url, **context_changes)
     ours = http.get(launch_url, allow_redirects=False)
     assert ours.status_code == 302, ours.text
     authorize = urlsplit(ours.headers["Location"])

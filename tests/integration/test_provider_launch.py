@@ -17,11 +17,11 @@ from sqlalchemy import func, select, text
 
 import at_rest
 from ehr.models import EhrEndpoint, LaunchSession
+from tests.integration.conftest import change_launch_context
 from tests.conftest import POSTGRES_URL, _backends
 from ehr.services import add_endpoint, approve_endpoint, ensure_endpoint
 from extensions import db
 from provider_launch.auth import staff_for_visit
-from sandbox_ehr.models import SandboxLaunch
 from visits.models import Appointment, Participant
 
 FRAME_ORIGIN = "https://ehr-web.example.org"
@@ -95,21 +95,6 @@ class Launch:
         if context_changes:
             change_launch_context(self.server, launch_url, **context_changes)
         return self.http.get(self.to_callback(launch_url), allow_redirects=False)
-
-
-def change_launch_context(server, launch_url: str, **changes) -> None:
-    """Edit what the sandbox EHR will put in the token response for this launch."""
-    launch_id = parse_qs(urlsplit(launch_url).query)["launch"][0]
-    with server.app.app_context():
-        row = db.session.get(SandboxLaunch, launch_id)
-        context = dict(row.context)
-        for key, value in changes.items():
-            if value is None:
-                context.pop(key, None)
-            else:
-                context[key] = value
-        row.context = context
-        db.session.commit()
 
 
 def counts(server) -> dict[str, int]:
