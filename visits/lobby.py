@@ -115,21 +115,28 @@ def set_lobby_note(appointment_id: int, provider_id: int, text: str,
     return appointment
 
 
-def waiting(appointment: Appointment) -> list[Participant]:
-    """Participants with an open lobby entry who are connected now, longest wait first."""
+def waiting_entries(appointment: Appointment) -> list[tuple[Participant, LobbyEntry]]:
+    """Connected participants with their open lobby entry, longest wait first (one query;
+    the first entry counts if a participant somehow has two)."""
     rows = db.session.execute(
-        sa.select(Participant, LobbyEntry.entered_at)
+        sa.select(Participant, LobbyEntry)
         .join(LobbyEntry, LobbyEntry.participant_id == Participant.id)
         .where(Participant.appointment_id == appointment.id,
                Participant.presence == "connected",
                LobbyEntry.admitted_at.is_(None), LobbyEntry.left_at.is_(None))
         .order_by(LobbyEntry.entered_at)).all()
-    seen, result = set(), []
-    for participant, _entered in rows:
+    seen: set[int] = set()
+    result = []
+    for participant, entry in rows:
         if participant.id not in seen:
             seen.add(participant.id)
-            result.append(participant)
+            result.append((participant, entry))
     return result
+
+
+def waiting(appointment: Appointment) -> list[Participant]:
+    """Participants with an open lobby entry who are connected now, longest wait first."""
+    return [participant for participant, _entry in waiting_entries(appointment)]
 
 
 def provider_of(appointment_id: int, participant_id: int) -> Participant:

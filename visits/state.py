@@ -21,7 +21,7 @@ def _iso(value: datetime | None) -> str | None:
 def staff_view(appointment: Appointment, now: datetime) -> dict:
     """The whole visit, for providers and interpreters."""
     db.session.refresh(appointment)
-    entries = {p.id: lobby.open_entry(p) for p in lobby.waiting(appointment)}
+    waiting = lobby.waiting_entries(appointment)
     return {
         "appointment_id": appointment.id,
         "ended": appointment.ended_at is not None,
@@ -36,9 +36,8 @@ def staff_view(appointment: Appointment, now: datetime) -> dict:
             "admitted": p.admitted_at is not None or p.role not in lobby.WAITS_IN_LOBBY,
             "device_test": _latest_device_test(p),
         } for p in appointment.participants],
-        "lobby": [{"participant_id": pid, "role": db.session.get(Participant, pid).role,
-                   "entered_at": _iso(entry.entered_at if entry else None)}
-                  for pid, entry in entries.items()],
+        "lobby": [{"participant_id": participant.id, "role": participant.role,
+                   "entered_at": _iso(entry.entered_at)} for participant, entry in waiting],
     }
 
 
