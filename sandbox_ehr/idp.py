@@ -18,7 +18,7 @@ from flask import current_app
 from extensions import db
 from sandbox_ehr import clients, keys, smart
 from sandbox_ehr.common import config_seconds, public_base, random_token, sha256_hex, utcnow
-from sandbox_ehr.errors import AuthorizeRedirectError, AuthorizeRejected, OAuthError
+from sandbox_ehr.errors import OAuthError
 from sandbox_ehr.models import SandboxAuthCode
 
 SCOPES = ("openid", "email", "profile")
@@ -54,21 +54,7 @@ def authorize(params: Mapping[str, str]) -> str:
 
     Raises AuthorizeRejected when we must not redirect (unknown client, unregistered
     redirect_uri) and AuthorizeRedirectError for errors the client should hear about."""
-    client = clients.get_client(params.get("client_id"))
-    if client is None or not client.has_secret:
-        raise AuthorizeRejected("Unknown client_id.")
-    redirect_uri = params.get("redirect_uri", "")
-    if redirect_uri not in client.redirect_uris:
-        raise AuthorizeRejected("redirect_uri is not registered for this client.")
-    state = params.get("state") or None
-
-    def fail(error: str, description: str) -> AuthorizeRedirectError:
-        return AuthorizeRedirectError(error, description, redirect_uri=redirect_uri, state=state)
-
-    if params.get("response_type") != "code":
-        raise fail("unsupported_response_type", "response_type must be code")
-    if not state:
-        raise fail("invalid_request", "state is required")
+    client, redirect_uri, state, fail = smart.check_authorize_request(params, needs_secret=True)
     if params.get("code_challenge_method") != "S256" \
             or not smart.is_pkce_challenge(params.get("code_challenge", "")):
         raise fail("invalid_request", "code_challenge with code_challenge_method S256 is "

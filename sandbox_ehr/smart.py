@@ -109,14 +109,13 @@ def add_query(url: str, params: Mapping[str, str]) -> str:
 
 # --- authorize --------------------------------------------------------------------------
 
-def authorize(params: Mapping[str, str]) -> str:
-    """Approve an authorization request; return the redirect URL carrying code and state.
-
-    Raises AuthorizeRejected when we must not redirect (unknown client, unregistered
-    redirect_uri) and AuthorizeRedirectError for errors the client should hear about.
-    """
+def check_authorize_request(params: Mapping[str, str], *, needs_secret: bool = False):
+    """The checks every authorize endpoint starts with (RFC 6749 4.1.2.1): an unknown
+    client or unregistered redirect_uri is refused without redirecting; then code flow
+    and a state are required. Returns the client, redirect_uri, state and a ``fail``
+    that builds the error to send back to the client."""
     client = clients.get_client(params.get("client_id"))
-    if client is None:
+    if client is None or (needs_secret and not client.has_secret):
         raise AuthorizeRejected("Unknown client_id.")
     redirect_uri = params.get("redirect_uri", "")
     if redirect_uri not in client.redirect_uris:
@@ -130,6 +129,16 @@ def authorize(params: Mapping[str, str]) -> str:
         raise fail("unsupported_response_type", "response_type must be code")
     if not state:
         raise fail("invalid_request", "state is required")
+    return client, redirect_uri, state, fail
+
+
+def authorize(params: Mapping[str, str]) -> str:
+    """Approve an authorization request; return the redirect URL carrying code and state.
+
+    Raises AuthorizeRejected when we must not redirect (unknown client, unregistered
+    redirect_uri) and AuthorizeRedirectError for errors the client should hear about.
+    """
+    client, redirect_uri, state, fail = check_authorize_request(params)
     if params.get("aud") != fhir_base():
         raise fail("invalid_request", "aud must be this server's FHIR base URL")
     if params.get("code_challenge_method") != "S256":
