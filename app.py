@@ -91,6 +91,7 @@ def create_app(config: dict | None = None) -> Flask:
 
 def _register_cli(app: Flask) -> None:
     """The operational `flask` commands, grouped per area (see DESIGN.md's contract)."""
+    from admin.cli import admin_cli
     from ehr.certs_cli import certs_cli
     from ehr.cli import endpoints_cli
     from ehr.keys_cli import keys_cli
@@ -99,7 +100,7 @@ def _register_cli(app: Flask) -> None:
     from visits.cli import appointments_cli, links_cli
 
     # `demo` is registered even with the sandbox off, so it can say how to turn it on.
-    for command in (endpoints_cli, certs_cli, keys_cli, outbox_cli, appointments_cli,
+    for command in (admin_cli, endpoints_cli, certs_cli, keys_cli, outbox_cli, appointments_cli,
                     links_cli, demo_command):
         app.cli.add_command(command)
 

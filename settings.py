@@ -160,6 +160,28 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PATIENT_LAUNCH_SCOPES", "launch openid fhirUser patient/*.rs", "Scopes asked for when "
             "a patient opens the visit from the portal (MyChart): the launch context, who signed "
             "in, and read access to their own Appointment and Encounter."),
+    Setting("SMS_SENDER", "outbox", "`outbox`: texts are stored and listed by `flask sms outbox` "
+            "and in the admin, nothing leaves the server (the default, and the demo). `twilio`: "
+            "sent through Twilio's API with the `VV_TWILIO_*` settings.", _choice("outbox", "twilio")),
+    Setting("TWILIO_ACCOUNT_SID", None, "Twilio account SID (`AC...`), for `VV_SMS_SENDER=twilio`.",
+            _str_or_none),
+    Setting("TWILIO_AUTH_TOKEN", None, "Twilio auth token; also checks the signature of Twilio's "
+            "delivery-status and inbound-message webhooks. Secret: environment only.",
+            _str_or_none),
+    Setting("TWILIO_FROM_NUMBER", None, "Default sending number (E.164) when an endpoint's SMS "
+            "set-up names none.", _str_or_none),
+    Setting("TWILIO_API_BASE_URL", "https://api.twilio.com", "Twilio REST API base URL. Change it "
+            "only to point at a test double."),
+    Setting("SMS_POLL_SECONDS", 5.0, "How often each process looks for texts that are due.", float),
+    Setting("SMS_MAX_ATTEMPTS", 5, "Sending attempts before a text is marked failed with its "
+            "reason; retries back off exponentially (30 s, 1 min, 2 min, ...).", int),
+    Setting("SMS_DEFAULT_REGION", "US", "ISO region for numbers typed without a country code where "
+            "no endpoint says otherwise (a provider texting a guest's link)."),
+    Setting("ADMIN_IDLE_MINUTES", 15, "An admin session idle this long is signed out.", int),
+    Setting("ADMIN_MAX_FAILED_LOGINS", 5, "Consecutive wrong passwords before an admin account is "
+            "locked for `VV_ADMIN_LOCKOUT_MINUTES`.", int),
+    Setting("ADMIN_LOCKOUT_MINUTES", 15, "How long an admin account stays locked after too many "
+            "wrong passwords.", int),
     Setting("LOG_LEVEL", "INFO", "Python logging level.", lambda v: str(v).upper()),
     Setting("LOG_FORMAT", "json", "`json` (one object per line, for log shippers) or `text`.",
             _choice("json", "text")),

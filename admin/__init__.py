@@ -1,7 +1,7 @@
-"""admin feature (built in a later issue)."""
+"""Admin portal: endpoints, approval, SMS set-up, certificates, integration records."""
 from flask import Blueprint
 
-bp = Blueprint("admin", __name__, template_folder="templates", static_folder="static",
-               static_url_path="/static/admin")
+bp = Blueprint("admin", __name__, url_prefix="/admin", template_folder="templates",
+               static_folder="static", static_url_path="/static")
 
-from admin import views  # noqa: E402,F401
+from admin import auth, models, views  # noqa: E402,F401

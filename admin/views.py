@@ -1,1 +1,59 @@
-"""Routes; none yet."""
+"""Admin routes: sign-in and the home page. Feature pages live in their own modules."""
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+
+from admin import bp
+from admin.auth import LoginRefused, check_password, current_user, require_role, sign_in, sign_out
+from ehr.models import EhrEndpoint
+from extensions import db, limiter
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a path inside /admin: never an open redirect to another site."""
+    if target and target.startswith("/admin") and not urlsplit(target).netloc \
+            and not target.startswith("//"):
+        return target
+    return url_for("admin.home")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@limiter.limit("20 per minute", methods=["POST"])
+def login():
+    """Local sign-in form; one message for every refusal so names cannot be guessed."""
+    if request.method == "GET" and current_user() is not None:
+        return redirect(_safe_next(request.args.get("next")))
+    error = None
+    status = 200
+    if request.method == "POST":
+        try:
+            user = check_password(request.form.get("username", ""),
+                                  request.form.get("password", ""))
+        except LoginRefused:
+            error = _("Wrong username or password, or the account is locked for a while. "
+                      "Try again, or ask another administrator.")
+            status = 401
+        else:
+            sign_in(user)
+            return redirect(_safe_next(request.form.get("next")))
+    return render_template("admin/login.html", error=error,
+                           next=request.values.get("next", ""),
+                           expired=request.args.get("expired")), status
+
+
+@bp.route("/logout", methods=["POST"])
+def logout():
+    sign_out()
+    flash(_("You are signed out."))
+    return redirect(url_for("admin.login"))
+
+
+@bp.route("/")
+@require_role()
+def home():
+    """Every endpoint at a glance: environment and approval."""
+    endpoints = db.session.execute(db.select(EhrEndpoint).order_by(EhrEndpoint.name)).scalars()
+    return render_template("admin/home.html", endpoints=list(endpoints))

@@ -28,6 +28,8 @@ class SmsKind(enum.StrEnum):
     RESCHEDULE = "reschedule"
     CANCELLATION = "cancellation"
     REMINDER = "reminder"
+    # A provider texted a guest or interpreter their link from the visit page.
+    INVITATION = "invitation"
 
 
 class SmsStatus(enum.StrEnum):
@@ -91,6 +93,13 @@ class SmsMessage(db.Model):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     status_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     error_code: Mapped[str | None] = mapped_column(sa.String(32))
+    # Why it failed or was suppressed, in words (never the number or the text).
+    error_message: Mapped[str | None] = mapped_column(sa.String(300))
+    # Sending attempts so far; a failed attempt is retried at next_attempt_at (backoff).
+    attempts: Mapped[int] = mapped_column(default=0, server_default="0")
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # A process that claimed the row to send it holds it until then (several processes).
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     appointment: Mapped[Appointment] = relationship(

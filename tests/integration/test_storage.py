@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
+from admin.models import AdminUser
 from app import create_app
 from device_test.models import DeviceTestResult
 from ehr.models import (
@@ -211,6 +212,7 @@ def test_every_table_round_trips_a_row(app):
                  target_id="1", detail={"lobby_seconds": 60}),
         StaffIdentityLink(endpoint=appointment.endpoint, ehr_user_id="Practitioner/p-1",
                           sso_issuer="https://login.example.org", sso_subject="staff-1"),
+        AdminUser(username="it-admin", role="admin", password_hash="$argon2id$..."),
     ])
     db.session.commit()
     db.session.expunge_all()
