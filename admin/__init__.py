@@ -1,7 +1,10 @@
-"""Admin portal: endpoints, approval, SMS set-up, certificates, integration records."""
+"""Admin portal: endpoints, approval, SMS set-up, certificates, integration records.
+
+Its stylesheet is the app's ``static/css/admin.css``: nothing under /admin answers a
+signed-out visitor except the sign-in page.
+"""
 from flask import Blueprint
 
-bp = Blueprint("admin", __name__, url_prefix="/admin", template_folder="templates",
-               static_folder="static", static_url_path="/static")
+bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 from admin import auth, models, views  # noqa: E402,F401

@@ -18,12 +18,11 @@ from ehr import hl7
 from ehr.certificates import verify_signature
 from ehr.models import AckCode, EhrEndpoint, Hl7MessageReceipt
 from extensions import db
-from notifications.models import SmsRecipient
+from notifications.models import PHONE_PURPOSE, SmsRecipient
 from visits.models import Appointment, AppointmentStatus, Participant, ParticipantRole
 
 log = logging.getLogger(__name__)
 
-PHONE_PURPOSE = "sms-phone"
 _STATUS = {"S15": AppointmentStatus.CANCELLED, "S17": AppointmentStatus.CANCELLED,
            "S26": AppointmentStatus.NOSHOW}
 

@@ -23,6 +23,11 @@ if TYPE_CHECKING:
     from visits.models import Appointment, Participant
 
 
+# at_rest purposes: the recipient's number, and a rendered text (it holds a join link).
+PHONE_PURPOSE = "sms-phone"
+BODY_PURPOSE = "sms-body"
+
+
 class SmsKind(enum.StrEnum):
     CONFIRMATION = "confirmation"
     RESCHEDULE = "reschedule"
@@ -30,6 +35,8 @@ class SmsKind(enum.StrEnum):
     REMINDER = "reminder"
     # A provider texted a guest or interpreter their link from the visit page.
     INVITATION = "invitation"
+    # An admin's self-test text to a number they typed; no appointment.
+    TEST = "test"
 
 
 class SmsStatus(enum.StrEnum):
@@ -78,7 +85,8 @@ class SmsMessage(db.Model):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    appointment_id: Mapped[int] = mapped_column(
+    # NULL only for an admin's self-test text.
+    appointment_id: Mapped[int | None] = mapped_column(
         sa.ForeignKey("appointments.id", ondelete="CASCADE"), index=True)
     participant_id: Mapped[int | None] = mapped_column(
         sa.ForeignKey("participants.id", ondelete="SET NULL"), index=True)
@@ -102,7 +110,7 @@ class SmsMessage(db.Model):
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
-    appointment: Mapped[Appointment] = relationship(
+    appointment: Mapped[Appointment | None] = relationship(
         backref=backref("sms_messages", cascade="all, delete-orphan"))
     participant: Mapped[Participant | None] = relationship(backref=backref("sms_messages"))
 
