@@ -96,12 +96,13 @@ def _register_cli(app: Flask) -> None:
     from ehr.cli import endpoints_cli
     from ehr.keys_cli import keys_cli
     from ehr.outbox_cli import outbox_cli
+    from notifications.cli import sms_cli
     from sandbox_ehr.cli import demo_command
     from visits.cli import appointments_cli, links_cli
 
     # `demo` is registered even with the sandbox off, so it can say how to turn it on.
     for command in (admin_cli, endpoints_cli, certs_cli, keys_cli, outbox_cli, appointments_cli,
-                    links_cli, demo_command):
+                    links_cli, sms_cli, demo_command):
         app.cli.add_command(command)
 
 

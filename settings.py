@@ -277,6 +277,10 @@ def check(config) -> None:
         raise ConfigError(f"{ENV_PREFIX}_PUBLIC_BASE_URL must be an http(s) URL, "
                           f"got {config['PUBLIC_BASE_URL']!r}")
     _check_staff_sso(config)
+    if config.get("SMS_SENDER") == "twilio" and not (config.get("TWILIO_ACCOUNT_SID")
+                                                     and config.get("TWILIO_AUTH_TOKEN")):
+        raise ConfigError(f"{ENV_PREFIX}_SMS_SENDER=twilio needs {ENV_PREFIX}_TWILIO_ACCOUNT_SID "
+                          f"and {ENV_PREFIX}_TWILIO_AUTH_TOKEN (the token also checks webhooks)")
     if config["ENV"] != "production":
         return
     if config["SANDBOX"]:

@@ -8,4 +8,5 @@ from flask import Blueprint
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 from admin import (  # noqa: E402,F401
-    audit_views, auth, certificates, endpoints, integration, models, self_test, sms_views, views)
+    audit_views, auth, certificates, endpoints, integration, models, self_test, sms_views, sso,
+    views)

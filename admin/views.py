@@ -1,31 +1,38 @@
-"""Admin routes: sign-in and the home page. Feature pages live in their own modules."""
+"""Admin routes: sign-in, sign-out and the home page. Feature pages live in their own
+modules; signing in with the organization's provider is ``admin/sso.py``."""
 from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import flash, redirect, render_template, request, url_for
+from flask import current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 
 from admin import bp
 from admin.auth import LoginRefused, check_password, current_user, require_role, sign_in, sign_out
 from ehr.models import EhrEndpoint
 from extensions import db, limiter
+from staff_sso.services import SsoConfig
+
+# Sign-in attempts per client address; the per-account lockout stops slow guessing of
+# one name, this stops fast guessing across many.
+LOGIN_RATE_LIMIT = "20 per minute"
 
 
-def _safe_next(target: str | None) -> str:
+def safe_next(target: str | None) -> str:
     """Only a path inside /admin: never an open redirect to another site."""
-    if target and target.startswith("/admin") and not urlsplit(target).netloc \
-            and not target.startswith("//"):
+    if target and (target == "/admin" or target.startswith("/admin/")) \
+            and "\\" not in target and not urlsplit(target).netloc:
         return target
     return url_for("admin.home")
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit("20 per minute", methods=["POST"])
+@limiter.limit(LOGIN_RATE_LIMIT, methods=["POST"])
 def login():
-    """Local sign-in form; one message for every refusal so names cannot be guessed."""
+    """Local sign-in form; one message and one status for every refusal (unknown name,
+    wrong password, locked account) so names cannot be guessed."""
     if request.method == "GET" and current_user() is not None:
-        return redirect(_safe_next(request.args.get("next")))
+        return redirect(safe_next(request.args.get("next")))
     error = None
     status = 200
     if request.method == "POST":
@@ -38,14 +45,17 @@ def login():
             status = 401
         else:
             sign_in(user)
-            return redirect(_safe_next(request.form.get("next")))
+            return redirect(safe_next(request.form.get("next")))
     return render_template("admin/login.html", error=error,
-                           next=request.values.get("next", ""),
-                           expired=request.args.get("expired")), status
+                           next=safe_next(request.values.get("next")),
+                           expired=request.args.get("expired"),
+                           sso_enabled=SsoConfig.from_mapping(current_app.config).is_configured,
+                           ), status
 
 
 @bp.route("/logout", methods=["POST"])
 def logout():
+    """Sign out (a form with the CSRF token: a link elsewhere cannot sign anyone out)."""
     sign_out()
     flash(_("You are signed out."))
     return redirect(url_for("admin.login"))

@@ -20,6 +20,8 @@ import hl7 as hl7lib
 import phonenumbers
 
 SUPPORTED_TRIGGERS = frozenset({"S12", "S13", "S14", "S15", "S17", "S26"})
+# Appointment.placer_id / filler_id hold this many characters.
+MAX_ID_LENGTH = 128
 # v2.3 to v2.8 share the SIU layout we read; v2.1/2.2 had no SIU worth the name.
 _VERSION = re.compile(r"^2\.(3|4|5|6|7|8)(\.\d+)?$")
 _DTM = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(?:\.\d{1,4})?"
@@ -174,7 +176,8 @@ class _Reader:
             if body in simple:
                 return simple[body]
             if body[:1] == "X" and re.fullmatch(r"X([0-9A-Fa-f]{2})+", body):
-                return bytes.fromhex(body[1:]).decode(self.codec, errors="replace")
+                return (bytes.fromhex(body[1:]).decode(self.codec, errors="replace")
+                        .replace("\x00", ""))
             return ""  # formatting (\H\, \N\, \.sp\ ...) and unknown escapes carry no data
 
         return re.sub(f"{e}([^{e}]*){e}", one, text)
@@ -182,7 +185,8 @@ class _Reader:
 
 def normalise(text: str) -> str:
     """Segment ends to ``\\r``: files and HTTP bodies often arrive with LF or CRLF."""
-    text = text.replace("\r\n", "\r").replace("\n", "\r").lstrip("\ufeff")
+    # NUL is never HL7 content, and PostgreSQL text cannot hold it (found by fuzzing).
+    text = text.replace("\r\n", "\r").replace("\n", "\r").replace("\x00", "").lstrip("\ufeff")
     # MLLP framing bytes, if an interface engine left them on.
     return text.strip("\x0b\x1c\r ").strip() + "\r"
 
@@ -281,6 +285,10 @@ def parse_siu(text: str, *, site_timezone: str, phone_region: str) -> ParsedSiu:
     filler = reader.get(sch, 2) or None
     if not placer and not filler:
         raise UnusableMessage("SCH-1 and SCH-2 (appointment ids) are both empty", "SCH")
+    if len(placer or "") > MAX_ID_LENGTH or len(filler or "") > MAX_ID_LENGTH:
+        # Stored in 128-character columns: refused (AE) rather than failing in storage.
+        raise UnusableMessage(f"SCH-1 or SCH-2 is longer than {MAX_ID_LENGTH} characters",
+                              "SCH", "102")
     start, end, source = _times(reader, sch, zone)
     pid = reader.first("PID")
     phone, line_type = _phone(reader, pid, phone_region)
@@ -439,12 +447,23 @@ def ack(header: Header | None, code: str, *, error: str | None = None,
     fs = header.field_separator if header else "|"
     enc = header.encoding_characters if header and len(header.encoding_characters) >= 4 \
         else "^~\\&"
+    own = _usable_delimiters(fs, enc)
+    if not own:
+        # The sender's delimiters collide (found by fuzzing: "MSH\\X..."): an ACK in them
+        # could not be read back, so answer in the standard ones, values escaped.
+        fs, enc = "|", "^~\\&"
     comp = enc[0]
     version = header.version if header and header.version else "2.5.1"
+
+    def echo(value: str) -> str:
+        return value if own else _escape(value, fs, enc)
+
     msh = [
         "MSH", enc,
-        header.receiving_application if header else "", header.receiving_facility if header else "",
-        header.sending_application if header else "", header.sending_facility if header else "",
+        echo(header.receiving_application) if header else "",
+        echo(header.receiving_facility) if header else "",
+        echo(header.sending_application) if header else "",
+        echo(header.sending_facility) if header else "",
         now.strftime("%Y%m%d%H%M%S") + "+0000", "",
         f"ACK{comp}{header.trigger if header else ''}{comp}ACK",
         "ACK" + secrets.token_hex(8).upper(),
@@ -464,6 +483,13 @@ def ack(header: Header | None, code: str, *, error: str | None = None,
         cwe = f"{error_code}{comp}{text.get(error_code, 'Application error')}{comp}HL70357"
         lines.append(fs.join(["ERR", erl, location, cwe, severity, "", "", "", safe]))
     return "\r".join(lines) + "\r"
+
+
+def _usable_delimiters(fs: str, enc: str) -> bool:
+    """A field separator and four encoding characters that are distinct punctuation."""
+    chars = fs + enc[:4]
+    return (len(fs) == 1 and len(enc) >= 4 and len(set(chars)) == 5
+            and not any(c.isalnum() or c.isspace() for c in chars))
 
 
 def _escape(text: str, fs: str, enc: str) -> str:

@@ -18,8 +18,11 @@ from ehr import hl7
 from ehr.certificates import verify_signature
 from ehr.models import AckCode, EhrEndpoint, Hl7MessageReceipt
 from extensions import db
+from notifications import scheduling
 from notifications.models import PHONE_PURPOSE, SmsRecipient
-from visits.models import Appointment, AppointmentStatus, Participant, ParticipantRole
+from notifications.scheduling import Change
+from visits import appointments
+from visits.models import Appointment, AppointmentStatus, Participant, ParticipantRole, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -124,12 +127,7 @@ def _record_and_apply(endpoint: EhrEndpoint, header: hl7.Header, message_type: s
 
 
 def _find(endpoint: EhrEndpoint, parsed: hl7.ParsedSiu) -> Appointment | None:
-    """By SCH-2 (filler id) when given, else SCH-1 (placer id), within the endpoint."""
-    column, value = ((Appointment.filler_id, parsed.filler_id) if parsed.filler_id
-                     else (Appointment.placer_id, parsed.placer_id))
-    return db.session.execute(
-        db.select(Appointment).where(Appointment.endpoint_id == endpoint.id, column == value)
-        .order_by(Appointment.id).limit(1)).scalar_one_or_none()
+    return appointments.find_for_hl7(endpoint.id, parsed.filler_id, parsed.placer_id)
 
 
 def _apply(endpoint: EhrEndpoint, parsed: hl7.ParsedSiu) -> bool:
@@ -140,6 +138,7 @@ def _apply(endpoint: EhrEndpoint, parsed: hl7.ParsedSiu) -> bool:
     if appointment is not None and appointment.last_message_at and sent_at \
             and sent_at < appointment.last_message_at:
         return False
+    before = (appointment.start_at, appointment.status) if appointment is not None else None
     if appointment is None:
         if parsed.start is None:
             if parsed.trigger in _STATUS:
@@ -165,15 +164,32 @@ def _apply(endpoint: EhrEndpoint, parsed: hl7.ParsedSiu) -> bool:
         appointment.last_message_at = sent_at
     db.session.flush()
     if parsed.patient_id:
-        patient = _participant(appointment, f"Patient?identifier={parsed.patient_id}",
-                               ParticipantRole.PATIENT, None)
+        reference = f"Patient?identifier={parsed.patient_id}"[:255]
+        patient = appointments.patient_for_hl7(appointment, reference) or _participant(
+            appointment, reference, ParticipantRole.PATIENT, None)
         patient.language = parsed.language or patient.language
         _store_phone(patient, parsed)
     for provider in parsed.providers:
         _participant(appointment, f"Practitioner?identifier={provider.identifier}",
                      ParticipantRole.PROVIDER, provider.display_name)
     db.session.flush()
+    change = _change(before, appointment)
+    if change is not None:
+        scheduling.appointment_changed(appointment, change, utcnow())
     return True
+
+
+def _change(before: tuple[datetime, str] | None, appointment: Appointment) -> Change | None:
+    """What this message did, for the texts: ``before`` is (start, status) or None if new."""
+    over = (AppointmentStatus.CANCELLED, AppointmentStatus.NOSHOW)
+    if appointment.status in over:
+        if before is None or before[1] == appointment.status:
+            return None  # never announced, or already told
+        return Change.CANCELLED if appointment.status == AppointmentStatus.CANCELLED \
+            else Change.NOSHOW
+    if before is None or before[1] in over:
+        return Change.CREATED
+    return Change.RESCHEDULED if before[0] != appointment.start_at else Change.UPDATED
 
 
 def _participant(appointment: Appointment, ehr_user_id: str, role: str,

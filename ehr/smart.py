@@ -144,12 +144,13 @@ class PendingLaunch:
         return (now or time.time()) > self.created_at + PENDING_TTL_S
 
 
-def authorization_request(config: SmartConfiguration, *, iss: str, launch: str,
+def authorization_request(config: SmartConfiguration, *, iss: str, launch: str | None,
                           client_id: str, redirect_uri: str, scope: str,
                           endpoint_id: int) -> tuple[str, PendingLaunch]:
     """The authorize URL to send the browser to, and the state to keep until it returns.
 
-    ``aud`` is the ``iss`` exactly as the EHR sent it: EHRs compare it byte for byte."""
+    ``aud`` is the ``iss`` exactly as the EHR sent it: EHRs compare it byte for byte.
+    ``launch`` None is a standalone launch (the admin's approval sign-in): no parameter."""
     pending = PendingLaunch(
         state=secrets.token_urlsafe(32), code_verifier=secrets.token_urlsafe(48),
         nonce=secrets.token_urlsafe(32), endpoint_id=endpoint_id, iss=iss,

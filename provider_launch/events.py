@@ -9,12 +9,14 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from flask import current_app, request
+from flask_babel import gettext as _
 
 from extensions import db, socketio
+from notifications import sending
 from provider_launch.auth import staff_for_visit
 from visits import calls, lobby, realtime
 from visits.errors import VisitError
-from visits.models import Participant
+from visits.models import Appointment, Participant
 
 
 @realtime.authenticator
@@ -87,18 +89,43 @@ def set_lobby_note(data=None):
 
 @socketio.on("add_participant")
 def add_participant(data=None):
-    """Sent by a provider with ``{"role": "guest"|"interpreter", "display_name": ...}``;
-    the ack carries the new person's join link to copy (texting it comes with SMS)."""
+    """Sent by a provider with ``{"role": "guest"|"interpreter", "display_name": ...,
+    "phone": optional mobile number}``; the ack carries the new person's join link to
+    copy and, when a number was given, ``texted`` (bool) and ``text_error`` (why not).
+    The number is used for this one text and never stored."""
     if not isinstance(data, dict):
         return {"ok": False, "error": "Say who to add."}
+    phone_text = str(data.get("phone") or "").strip()
+    phone = None
+    if phone_text:
+        identity = realtime.identity_for(request.sid)
+        appointment = db.session.get(Appointment, identity.appointment_id) if identity else None
+        try:
+            phone = sending.normalise_phone(
+                phone_text, appointment.endpoint.default_phone_region if appointment else None)
+        except sending.InvalidPhone as error:
+            return {"ok": False, "error": str(error)}
     created = {}
 
     def add(who, now):
         participant, token = calls.add_participant(
             who.appointment_id, who.participant_id, str(data.get("role", "")),
             str(data.get("display_name", "")), now)
-        created.update(participant_id=participant.id,
-                       link=f"{current_app.config['PUBLIC_BASE_URL']}/j/{token}")
+        link = f"{current_app.config['PUBLIC_BASE_URL']}/j/{token}"
+        created.update(participant_id=participant.id, link=link)
+        if phone is not None:
+            outcome = sending.send_invitation(participant, link, phone, now)
+            created.update(texted=outcome.texted,
+                           text_error=None if outcome.texted else _text_error(outcome))
 
     reply = _staff_action(add)
     return {**reply, **created}
+
+
+def _text_error(outcome: sending.Outcome) -> str:
+    """Why an invitation was not texted, in words a provider can act on."""
+    if outcome.reason == "opted out":
+        return _("Not texted: this number has opted out of texts (replied STOP). "
+                 "Share the link another way.")
+    return _("Not texted: the text could not be sent (%(reason)s). Share the link another way.",
+             reason=outcome.reason or outcome.status)

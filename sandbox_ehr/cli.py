@@ -19,6 +19,9 @@ def demo_command() -> None:
 
     summary = seed()
     endpoint = _register_with_app()
+    from sandbox_ehr.hl7_sender import ensure_signing_certificate
+
+    certificate = ensure_signing_certificate(endpoint.name)
     click.echo(f"Sandbox clinic seeded for {summary.day.isoformat()} ({summary.timezone}): "
                f"{summary.appointments} appointments, {summary.patients} patients, "
                f"{summary.practitioners} practitioners.")
@@ -26,6 +29,10 @@ def demo_command() -> None:
     click.echo(f"FHIR base (iss):      {fhir_base()}")
     click.echo(f"SMART configuration:  {fhir_base()}/.well-known/smart-configuration")
     click.echo(f"EHR endpoint in app:  {endpoint.name!r} (approved for the demo)")
+    state = "uploaded" if certificate.uploaded else "already trusted"
+    click.echo(f"HL7 signing cert:     sha256={certificate.fingerprint_sha256[:16]}... "
+               f"({state}, valid until {certificate.not_after:%Y-%m-%d})")
+    click.echo(f"HL7 intake:           {public_base()}/hl7/v2/{endpoint.name}")
     click.echo(f"Health:               {public_base()}/healthz")
 
 

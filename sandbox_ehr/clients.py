@@ -73,11 +73,13 @@ def register_client(client_id: str, *, redirect_uris: list[str] | tuple[str, ...
 
 
 def register_app_client() -> Client:
-    """This app itself, as the EHR knows it: private_key_jwt against our published JWKS."""
+    """This app itself, as the EHR knows it: private_key_jwt against our published JWKS;
+    the admin's approval sign-in (a standalone launch) comes back to its own callback."""
     base = public_base()
     return register_client(
         APP_CLIENT_ID,
-        redirect_uris=[base + "/launch/callback", base + "/patient/launch/callback"],
+        redirect_uris=[base + "/launch/callback", base + "/patient/launch/callback",
+                       base + "/admin/endpoints/approve/callback"],
         jwks_url=base + "/.well-known/jwks.json",
         name="Virtual Visits",
     )

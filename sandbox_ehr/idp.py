@@ -106,5 +106,6 @@ def register_demo_client() -> clients.Client | None:
             or not config.get("STAFF_SSO_CLIENT_ID") or not config.get("STAFF_SSO_CLIENT_SECRET"):
         return None
     return clients.register_client(
-        config["STAFF_SSO_CLIENT_ID"], redirect_uris=[public_base() + "/sso/callback"],
+        config["STAFF_SSO_CLIENT_ID"],
+        redirect_uris=[public_base() + "/sso/callback", public_base() + "/admin/sso/callback"],
         secret=config["STAFF_SSO_CLIENT_SECRET"], name="Virtual Visits staff sign-in")

@@ -126,3 +126,17 @@ class SandboxSigningKey(db.Model):
     kid: Mapped[str] = mapped_column(String(64), primary_key=True)
     private_jwk: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class SandboxHl7Key(db.Model):
+    """The key the sandbox signs its HL7 messages with, and the self-signed certificate
+    uploaded to the app for it; the private key is encrypted at rest (at_rest)."""
+
+    __bind_key__ = "sandbox"
+    __tablename__ = "sandbox_hl7_key"
+
+    fingerprint_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    private_key_encrypted: Mapped[str] = mapped_column(Text)
+    certificate_pem: Mapped[str] = mapped_column(Text)
+    not_after: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

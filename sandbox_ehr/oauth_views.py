@@ -27,7 +27,7 @@ def smart_configuration():
         "code_challenge_methods_supported": ["S256"],
         "id_token_signing_alg_values_supported": [keys.ID_TOKEN_ALG],
         "capabilities": [
-            "launch-ehr", "client-confidential-asymmetric", "client-confidential-symmetric",
+            "launch-ehr", "launch-standalone", "client-confidential-asymmetric", "client-confidential-symmetric",
             "context-ehr-patient", "context-ehr-encounter", "context-banner",
             "sso-openid-connect", "permission-v1", "permission-v2", "permission-patient",
             "permission-user", "authorize-post",

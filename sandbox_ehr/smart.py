@@ -1,4 +1,5 @@
-"""SMART App Launch 2.0 for the sandbox: EHR launch, authorize (auto-approved), token.
+"""SMART App Launch 2.0 for the sandbox: EHR launch, standalone sign-in (openid fhirUser
+only), authorize (auto-approved), token.
 
 Every check the real EHRs make is made here too, so the app's SMART client is tested
 against something strict: exact redirect_uri and aud, PKCE S256 only, single-use codes
@@ -28,6 +29,10 @@ _PKCE_VERIFIER = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
 _PKCE_CHALLENGE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 # Marks, in a code's context, the codes the staff sign-in provider (idp.py) issued.
 IDP_CODE = "idp"
+# A standalone launch (no EHR launch context) signs this practitioner in without a form,
+# as the EHR launch does for the appointment's practitioner; it only says who they are.
+STANDALONE_USER = "Practitioner/prac-1"
+STANDALONE_SCOPES = ("openid", "fhirUser", "profile")
 
 
 class UnknownAppointment(LookupError):
@@ -149,17 +154,23 @@ def authorize(params: Mapping[str, str]) -> str:
     granted = scopes.grant(params.get("scope", ""))
     if not granted:
         raise fail("invalid_scope", "no supported scope was requested")
-    if "launch" not in granted:
-        raise fail("invalid_scope", "this sandbox supports the EHR launch only: "
-                                    "request the launch scope")
-    launch = _live_launch(params.get("launch"))
-    if launch is None:
-        raise fail("invalid_request", "launch is missing, unknown or expired")
+    if "launch" in granted:
+        launch = _live_launch(params.get("launch"))
+        if launch is None:
+            raise fail("invalid_request", "launch is missing, unknown or expired")
+        context = launch.context
+    elif {"openid", "fhirUser"} <= set(granted) and not params.get("launch"):
+        # Standalone sign-in (the admin's approval): who the user is, nothing else.
+        granted = [scope for scope in granted if scope in STANDALONE_SCOPES]
+        context = {"audience": "standalone", "fhirUser": STANDALONE_USER}
+    else:
+        raise fail("invalid_scope", "request the launch scope (EHR launch), or openid and "
+                                    "fhirUser without a launch (standalone sign-in)")
 
     code = random_token()
     db.session.add(SandboxAuthCode(
         code_hash=sha256_hex(code), client_id=client.client_id, redirect_uri=redirect_uri,
-        code_challenge=challenge, scope=" ".join(granted), context=launch.context,
+        code_challenge=challenge, scope=" ".join(granted), context=context,
         nonce=params.get("nonce") or None,
         expires_at=utcnow() + timedelta(seconds=config_seconds("SANDBOX_CODE_TTL_SECONDS"))))
     db.session.commit()

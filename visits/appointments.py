@@ -45,7 +45,7 @@ def upsert_from_fhir(endpoint, appointment_resource: dict[str, Any]) -> Appointm
     if appointment_resource.get("resourceType", "Appointment") != "Appointment" or not fhir_id:
         raise AppointmentUnusable("not an Appointment with an id")
     start, end = _period(appointment_resource)
-    appointment = _find(endpoint.id, fhir_id)
+    appointment = _find(endpoint.id, fhir_id) or _adopt_hl7(endpoint.id, appointment_resource)
     if appointment is None:
         appointment = _create(endpoint, fhir_id, start, end)
     appointment.start_at, appointment.end_at = start, end
@@ -55,6 +55,7 @@ def upsert_from_fhir(endpoint, appointment_resource: dict[str, Any]) -> Appointm
     appointment.department_display = _department(appointment_resource)
     for reference, display in _actors(appointment_resource, endpoint.fhir_base_url):
         if reference.startswith("Patient/"):
+            _claim_placeholder(appointment, reference, ParticipantRole.PATIENT)
             _ensure_participant(appointment, reference, ParticipantRole.PATIENT, None)
         elif reference.startswith("Practitioner/"):
             _ensure_participant(appointment, reference, ParticipantRole.PROVIDER, display)
@@ -69,6 +70,63 @@ def ensure_provider(appointment: Appointment, ehr_user_id: str,
     Idempotent: a relaunch finds the same row and keeps its role (an interpreter stays
     an interpreter); the display name is refreshed for providers only."""
     return _ensure_participant(appointment, ehr_user_id, ParticipantRole.PROVIDER, display_name)
+
+
+def find_for_hl7(endpoint_id: int, filler_id: str | None,
+                 placer_id: str | None) -> Appointment | None:
+    """The visit an HL7 message is about: by SCH-2 (filler id) when given, else SCH-1
+    (placer id); failing that, a visit first made by a launch whose FHIR id is one of
+    them (Epic's FHIR Appointment id is what its interface sends as an id)."""
+    column, value = ((Appointment.filler_id, filler_id) if filler_id
+                     else (Appointment.placer_id, placer_id))
+    found = db.session.execute(
+        db.select(Appointment).where(Appointment.endpoint_id == endpoint_id, column == value)
+        .order_by(Appointment.id).limit(1)).scalar_one_or_none()
+    if found is not None:
+        return found
+    ids = [v for v in (filler_id, placer_id) if v]
+    return db.session.execute(
+        db.select(Appointment).where(Appointment.endpoint_id == endpoint_id,
+                                     Appointment.ehr_appointment_id.in_(ids))
+        .order_by(Appointment.id).limit(1)).scalar_one_or_none() if ids else None
+
+
+def patient_for_hl7(appointment: Appointment, identifier_ref: str) -> Participant | None:
+    """The patient an HL7 message names (``Patient?identifier=...``), or the visit's one
+    patient already known by FHIR id from a launch: a video visit has one patient, and
+    the EHR sent both for the same appointment."""
+    patients = [p for p in appointment.participants if p.role == ParticipantRole.PATIENT]
+    exact = next((p for p in patients if p.ehr_user_id == identifier_ref), None)
+    if exact is not None:
+        return exact
+    return patients[0] if len(patients) == 1 else None
+
+
+def _adopt_hl7(endpoint_id: int, resource: dict[str, Any]) -> Appointment | None:
+    """A visit an HL7 feed created before any launch: its placer or filler id is this
+    FHIR Appointment's id or one of its identifiers. It takes the FHIR id from now on."""
+    ids = {resource["id"]} | {i.get("value") for i in resource.get("identifier") or []
+                              if isinstance(i, dict) and isinstance(i.get("value"), str)}
+    ids.discard(None)
+    found = db.session.execute(
+        db.select(Appointment).where(
+            Appointment.endpoint_id == endpoint_id, Appointment.ehr_appointment_id.is_(None),
+            Appointment.filler_id.in_(ids) | Appointment.placer_id.in_(ids))
+        .order_by(Appointment.id).limit(1)).scalar_one_or_none()
+    if found is not None:
+        found.ehr_appointment_id = resource["id"]
+    return found
+
+
+def _claim_placeholder(appointment: Appointment, reference: str, role: str) -> None:
+    """An HL7-made visit knows its patient only as ``Patient?identifier=...``; the launch
+    names them ``Patient/<id>``. With one patient in the visit they are the same person:
+    keep the row (their join links and phone) and give it the FHIR reference."""
+    same_role = [p for p in appointment.participants if p.role == role]
+    if any(p.ehr_user_id == reference for p in same_role) or len(same_role) != 1:
+        return
+    if same_role[0].ehr_user_id.startswith(reference.split("/")[0] + "?identifier="):
+        same_role[0].ehr_user_id = reference
 
 
 def _find(endpoint_id: int, fhir_id: str) -> Appointment | None:

@@ -26,12 +26,19 @@ def create_join_link(participant: Participant, *,
     """Issue a new link for ``participant``; returns the token, which is not kept.
 
     ``expires_at`` defaults to ``default_expiry`` of the participant's appointment."""
+    token = add_join_link(participant, expires_at=expires_at)
+    db.session.commit()
+    return token
+
+
+def add_join_link(participant: Participant, *, expires_at: datetime | None = None) -> str:
+    """Like ``create_join_link`` but in the caller's transaction (no commit): the HL7
+    intake issues links for its texts inside the savepoint that applies the message."""
     token = secrets.token_urlsafe(TOKEN_BYTES)
     if expires_at is None:
         expires_at = default_expiry(participant.appointment)
     db.session.add(JoinLink(participant=participant, token_hash=JoinLink.hash_token(token),
                             expires_at=expires_at))
-    db.session.commit()
     return token
 
 

@@ -226,13 +226,19 @@ $("note-form").addEventListener("submit", async (event) => {
 $("add-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const reply = await request(socket, "add_participant", {
-    role: $("add-role").value, display_name: $("add-name").value });
+    role: $("add-role").value, display_name: $("add-name").value, phone: $("add-phone").value });
   if (!reply.ok) { $("action-error").textContent = reply.error; $("action-error").hidden = false; return; }
+  $("action-error").hidden = true;
   $("invite").hidden = false;
+  const texted = $("invite-texted");
+  texted.hidden = reply.texted === undefined;
+  texted.textContent = reply.texted ? S.texted : (reply.text_error || "");
+  texted.className = reply.texted ? "" : "error";
   $("invite-link").value = reply.link;
   $("invite-link").focus();
   $("invite-link").select();
   $("add-name").value = "";
+  $("add-phone").value = "";
 });
 
 $("copy-invite").addEventListener("click", async () => {

@@ -18,7 +18,7 @@ def test_schedule_lists_todays_visits_with_actions(live_app, page):
     first = rows.first
     assert first.get_by_role("button", name="Start virtual visit").count() == 1 or \
         first.get_by_text("Start virtual visit").count() == 1
-    assert page.get_by_text("coming soon").first.is_visible()
+    assert first.get_by_role("button", name="Send appointment message").is_visible()
     assert serious_violations(page) == []
     path = screenshot(page, "sandbox-schedule-desktop")
     assert path.stat().st_size > 10_000

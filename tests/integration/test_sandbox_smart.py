@@ -402,5 +402,6 @@ def test_the_app_is_registered_as_a_private_key_jwt_client(live_server):
 
     assert client.jwks_url == live_server.url + "/.well-known/jwks.json"
     assert set(client.redirect_uris) == {live_server.url + "/launch/callback",
-                                         live_server.url + "/patient/launch/callback"}
+                                         live_server.url + "/patient/launch/callback",
+                                         live_server.url + "/admin/endpoints/approve/callback"}
     assert not client.has_secret
