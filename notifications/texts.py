@@ -79,7 +79,7 @@ def render(kind: str, language: str | None, appointment: Appointment | None,
                      clinic=clinic)
         else:
             raise ValueError(f"unknown text kind {kind!r}")
-        text = f"{text} {_('Reply STOP to opt out.')}"
+        text = text + " " + _("Reply STOP to opt out.")
     # CLDR puts narrow no-break spaces in times ("9:30\u202fAM"); any character outside
     # the GSM alphabet makes the whole text UCS-2, which halves the room per SMS segment.
     return _SPACES.sub(" ", text)

@@ -34,6 +34,35 @@ def demo_command() -> None:
                f"({state}, valid until {certificate.not_after:%Y-%m-%d})")
     click.echo(f"HL7 intake:           {public_base()}/hl7/v2/{endpoint.name}")
     click.echo(f"Health:               {public_base()}/healthz")
+    for username, role, created in _demo_admins():
+        note = "created" if created else "exists"
+        click.echo(f"Admin portal:         {public_base()}/admin  {role} {username!r} "
+                   f"password {DEMO_ADMIN_PASSWORD!r} ({note})")
+
+
+# The demo's admin accounts share one well-known password: a sandbox install refuses to
+# start in production (settings.check), so these never guard real data.
+DEMO_ADMIN_PASSWORD = "virtual-visits-demo"
+DEMO_ADMINS = (("demo-admin", "admin"), ("demo-analyst", "analyst"))
+
+
+def _demo_admins() -> list[tuple[str, str, bool]]:
+    """An admin and an analyst to try the portal with; existing accounts are left alone."""
+    from admin.auth import hash_password, record
+    from admin.models import AdminUser
+    from extensions import db
+
+    result = []
+    for username, role in DEMO_ADMINS:
+        exists = db.session.execute(db.select(AdminUser.id).filter_by(username=username)).first()
+        if not exists:
+            db.session.add(AdminUser(username=username, role=role,
+                                     password_hash=hash_password(DEMO_ADMIN_PASSWORD)))
+            record("user.create", target=f"user:{username}", details={"role": role},
+                   actor="flask demo")
+        result.append((username, role, not exists))
+    db.session.commit()
+    return result
 
 
 def _register_with_app():

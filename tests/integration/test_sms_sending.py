@@ -205,7 +205,7 @@ def test_a_cancelled_visit_keeps_the_phone_until_the_cancellation_is_sent(sms_ap
         phones = db.session.execute(sa.select(SmsRecipient)).scalars().all()
 
     assert (kept, purged, phones) == (0, 1, [])
-    assert "cancelled" in sent(sms_app)[-1]["body"]
+    assert "cancelada" in sent(sms_app)[-1]["body"]  # the patient reads Spanish (PID-15)
 
 
 def test_admin_test_text_goes_to_the_typed_number(sms_app):
@@ -220,7 +220,8 @@ def test_admin_test_text_goes_to_the_typed_number(sms_app):
     assert (status, kind, appointment_id) == ("sent", "test", None)
     [text] = sent(sms_app)
     assert text["to"] == "+16085550142"
-    assert ENDPOINT in text["body"] and text["body"].endswith("Reply STOP to opt out.")
+    assert ENDPOINT in text["body"]
+    assert text["body"].endswith("Responda STOP para dejar de recibir mensajes.")  # in Spanish
 
 
 @pytest.fixture
