@@ -94,6 +94,7 @@ def _register_cli(app: Flask) -> None:
     from admin.cli import admin_cli
     from ehr.certs_cli import certs_cli
     from ehr.cli import endpoints_cli
+    from ehr.hl7_cli import hl7_cli
     from ehr.keys_cli import keys_cli
     from ehr.outbox_cli import outbox_cli
     from notifications.cli import sms_cli
@@ -101,8 +102,8 @@ def _register_cli(app: Flask) -> None:
     from visits.cli import appointments_cli, links_cli
 
     # `demo` is registered even with the sandbox off, so it can say how to turn it on.
-    for command in (admin_cli, endpoints_cli, certs_cli, keys_cli, outbox_cli, appointments_cli,
-                    links_cli, sms_cli, demo_command):
+    for command in (admin_cli, endpoints_cli, certs_cli, hl7_cli, keys_cli, outbox_cli,
+                    appointments_cli, links_cli, sms_cli, demo_command):
         app.cli.add_command(command)
 
 
