@@ -1,4 +1,4 @@
-"""``flask endpoints add|list|approve``: the EHRs (SMART ``iss``) we accept launches from."""
+"""``flask endpoints add|update|list|approve``: the EHRs (SMART ``iss``) we accept launches from."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,42 @@ from ehr import services
 from ehr.models import Environment
 from ehr.smart import DEFAULT_SCOPES
 
-endpoints_cli = AppGroup("endpoints", help="EHR endpoints: add, list, approve.")
+endpoints_cli = AppGroup("endpoints", help="EHR endpoints: add, update, list, approve.")
+
+
+def _audit(action: str):
+    """Record a CLI change in the audit log the admin portal shows (actor "cli")."""
+    def record_change(change) -> None:
+        from admin.auth import record
+
+        endpoint = getattr(change, "endpoint", change)
+        details = dict(getattr(change, "changed", {}) or {})
+        if getattr(change, "approval_cleared", False):
+            details["approval_cleared"] = True
+        record(action, target=f"endpoint:{endpoint.name}", details=details, actor="cli")
+    return record_change
+
+
+_SETTINGS_OPTIONS = [
+    click.option("--frame-ancestor", "frame_ancestors", multiple=True, metavar="ORIGIN",
+                 help="An origin allowed to embed our pages (the EHR's web client); "
+                      "repeatable."),
+    click.option("--timezone", "site_timezone", default=None,
+                 help="IANA time zone the clinic's times are shown in (default "
+                      "America/Chicago)."),
+    click.option("--phone-region", "default_phone_region", default=None, metavar="CC",
+                 help="ISO country code for patient numbers written without one (default US)."),
+    click.option("--link-valid-minutes", "link_valid_after_end_minutes", type=int, default=None,
+                 help="How long join links work after the visit's end (default 120)."),
+    click.option("--lobby-opens-minutes", "lobby_opens_before_minutes", type=int, default=None,
+                 help="How early before the start the waiting room opens (default 30)."),
+]
+
+
+def _settings_options(command):
+    for option in reversed(_SETTINGS_OPTIONS):
+        command = option(command)
+    return command
 
 
 @endpoints_cli.command("add")
@@ -21,27 +56,65 @@ endpoints_cli = AppGroup("endpoints", help="EHR endpoints: add, list, approve.")
               default=Environment.TEST.value, show_default=True)
 @click.option("--scopes", default=DEFAULT_SCOPES, show_default=True,
               help="Space-separated scopes to request at launch.")
-@click.option("--frame-ancestor", "frame_ancestors", multiple=True, metavar="ORIGIN",
-              help="An origin allowed to embed our pages (the EHR's web client); repeatable.")
-@click.option("--timezone", "site_timezone", default=None,
-              help="IANA time zone the clinic's times are shown in (default America/Chicago).")
+@_settings_options
 @click.option("--require-staff-sso/--no-require-staff-sso", default=False, show_default=True,
               help="Staff must sign in once with the organization's OpenID provider "
                    "(VV_STAFF_SSO_*) before their launches open a visit.")
 def add_command(name: str, fhir_base_url: str, client_id: str, environment: str, scopes: str,
                 frame_ancestors: tuple[str, ...], site_timezone: str | None,
-                require_staff_sso: bool) -> None:
+                default_phone_region: str | None, link_valid_after_end_minutes: int | None,
+                lobby_opens_before_minutes: int | None, require_staff_sso: bool) -> None:
     """Register an EHR by NAME and FHIR_BASE_URL (its SMART iss). It cannot launch until
-    someone runs `flask endpoints approve NAME --by WHO`."""
+    someone runs `flask endpoints approve NAME --by WHO` (or an analyst approves it in
+    the admin portal by signing in to that EHR)."""
     try:
         endpoint = services.add_endpoint(
             name, fhir_base_url, client_id=client_id, environment=environment, scopes=scopes,
             frame_ancestors=frame_ancestors, site_timezone=site_timezone,
-            require_staff_sso=require_staff_sso)
+            require_staff_sso=require_staff_sso, default_phone_region=default_phone_region,
+            link_valid_after_end_minutes=link_valid_after_end_minutes,
+            lobby_opens_before_minutes=lobby_opens_before_minutes,
+            before_commit=_audit("endpoint.create"))
     except services.EndpointError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"Added {endpoint.name!r} ({endpoint.environment}) for {endpoint.fhir_base_url}. "
                f"Approve it with: flask endpoints approve {endpoint.name} --by <your name>")
+
+
+@endpoints_cli.command("update")
+@click.argument("name")
+@click.option("--fhir-base-url", default=None, help="A new FHIR base URL (SMART iss).")
+@click.option("--client-id", default=None, help="Our client id as registered in that EHR.")
+@click.option("--environment", type=click.Choice([e.value for e in Environment]), default=None)
+@click.option("--scopes", default=None, help="Space-separated scopes to request at launch.")
+@_settings_options
+@click.option("--require-staff-sso/--no-require-staff-sso", default=None,
+              help="Turn the staff sign-in requirement on or off (unchanged if not given).")
+def update_command(name: str, fhir_base_url: str | None, client_id: str | None,
+                   environment: str | None, scopes: str | None,
+                   frame_ancestors: tuple[str, ...], site_timezone: str | None,
+                   default_phone_region: str | None, link_valid_after_end_minutes: int | None,
+                   lobby_opens_before_minutes: int | None,
+                   require_staff_sso: bool | None) -> None:
+    """Change the endpoint NAME (options not given stay as they are). Changing the FHIR
+    base, client id, scopes, environment or frame origins withdraws its approval."""
+    try:
+        change = services.update_endpoint(
+            name, fhir_base_url=fhir_base_url, client_id=client_id, environment=environment,
+            scopes=scopes, allowed_frame_ancestors=list(frame_ancestors) or None,
+            site_timezone=site_timezone, default_phone_region=default_phone_region,
+            link_valid_after_end_minutes=link_valid_after_end_minutes,
+            lobby_opens_before_minutes=lobby_opens_before_minutes,
+            require_staff_sso=require_staff_sso, before_commit=_audit("endpoint.update"))
+    except services.EndpointError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not change.changed:
+        click.echo(f"{name!r}: nothing to change.")
+        return
+    click.echo(f"{name!r}: changed {', '.join(sorted(change.changed))}.")
+    if change.approval_cleared:
+        click.echo(f"Its approval was withdrawn: approve it again with "
+                   f"flask endpoints approve {name} --by <your name>")
 
 
 @endpoints_cli.command("approve")
@@ -53,7 +126,8 @@ def approve_command(name: str, approved_by: str, require_staff_sso: bool | None)
     """Allow launches from the endpoint NAME."""
     try:
         endpoint = services.approve_endpoint(name, by=approved_by,
-                                             require_staff_sso=require_staff_sso)
+                                             require_staff_sso=require_staff_sso,
+                                             before_commit=_audit("endpoint.approve"))
     except services.EndpointError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"{endpoint.name!r} approved by {endpoint.approved_by} at "

@@ -318,6 +318,9 @@ def endpoint_summary(endpoint: EhrEndpoint) -> dict:
         "approved_at": endpoint.approved_at.isoformat() if endpoint.approved_at else None,
         "frame_ancestors": list(endpoint.allowed_frame_ancestors or []),
         "timezone": endpoint.site_timezone,
+        "phone_region": endpoint.default_phone_region,
+        "link_valid_after_end_minutes": endpoint.link_valid_after_end_minutes,
+        "lobby_opens_before_minutes": endpoint.lobby_opens_before_minutes,
         "require_staff_sso": bool(endpoint.require_staff_sso),
     }
 

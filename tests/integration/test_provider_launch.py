@@ -22,7 +22,7 @@ from tests.conftest import POSTGRES_URL, _backends
 from ehr.services import add_endpoint, approve_endpoint, ensure_endpoint
 from extensions import db
 from provider_launch.auth import staff_for_visit
-from visits.models import Appointment, Participant
+from visits.models import Appointment, AuditLog, Participant
 
 FRAME_ORIGIN = "https://ehr-web.example.org"
 
@@ -409,7 +409,8 @@ def test_endpoints_add_list_and_approve(runner):
         "scopes": "launch openid fhirUser user/*.rs", "approved": True,
         "approved_by": "Pat Admin", "approved_at": listed[0]["approved_at"],
         "frame_ancestors": ["https://hyperspace.example.org"], "timezone": "America/New_York",
-        "require_staff_sso": False,
+        "phone_region": "US", "link_valid_after_end_minutes": 120,
+        "lobby_opens_before_minutes": 30, "require_staff_sso": False,
     }]
     assert listed[0]["approved_at"]
     assert "epic-test" in text_listing and "approved by Pat Admin" in text_listing
@@ -429,6 +430,36 @@ def test_endpoints_add_rejects_bad_input(runner, args, message):
 
     assert result.exit_code != 0
     assert message in result.output
+
+
+def test_endpoints_update_withdraws_approval_on_launch_fields_and_is_audited(runner, app):
+    runner.invoke(args=["endpoints", "add", "epic-prod", "https://fhir.example.org/R4",
+                        "--client-id", "abc", "--phone-region", "br",
+                        "--link-valid-minutes", "60"])
+    runner.invoke(args=["endpoints", "approve", "epic-prod", "--by", "Pat Admin"])
+
+    quiet = runner.invoke(args=["endpoints", "update", "epic-prod", "--lobby-opens-minutes",
+                                "15", "--timezone", "America/Sao_Paulo"])
+    still = json.loads(runner.invoke(args=["endpoints", "list", "--json"]).output)[0]
+    moved = runner.invoke(args=["endpoints", "update", "epic-prod", "--client-id", "xyz"])
+    after = json.loads(runner.invoke(args=["endpoints", "list", "--json"]).output)[0]
+    bad = runner.invoke(args=["endpoints", "update", "epic-prod", "--phone-region", "XX"])
+
+    assert quiet.exit_code == 0 and "approval" not in quiet.output, quiet.output
+    assert (still["approved"], still["lobby_opens_before_minutes"], still["timezone"],
+            still["phone_region"], still["link_valid_after_end_minutes"]) == \
+        (True, 15, "America/Sao_Paulo", "BR", 60)
+    assert moved.exit_code == 0 and "approval was withdrawn" in moved.output
+    assert (after["approved"], after["client_id"]) == (False, "xyz")
+    assert bad.exit_code != 0
+    with app.app_context():
+        trail = [(row.actor, row.action) for row in db.session.execute(
+            db.select(AuditLog).where(AuditLog.target_id == "epic-prod")
+            .order_by(AuditLog.id)).scalars()]
+    assert trail == [("admin:cli", "admin.endpoint.create"),
+                     ("admin:cli", "admin.endpoint.approve"),
+                     ("admin:cli", "admin.endpoint.update"),
+                     ("admin:cli", "admin.endpoint.update")]
 
 
 def test_endpoints_add_rejects_duplicates(runner):
