@@ -17,9 +17,9 @@ from flask_babel import ngettext
 
 from admin import bp
 from admin.auth import current_user, record, require_role
+from admin.lookup import endpoint_or_404
 from admin.models import AdminRole
 from ehr import certificates as ehr_certificates
-from ehr import services
 from ehr.models import EhrEndpoint, EndpointCertificate
 from extensions import db
 from visits.models import utcnow
@@ -69,13 +69,6 @@ def certificate_rows(endpoint: EhrEndpoint, now: datetime | None = None) -> list
     return rows
 
 
-def _endpoint_or_404(name: str) -> EhrEndpoint:
-    endpoint = services.get_endpoint(name)
-    if endpoint is None:
-        abort(404)
-    return endpoint
-
-
 def _render(endpoint: EhrEndpoint, *, error: str | None = None, status: int = 200,
             confirm: CertificateRow | None = None):
     user = current_user()
@@ -89,14 +82,14 @@ def _render(endpoint: EhrEndpoint, *, error: str | None = None, status: int = 20
 @require_role()
 def certificates(name):
     """The endpoint's HL7 signing certificates, with expiry warnings."""
-    return _render(_endpoint_or_404(name))
+    return _render(endpoint_or_404(name))
 
 
 @bp.route("/endpoints/<name>/certificates", methods=["POST"])
 @require_role(AdminRole.ADMIN)
 def certificates_upload(name):
     """Add the uploaded certificate files (all of them, or none if one is refused)."""
-    endpoint = _endpoint_or_404(name)
+    endpoint = endpoint_or_404(name)
     uploads = [f for f in request.files.getlist("certificates") if f and f.filename]
     if not uploads:
         return _render(endpoint, error=_("Choose at least one certificate file (.pem, .crt "
@@ -146,7 +139,7 @@ def _certificate_or_404(endpoint: EhrEndpoint, certificate_id: int) -> EndpointC
 @require_role(AdminRole.ADMIN)
 def certificate_remove(name, certificate_id):
     """Remove a certificate after a confirmation page: HL7 signed with it is refused."""
-    endpoint = _endpoint_or_404(name)
+    endpoint = endpoint_or_404(name)
     certificate = _certificate_or_404(endpoint, certificate_id)
     if request.method == "GET":
         row = next(r for r in certificate_rows(endpoint) if r.id == certificate.id)

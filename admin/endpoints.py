@@ -13,17 +13,11 @@ from flask_babel import gettext as _
 
 from admin import bp, forms
 from admin.auth import current_user, record, require_role
+from admin.lookup import endpoint_or_404
 from admin.models import AdminRole
 from ehr import services
 from ehr.models import EhrEndpoint, Environment
 from extensions import db
-
-
-def _endpoint_or_404(name: str) -> EhrEndpoint:
-    endpoint = services.get_endpoint(name)
-    if endpoint is None:
-        abort(404)
-    return endpoint
 
 
 def _render(form: forms.EndpointForm, endpoint: EhrEndpoint | None, status: int = 200):
@@ -86,7 +80,7 @@ def endpoint_new():
 @require_role()
 def endpoint(name):
     """One endpoint: its settings (editable by admins), approval, and its other pages."""
-    endpoint = _endpoint_or_404(name)
+    endpoint = endpoint_or_404(name)
     if request.method == "GET":
         return _render(forms.from_endpoint(endpoint), endpoint)
     user = current_user()

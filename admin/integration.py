@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flask import abort, current_app, render_template, request
+from flask import current_app, render_template, request
 from flask_babel import gettext as _
 from itsdangerous import URLSafeTimedSerializer
 from werkzeug.routing import BuildError
 
 from admin import bp
 from admin.auth import require_role
+from admin.lookup import endpoint_or_404
 from ehr.models import EhrEndpoint
-from extensions import db
 
 SIGNATURE_HEADER = ("X-Signature: <base64 of the signature of the raw body: RSA PKCS#1 v1.5 "
                     "with SHA-256 for an RSA certificate, ECDSA with SHA-256 for an EC one>")
@@ -142,10 +142,7 @@ def integration_records(endpoint: EhrEndpoint, *, public_base_url: str,
 @require_role()
 def integration(name):
     """Both roles: the values to copy into the EHR for this endpoint."""
-    endpoint = db.session.execute(
-        db.select(EhrEndpoint).filter_by(name=name)).scalar_one_or_none()
-    if endpoint is None:
-        abort(404)
+    endpoint = endpoint_or_404(name)
     config = current_app.config
     records = integration_records(endpoint, public_base_url=config["PUBLIC_BASE_URL"],
                                   secret_key=config["SECRET_KEY"],

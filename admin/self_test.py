@@ -7,21 +7,13 @@ from flask_babel import gettext as _
 
 from admin import bp, checks
 from admin.auth import current_user, record, require_role
+from admin.lookup import endpoint_or_404
 from admin.models import AdminRole
-from ehr.models import EhrEndpoint
 from extensions import db
 from ops.i18n import LANGUAGES
 from visits.models import AuditLog
 
 AUDIT_ACTION = "endpoint.self_test"
-
-
-def _endpoint_or_404(name: str) -> EhrEndpoint:
-    endpoint = db.session.execute(
-        db.select(EhrEndpoint).filter_by(name=name)).scalar_one_or_none()
-    if endpoint is None:
-        abort(404)
-    return endpoint
 
 
 def _last_run(name: str) -> AuditLog | None:
@@ -37,7 +29,7 @@ def _last_run(name: str) -> AuditLog | None:
 @require_role()
 def self_test(name):
     """GET: the form and the last run; POST (admins): run every step and show them."""
-    endpoint = _endpoint_or_404(name)
+    endpoint = endpoint_or_404(name)
     user = current_user()
     results = None
     language = "en"
@@ -50,7 +42,7 @@ def self_test(name):
         # The typed number is used for this one text and never stored or logged here.
         results = checks.run_self_test(endpoint, public_base_url=current_app.config[
             "PUBLIC_BASE_URL"], test_phone=request.form.get("test_phone"), language=language)
-        endpoint = _endpoint_or_404(name)  # the run committed; reload for the template
+        endpoint = endpoint_or_404(name)  # the run committed; reload for the template
         record(AUDIT_ACTION, target=f"endpoint:{name}",
                details={result.key: result.ok for result in results})
         db.session.commit()

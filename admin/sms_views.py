@@ -20,6 +20,7 @@ from werkzeug.routing import BuildError
 
 from admin import bp
 from admin.auth import current_user, record, require_role
+from admin.lookup import endpoint_or_404
 from admin.models import AdminRole
 from ehr.models import EhrEndpoint
 from extensions import db
@@ -36,14 +37,6 @@ TEXT_FIELDS = ("reminder_offsets_minutes", "quiet_start", "quiet_end", "sender_n
 PREVIEW_KINDS = (SmsKind.CONFIRMATION, SmsKind.RESCHEDULE, SmsKind.REMINDER,
                  SmsKind.CANCELLATION, SmsKind.INVITATION)
 OUTBOX_LIMIT = 200
-
-
-def _endpoint_or_404(name: str) -> EhrEndpoint:
-    endpoint = db.session.execute(
-        db.select(EhrEndpoint).filter_by(name=name)).scalar_one_or_none()
-    if endpoint is None:
-        abort(404)
-    return endpoint
 
 
 def form_values(settings: endpoint_settings.SmsSettings) -> dict[str, Any]:
@@ -153,7 +146,7 @@ KIND_LABELS = {
 @require_role()
 def sms_settings(name):
     """GET: the SMS set-up and previews; POST (admins): save it."""
-    endpoint = _endpoint_or_404(name)
+    endpoint = endpoint_or_404(name)
     user = current_user()
     can_edit = user.role == AdminRole.ADMIN
     errors: dict[str, str] = {}
