@@ -153,6 +153,10 @@ SETTINGS: tuple[Setting, ...] = (
             "`/j/<token>` join links; beyond it a guessing run gets 429. Flask-Limiter notation, "
             "e.g. `30 per minute;300 per day`. Counted per process in memory, or in Redis (shared "
             "by all processes) when `VV_REDIS_URL` is set."),
+    Setting("DEVICE_TEST_RATE_LIMIT", "120 per minute;1000 per hour", "How often one client "
+            "may call the device test's throughput probes and results API (a run makes up to "
+            "seven calls); beyond it, 429. Caps what an anonymous visitor can make the server "
+            "send. Flask-Limiter notation; shared through Redis when `VV_REDIS_URL` is set."),
     Setting("PROXY_COUNT", 0, "How many reverse proxies (nginx, a load balancer) stand in front "
             "of the app. Their `X-Forwarded-For`/`-Proto` headers are then trusted, so rate limits "
             "count each patient rather than the proxy. Leave 0 when clients connect directly.",

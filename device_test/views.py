@@ -12,6 +12,7 @@ from device_test import bp
 from device_test import context as ctx
 from device_test import services
 from device_test.schema import MAX_BODY_BYTES
+from extensions import limiter
 from patient_join.views import browser_help
 from settings import grade_pair
 from visits import realtime
@@ -76,7 +77,12 @@ def device_test():
                                                  for key, _name, text in help_texts})
 
 
+def _probe_limit() -> str:
+    return current_app.config["DEVICE_TEST_RATE_LIMIT"]
+
+
 @bp.get("/device-test/download")
+@limiter.limit(_probe_limit)
 def download():
     """``bytes`` random bytes (at most 4 MiB), never cached, for download throughput."""
     size = request.args.get("bytes", type=int)
@@ -95,6 +101,7 @@ def download():
 
 
 @bp.post("/device-test/upload")
+@limiter.limit(_probe_limit)
 def upload():
     """Reads and discards at most 4 MiB, for upload throughput; replies with the count."""
     if request.content_length is None or request.content_length > MAX_PROBE_BYTES:
@@ -107,6 +114,7 @@ def upload():
 
 
 @bp.post("/device-test/results")
+@limiter.limit(_probe_limit)
 def results():
     """Store a finished device test (JSON); with a valid context, queue the Observation."""
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:

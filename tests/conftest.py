@@ -11,6 +11,7 @@ from contextlib import contextmanager
 
 import flask_migrate
 import pytest
+from flask import Flask
 from sqlalchemy import create_engine, text
 
 from app import create_app
@@ -77,17 +78,39 @@ def make_config(tmp_path, **overrides) -> dict:
     return config
 
 
-@pytest.fixture
-def app(tmp_path, monkeypatch):
+def build_app(tmp_path, monkeypatch, **overrides) -> Flask:
+    """An app on ``make_config(tmp_path, **overrides)``, its database migrated; run from
+    ``tmp_path``. Pair it with ``dispose_app``."""
     monkeypatch.chdir(tmp_path)
-    application = create_app(make_config(tmp_path))
+    application = create_app(make_config(tmp_path, **overrides))
     with application.app_context():
         # The real migrations, as `flask db upgrade` runs them, not create_all().
         flask_migrate.upgrade()
-    yield application
+    return application
+
+
+def dispose_app(application: Flask) -> None:
+    """Close what ``build_app``'s app holds open: its session and database connections."""
     with application.app_context():
         db.session.remove()
         db.engine.dispose()
+
+
+@pytest.fixture
+def app(tmp_path, monkeypatch):
+    application = build_app(tmp_path, monkeypatch)
+    yield application
+    dispose_app(application)
+
+
+@pytest.fixture
+def app_each_db(tmp_path, monkeypatch, database_url):
+    """An app per test on SQLite and, with DATABASE_URL set, on PostgreSQL too.
+
+    A module whose tests should run on each database overrides ``app`` with it."""
+    application = build_app(tmp_path, monkeypatch, DATABASE_URL=database_url)
+    yield application
+    dispose_app(application)
 
 
 @pytest.fixture

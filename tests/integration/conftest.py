@@ -20,6 +20,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from app import create_app
 from extensions import db
+from sandbox_ehr import idp
 from sandbox_ehr.models import SandboxLaunch
 from tests.conftest import make_config
 
@@ -30,6 +31,15 @@ class LiveServer:
 
     url: str
     app: Flask
+
+
+def use_sandbox_idp(server: LiveServer, client_id: str, secret: str) -> None:
+    """Point the app's staff sign-in at the sandbox's OpenID provider (``/sandbox/idp``)
+    and register the app there as ``client_id``."""
+    server.app.config.update(STAFF_SSO_ISSUER=server.url + "/sandbox/idp",
+                             STAFF_SSO_CLIENT_ID=client_id, STAFF_SSO_CLIENT_SECRET=secret)
+    with server.app.app_context():
+        assert idp.register_demo_client() is not None
 
 
 def _placeholder(environ, start_response):  # pragma: no cover - replaced before serving

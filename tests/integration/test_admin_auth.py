@@ -10,57 +10,23 @@ import time
 from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
-import flask_migrate
 import pytest
 import requests
 from sqlalchemy import select
 
 from admin import auth
 from admin.models import AdminUser
-from app import create_app
 from extensions import db
-from sandbox_ehr import idp
-from tests.conftest import make_config
+from tests.admin_helpers import PASSWORD, create_account, csrf_token, new_session, post_login
+from tests.integration.conftest import use_sandbox_idp
 from visits.models import AuditLog, utcnow
 
-PASSWORD = "correct horse battery"
 REFUSAL = "Wrong username or password, or the account is locked for a while."
 
 
 @pytest.fixture
-def app(tmp_path, monkeypatch, database_url):
-    """An app per test on SQLite and, with DATABASE_URL set, on PostgreSQL."""
-    monkeypatch.chdir(tmp_path)
-    application = create_app(make_config(tmp_path, DATABASE_URL=database_url))
-    with application.app_context():
-        flask_migrate.upgrade()
-    yield application
-    with application.app_context():
-        db.session.remove()
-        db.engine.dispose()
-
-
-def create_user(runner, name: str = "ada", role: str = "admin", *extra: str,
-                password: str | None = PASSWORD):
-    args = ["admin", "create-user", name, "--role", role, *extra]
-    if password is not None:
-        args += ["--password", password]
-    result = runner.invoke(args=args)
-    assert result.exit_code == 0, result.output
-    return result
-
-
-def csrf_token(client, path: str = "/admin/login") -> str:
-    page = client.get(path)
-    match = re.search(r'name="csrf_token" value="([^"]+)"', page.get_data(as_text=True))
-    assert match, page.get_data(as_text=True)
-    return match.group(1)
-
-
-def post_login(client, username: str, password: str, **extra: str):
-    form = {"csrf_token": csrf_token(client), "username": username, "password": password}
-    form.update(extra)
-    return client.post("/admin/login", data=form)
+def app(app_each_db):
+    return app_each_db
 
 
 def audit_rows(app) -> list[tuple[str, str, dict]]:
@@ -79,7 +45,7 @@ def user_row(app, name: str) -> AdminUser:
 # --- accounts ---------------------------------------------------------------------------
 
 def test_create_user_stores_an_argon2id_hash_never_the_password(app, runner):
-    create_user(runner, "ada", "analyst")
+    create_account(runner, "ada", "analyst")
 
     user = user_row(app, "ada")
     listed = json.loads(runner.invoke(args=["admin", "list-users", "--json"]).output)
@@ -106,7 +72,7 @@ def test_create_user_refuses_bad_input(app, runner, args, message):
 
 
 def test_create_user_refuses_a_taken_name_or_sso_subject(runner):
-    create_user(runner, "ada", "admin", "--sso-subject", "sub-1")
+    create_account(runner, "ada", "admin", "--sso-subject", "sub-1")
 
     again = runner.invoke(args=["admin", "create-user", "ada", "--password", PASSWORD])
     same_subject = runner.invoke(args=["admin", "create-user", "bob", "--password", PASSWORD,
@@ -119,7 +85,7 @@ def test_create_user_refuses_a_taken_name_or_sso_subject(runner):
 # --- signing in -------------------------------------------------------------------------
 
 def test_sign_in_opens_the_portal_and_is_recorded(app, client, runner):
-    create_user(runner, "ada", "analyst")
+    create_account(runner, "ada", "analyst")
 
     response = post_login(client, "ada", PASSWORD)
     home = client.get("/admin/")
@@ -133,7 +99,7 @@ def test_sign_in_opens_the_portal_and_is_recorded(app, client, runner):
 
 
 def test_sign_in_returns_to_the_page_asked_for_but_never_off_site(client, runner):
-    create_user(runner)
+    create_account(runner)
     asked = client.get("/admin/audit?actor=ada")
     assert asked.status_code == 302
     next_path = parse_qs(urlsplit(asked.headers["Location"]).query)["next"][0]
@@ -154,8 +120,8 @@ def _refusal_text(response) -> str:
 
 
 def test_unknown_name_wrong_password_and_locked_account_look_the_same(app, client, runner):
-    create_user(runner, "ada")
-    create_user(runner, "locked-lou")
+    create_account(runner, "ada")
+    create_account(runner, "locked-lou")
     with app.app_context():
         lou = db.session.execute(select(AdminUser).filter_by(username="locked-lou")).scalar_one()
         lou.locked_until = utcnow() + timedelta(minutes=10)
@@ -179,7 +145,7 @@ def test_unknown_name_wrong_password_and_locked_account_look_the_same(app, clien
 
 def test_an_unknown_name_takes_as_long_as_a_wrong_password(app, client, runner):
     """Each refusal verifies one argon2 hash, so response time does not reveal names."""
-    create_user(runner, "ada")
+    create_account(runner, "ada")
     app.config["ADMIN_MAX_FAILED_LOGINS"] = 100
 
     def timed(username: str) -> float:
@@ -203,7 +169,7 @@ def test_an_unknown_name_takes_as_long_as_a_wrong_password(app, client, runner):
 
 
 def test_consecutive_failures_lock_the_account_until_the_lockout_passes(app, client, runner):
-    create_user(runner, "ada")
+    create_account(runner, "ada")
     limit = app.config["ADMIN_MAX_FAILED_LOGINS"]
 
     for _ in range(limit):
@@ -227,7 +193,7 @@ def test_consecutive_failures_lock_the_account_until_the_lockout_passes(app, cli
 
 
 def test_a_success_resets_the_failure_count(app, client, runner):
-    create_user(runner, "ada")
+    create_account(runner, "ada")
 
     for _ in range(4):
         post_login(client, "ada", "wrong password!")
@@ -241,7 +207,7 @@ def test_a_success_resets_the_failure_count(app, client, runner):
 
 
 def test_cli_unlock_lifts_a_lockout(app, client, runner):
-    create_user(runner, "ada")
+    create_account(runner, "ada")
     for _ in range(5):
         post_login(client, "ada", "wrong password!")
 
@@ -267,7 +233,7 @@ def test_sign_in_attempts_are_rate_limited_per_client(client):
 # --- the session ------------------------------------------------------------------------
 
 def test_sign_in_replaces_the_session_so_a_planted_one_is_worthless(app, client, runner):
-    create_user(runner, "ada")
+    create_account(runner, "ada")
     token_before = csrf_token(client)
     with client.session_transaction() as session:
         session["planted"] = "by someone else"
@@ -283,7 +249,7 @@ def test_sign_in_replaces_the_session_so_a_planted_one_is_worthless(app, client,
 
 
 def test_an_idle_session_is_signed_out_after_the_idle_minutes(app, client, runner):
-    create_user(runner, "ada")
+    create_account(runner, "ada")
     post_login(client, "ada", PASSWORD)
     idle = app.config["ADMIN_IDLE_MINUTES"] * 60
 
@@ -307,7 +273,7 @@ def test_an_idle_session_is_signed_out_after_the_idle_minutes(app, client, runne
 
 
 def test_sign_out_needs_a_post_with_the_form_token(app, client, runner):
-    create_user(runner, "ada")
+    create_account(runner, "ada")
     post_login(client, "ada", PASSWORD)
 
     by_link = client.get("/admin/logout")
@@ -325,7 +291,7 @@ def test_sign_out_needs_a_post_with_the_form_token(app, client, runner):
 
 
 def test_a_disabled_account_is_signed_out_at_its_next_request(app, client, runner):
-    create_user(runner, "ada")
+    create_account(runner, "ada")
     post_login(client, "ada", PASSWORD)
     with app.app_context():
         db.session.execute(select(AdminUser)).scalar_one().disabled = True
@@ -339,7 +305,7 @@ def test_a_disabled_account_is_signed_out_at_its_next_request(app, client, runne
 
 @pytest.mark.parametrize("token", [None, "not-the-token"])
 def test_a_form_without_the_right_token_is_refused_with_a_clear_page(client, runner, token):
-    create_user(runner, "ada")
+    create_account(runner, "ada")
     csrf_token(client)  # the session has a token; the form does not carry it
     form = {"username": "ada", "password": PASSWORD}
     if token:
@@ -376,7 +342,7 @@ def test_pages_outside_admin_keep_their_own_headers(client):
 # --- the audit page ---------------------------------------------------------------------
 
 def test_the_audit_page_lists_sign_ins_newest_first_and_filters(app, client, runner):
-    create_user(runner, "ada", "analyst")
+    create_account(runner, "ada", "analyst")
     post_login(client, "ada", "wrong password!")
     post_login(client, "nobody", "hunter2-secret")
     post_login(client, "ada", PASSWORD)
@@ -396,7 +362,7 @@ def test_the_audit_page_lists_sign_ins_newest_first_and_filters(app, client, run
 
 
 def test_the_audit_page_pages_by_fifty_and_never_shows_secret_values(app, client, runner):
-    create_user(runner, "ada")
+    create_account(runner, "ada")
     with app.app_context():
         for number in range(60):
             auth.record("endpoint.update", target=f"endpoint:ep-{number:02d}", actor="ada",
@@ -416,7 +382,7 @@ def test_the_audit_page_pages_by_fifty_and_never_shows_secret_values(app, client
 
 
 def test_the_audit_filter_treats_wildcards_literally(app, client, runner):
-    create_user(runner, "ada")
+    create_account(runner, "ada")
     post_login(client, "ada", PASSWORD)
 
     everything = client.get("/admin/audit?actor=%25").get_data(as_text=True)
@@ -434,19 +400,13 @@ DEMO_SUBJECT = "staff-0001"  # the sandbox provider's demo user
 
 @pytest.fixture(scope="module")
 def sso(live_server):
-    live_server.app.config.update(STAFF_SSO_ISSUER=live_server.url + "/sandbox/idp",
-                                  STAFF_SSO_CLIENT_ID=SSO_CLIENT_ID,
-                                  STAFF_SSO_CLIENT_SECRET=SSO_SECRET)
-    with live_server.app.app_context():
-        assert idp.register_demo_client() is not None
+    use_sandbox_idp(live_server, SSO_CLIENT_ID, SSO_SECRET)
     return live_server
 
 
 @pytest.fixture
 def http() -> requests.Session:
-    session = requests.Session()
-    session.trust_env = False
-    return session
+    return new_session()
 
 
 def _set_linked_user(server, subject: str | None, role: str = "analyst") -> None:
@@ -514,8 +474,7 @@ def test_an_sso_answer_cannot_be_replayed(sso, http):
     answer, callback = _sso_sign_in(sso, http)
     assert answer.status_code == 302
 
-    replay = requests.Session()
-    replay.trust_env = False
+    replay = new_session()
     replayed = replay.get(callback, allow_redirects=False)
 
     assert replayed.status_code == 400

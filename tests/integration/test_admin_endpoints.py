@@ -3,54 +3,19 @@ errors that keep what was typed, the audit trail, and the approval withdrawn whe
 launch-relevant setting changes (so /launch is refused again)."""
 from __future__ import annotations
 
-import re
-
-import flask_migrate
 import pytest
 from sqlalchemy import select
 
-from app import create_app
 from ehr.models import EhrEndpoint
 from ehr.services import add_endpoint, approve_endpoint
 from extensions import db
-from tests.conftest import make_config
+from tests.admin_helpers import csrf_token, signed_in_client
 from visits.models import AuditLog
-
-PASSWORD = "correct horse battery"
 
 
 @pytest.fixture
-def app(tmp_path, monkeypatch, database_url):
-    """An app per test on SQLite and, with DATABASE_URL set, on PostgreSQL."""
-    monkeypatch.chdir(tmp_path)
-    application = create_app(make_config(tmp_path, DATABASE_URL=database_url))
-    with application.app_context():
-        flask_migrate.upgrade()
-    yield application
-    with application.app_context():
-        db.session.remove()
-        db.engine.dispose()
-
-
-def sign_in(app, role: str = "admin", name: str | None = None):
-    """A test client signed in as a new account with ``role``."""
-    name = name or f"{role}-user"
-    result = app.test_cli_runner().invoke(
-        args=["admin", "create-user", name, "--role", role, "--password", PASSWORD])
-    assert result.exit_code == 0, result.output
-    client = app.test_client()
-    response = client.post("/admin/login", data={
-        "csrf_token": csrf_token(client, "/admin/login"), "username": name,
-        "password": PASSWORD})
-    assert response.status_code == 302, response.get_data(as_text=True)
-    return client
-
-
-def csrf_token(client, path: str) -> str:
-    page = client.get(path)
-    match = re.search(r'name="csrf_token" value="([^"]+)"', page.get_data(as_text=True))
-    assert match, page.get_data(as_text=True)
-    return match.group(1)
+def app(app_each_db):
+    return app_each_db
 
 
 def valid_form(**overrides: str) -> dict[str, str]:
@@ -95,7 +60,7 @@ def test_home_lists_endpoints_with_approval_and_links(app):
         add_endpoint("live", "https://live.example/fhir", client_id="c2",
                      environment="production")
         approve_endpoint("live", by="Pat Analyst")
-    client = sign_in(app, "analyst")
+    client = signed_in_client(app, "analyst")
 
     page = client.get("/admin/").get_data(as_text=True)
 
@@ -114,7 +79,7 @@ def test_home_lists_endpoints_with_approval_and_links(app):
 # --- create -----------------------------------------------------------------------------
 
 def test_admin_adds_an_endpoint_normalised_unapproved_and_audited(app):
-    client = sign_in(app)
+    client = signed_in_client(app)
 
     response = post(client, "/admin/endpoints/new", valid_form())
 
@@ -155,7 +120,7 @@ def test_admin_adds_an_endpoint_normalised_unapproved_and_audited(app):
     ("environment", "staging"),
 ])
 def test_bad_field_is_explained_next_to_it_and_nothing_is_lost(app, field, value):
-    client = sign_in(app)
+    client = signed_in_client(app)
     form = valid_form(**{field: value})
 
     response = post(client, "/admin/endpoints/new", form)
@@ -176,7 +141,7 @@ def test_bad_field_is_explained_next_to_it_and_nothing_is_lost(app, field, value
 def test_duplicate_fhir_base_names_the_existing_endpoint(app):
     with app.app_context():
         add_endpoint("first", "https://fhir.example.org/api/FHIR/R4", client_id="c")
-    client = sign_in(app)
+    client = signed_in_client(app)
 
     response = post(client, "/admin/endpoints/new", valid_form())
     duplicate_name = post(client, "/admin/endpoints/new",
@@ -191,7 +156,7 @@ def test_duplicate_fhir_base_names_the_existing_endpoint(app):
 def test_analyst_cannot_create_or_edit(app):
     with app.app_context():
         add_endpoint("epic-test", "https://fhir.example.org/fhir", client_id="c")
-    client = sign_in(app, "analyst")
+    client = signed_in_client(app, "analyst")
 
     new_page = client.get("/admin/endpoints/new")
     created = post(client, "/admin/endpoints/epic-test", valid_form())  # token from detail
@@ -218,7 +183,7 @@ def test_editing_a_launch_field_withdraws_the_approval_and_says_so(app):
     with app.app_context():
         add_endpoint("epic-test", "https://fhir.example.org/api/FHIR/R4", client_id="abc-123")
         approve_endpoint("epic-test", by="Pat Analyst")
-    client = sign_in(app)
+    client = signed_in_client(app)
     form = valid_form(client_id="new-client")
     form.pop("name")
 
@@ -247,7 +212,7 @@ def test_editing_other_settings_keeps_the_approval(app):
                      frame_ancestors=["https://hyperspace.example.org",
                                       "https://web.example.org:8443"])
         approve_endpoint("epic-test", by="Pat Analyst")
-    client = sign_in(app)
+    client = signed_in_client(app)
     form = valid_form(site_timezone="Europe/Paris", lobby_opens_before_minutes="45")
     form.pop("name")
 
@@ -266,7 +231,7 @@ def test_editing_other_settings_keeps_the_approval(app):
 def test_name_cannot_be_changed(app):
     with app.app_context():
         add_endpoint("epic-test", "https://fhir.example.org/fhir", client_id="c")
-    client = sign_in(app)
+    client = signed_in_client(app)
 
     post(client, "/admin/endpoints/epic-test", valid_form(name="renamed"))
 
@@ -278,7 +243,7 @@ def test_edit_error_keeps_typed_values_and_changes_nothing(app):
     with app.app_context():
         add_endpoint("epic-test", "https://fhir.example.org/fhir", client_id="c")
         approve_endpoint("epic-test", by="Pat")
-    client = sign_in(app)
+    client = signed_in_client(app)
     form = valid_form(client_id="typed-client", site_timezone="Nowhere/City")
     form.pop("name")
 
@@ -293,7 +258,7 @@ def test_edit_error_keeps_typed_values_and_changes_nothing(app):
 
 
 def test_unknown_endpoint_is_404(app):
-    client = sign_in(app)
+    client = signed_in_client(app)
 
     assert client.get("/admin/endpoints/nope").status_code == 404
 
@@ -305,7 +270,7 @@ def test_cli_added_endpoint_edits_in_the_admin(app):
     added = runner.invoke(args=["endpoints", "add", "cli-made", "https://cli.example/fhir",
                                 "--client-id", "c"])
     approved = runner.invoke(args=["endpoints", "approve", "cli-made", "--by", "cli"])
-    client = sign_in(app)
+    client = signed_in_client(app)
     form = valid_form(fhir_base_url="https://cli.example/fhir", client_id="c",
                       scopes="launch openid fhirUser user/*.rs", environment="production")
     form.pop("name")

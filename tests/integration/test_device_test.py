@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from fhir.resources.R4B.observation import Observation
 from itsdangerous import URLSafeTimedSerializer
 
+from app import create_app
 from device_test import context as ctx
 from device_test.models import DeviceTestResult
 from ehr import backend_auth, outbox
@@ -23,6 +24,7 @@ from ehr.services import ensure_endpoint
 from extensions import db
 from sandbox_ehr import store
 from tests import factories
+from tests.conftest import make_config
 from visits import state
 from visits.models import Appointment, Participant
 
@@ -339,3 +341,20 @@ def test_the_join_page_links_to_the_device_test_with_the_patients_context(app, c
     with app.app_context():
         read = ctx.read_token(app.config["SECRET_KEY"], context_token, 60)
     assert read.participant_id == visit.patient_id
+
+
+def test_probes_and_results_are_rate_limited_per_client(tmp_path, monkeypatch):
+    # An anonymous page that makes the server send megabytes needs a cap per client.
+    monkeypatch.chdir(tmp_path)
+    limited = create_app(make_config(tmp_path, DEVICE_TEST_RATE_LIMIT="3 per minute"))
+    with limited.app_context():
+        db.create_all()
+    client = limited.test_client()
+
+    downloads = [client.get("/device-test/download?bytes=16").status_code for _ in range(3)]
+    over = client.get("/device-test/download?bytes=16", headers={"Accept": "application/json"})
+
+    assert downloads == [200, 200, 200]
+    assert over.status_code == 429 and int(over.headers["Retry-After"]) > 0
+    # The page itself stays open, so the patient can still read what to do.
+    assert client.get("/device-test").status_code == 200

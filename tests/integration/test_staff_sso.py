@@ -18,8 +18,8 @@ from sqlalchemy import delete, func, select
 from ehr.models import LaunchSession
 from ehr.services import ensure_endpoint
 from extensions import db
-from sandbox_ehr import idp
 from staff_sso.models import StaffIdentityLink
+from tests.integration.conftest import use_sandbox_idp
 from tests.integration.test_provider_launch import (  # noqa: F401  (fixtures)
     Launch, assert_refused, browser, counts, live_server_config, session_cookie, with_query)
 
@@ -31,11 +31,7 @@ DEMO_SUBJECT = "staff-0001"
 @pytest.fixture(scope="module")
 def sso(live_server):
     """Point the app's staff sign-in at the sandbox provider and register the app there."""
-    live_server.app.config.update(STAFF_SSO_ISSUER=live_server.url + "/sandbox/idp",
-                                  STAFF_SSO_CLIENT_ID=SSO_CLIENT_ID,
-                                  STAFF_SSO_CLIENT_SECRET=SSO_SECRET)
-    with live_server.app.app_context():
-        assert idp.register_demo_client() is not None
+    use_sandbox_idp(live_server, SSO_CLIENT_ID, SSO_SECRET)
     return live_server.url + "/sandbox/idp"
 
 
