@@ -17,7 +17,7 @@ from sqlalchemy import select
 from ehr.models import EhrEndpoint, EndpointCertificate
 from ehr.services import add_endpoint
 from extensions import db
-from tests.integration.test_admin_endpoints import app, csrf_token, sign_in  # noqa: F401
+from tests.admin_helpers import csrf_token, signed_in_client
 from visits.models import AuditLog
 
 PAGE = "/admin/endpoints/epic-test/certificates"
@@ -46,7 +46,12 @@ def colon_fingerprint(cert: x509.Certificate) -> str:
 
 
 @pytest.fixture
-def endpoint(app):  # noqa: F811
+def app(app_each_db):
+    return app_each_db
+
+
+@pytest.fixture
+def endpoint(app):
     with app.app_context():
         add_endpoint("epic-test", "https://fhir.example.org/fhir", client_id="c")
 
@@ -57,7 +62,7 @@ def upload(client, *files: tuple[str, bytes]):
     return client.post(PAGE, data=data, content_type="multipart/form-data")
 
 
-def stored(app) -> list[EndpointCertificate]:  # noqa: F811
+def stored(app) -> list[EndpointCertificate]:
     with app.app_context():
         rows = list(db.session.scalars(select(EndpointCertificate)))
         for row in rows:
@@ -65,7 +70,7 @@ def stored(app) -> list[EndpointCertificate]:  # noqa: F811
         return rows
 
 
-def audit(app, action: str) -> list[AuditLog]:  # noqa: F811
+def audit(app, action: str) -> list[AuditLog]:
     with app.app_context():
         rows = list(db.session.scalars(select(AuditLog).filter_by(action=f"admin.{action}")))
         for row in rows:
@@ -73,8 +78,8 @@ def audit(app, action: str) -> list[AuditLog]:  # noqa: F811
         return rows
 
 
-def test_upload_pem_and_der_lists_fingerprint_and_validity(app, endpoint):  # noqa: F811
-    client = sign_in(app)
+def test_upload_pem_and_der_lists_fingerprint_and_validity(app, endpoint):
+    client = signed_in_client(app)
     first = certificate(name="first.example.org")
     second = certificate(rsa.generate_private_key(public_exponent=65537, key_size=2048),
                          name="second.example.org")
@@ -96,8 +101,8 @@ def test_upload_pem_and_der_lists_fingerprint_and_validity(app, endpoint):  # no
     assert entries[0].actor == "admin:admin-user"
 
 
-def test_a_bundle_adds_every_certificate_and_a_repeat_adds_none(app, endpoint):  # noqa: F811
-    client = sign_in(app)
+def test_a_bundle_adds_every_certificate_and_a_repeat_adds_none(app, endpoint):
+    client = signed_in_client(app)
     bundle = pem(certificate(name="a.example.org")) + pem(certificate(name="b.example.org"))
 
     upload(client, ("bundle.pem", bundle))
@@ -117,9 +122,9 @@ def test_a_bundle_adds_every_certificate_and_a_repeat_adds_none(app, endpoint): 
     (lambda: pem(certificate(ed25519.Ed25519PrivateKey.generate())), "use an RSA or EC"),
     (lambda: b"hello, not a certificate", "not a PEM or DER certificate"),
 ])
-def test_refused_files_are_explained_and_nothing_is_added(app, endpoint, content,  # noqa: F811
+def test_refused_files_are_explained_and_nothing_is_added(app, endpoint, content,
                                                           message):
-    client = sign_in(app)
+    client = signed_in_client(app)
 
     response = upload(client, ("good.pem", pem(certificate())), ("bad.pem", content()))
 
@@ -131,8 +136,8 @@ def test_refused_files_are_explained_and_nothing_is_added(app, endpoint, content
     assert audit(app, "certificate.add") == []
 
 
-def test_upload_without_a_file_asks_for_one(app, endpoint):  # noqa: F811
-    client = sign_in(app)
+def test_upload_without_a_file_asks_for_one(app, endpoint):
+    client = signed_in_client(app)
 
     response = client.post(PAGE, data={"csrf_token": csrf_token(client, PAGE)})
 
@@ -140,8 +145,8 @@ def test_upload_without_a_file_asks_for_one(app, endpoint):  # noqa: F811
     assert "Choose at least one certificate file" in response.get_data(as_text=True)
 
 
-def test_expiring_and_expired_certificates_are_flagged(app, endpoint):  # noqa: F811
-    client = sign_in(app)
+def test_expiring_and_expired_certificates_are_flagged(app, endpoint):
+    client = signed_in_client(app)
     soon = certificate(name="soon.example.org", days_left=12.5)
     upload(client, ("soon.pem", pem(soon)), ("fine.pem", pem(certificate(name="fine.example.org"))))
     with app.app_context():  # an upload that expired since (uploads of expired ones fail)
@@ -159,8 +164,8 @@ def test_expiring_and_expired_certificates_are_flagged(app, endpoint):  # noqa: 
     assert 'data-state="expired"' in page and "Expired" in page
 
 
-def test_removal_needs_a_confirmation_and_is_audited(app, endpoint):  # noqa: F811
-    client = sign_in(app)
+def test_removal_needs_a_confirmation_and_is_audited(app, endpoint):
+    client = signed_in_client(app)
     cert = certificate(name="old.example.org")
     upload(client, ("old.pem", pem(cert)))
     (row,) = stored(app)
@@ -178,11 +183,11 @@ def test_removal_needs_a_confirmation_and_is_audited(app, endpoint):  # noqa: F8
     assert "removed" in client.get(PAGE).get_data(as_text=True)
 
 
-def test_analyst_reads_but_cannot_upload_or_remove(app, endpoint):  # noqa: F811
-    admin = sign_in(app)
+def test_analyst_reads_but_cannot_upload_or_remove(app, endpoint):
+    admin = signed_in_client(app)
     upload(admin, ("one.pem", pem(certificate())))
     (row,) = stored(app)
-    analyst = sign_in(app, "analyst")
+    analyst = signed_in_client(app, "analyst")
 
     page = analyst.get(PAGE).get_data(as_text=True)
     token = csrf_token(analyst, PAGE)
@@ -197,10 +202,10 @@ def test_analyst_reads_but_cannot_upload_or_remove(app, endpoint):  # noqa: F811
     assert len(stored(app)) == 1
 
 
-def test_certificate_of_another_endpoint_cannot_be_removed_here(app, endpoint):  # noqa: F811
+def test_certificate_of_another_endpoint_cannot_be_removed_here(app, endpoint):
     with app.app_context():
         add_endpoint("other", "https://other.example/fhir", client_id="c")
-    client = sign_in(app)
+    client = signed_in_client(app)
     client.post("/admin/endpoints/other/certificates", data={
         "csrf_token": csrf_token(client, PAGE),
         "certificates": (io.BytesIO(pem(certificate())), "o.pem")},
