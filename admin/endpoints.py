@@ -60,6 +60,7 @@ def endpoint_new():
     try:
         endpoint = services.add_endpoint(
             clean["name"], clean["fhir_base_url"], client_id=clean["client_id"],
+            patient_client_id=clean["patient_client_id"],
             environment=clean["environment"], scopes=clean["scopes"],
             frame_ancestors=clean["allowed_frame_ancestors"],
             site_timezone=clean["site_timezone"],

@@ -18,7 +18,7 @@ from ehr.models import EhrEndpoint, Environment
 from ehr.smart import DEFAULT_SCOPES
 
 # Every field of the form, in page order (the error summary follows it).
-FIELDS = ("name", "fhir_base_url", "environment", "client_id", "scopes",
+FIELDS = ("name", "fhir_base_url", "environment", "client_id", "patient_client_id", "scopes",
           "allowed_frame_ancestors", "site_timezone", "default_phone_region",
           "require_staff_sso", "link_valid_after_end_minutes", "lobby_opens_before_minutes")
 
@@ -27,6 +27,7 @@ LABELS = {
     "fhir_base_url": _l("FHIR base URL"),
     "environment": _l("Environment"),
     "client_id": _l("Client id"),
+    "patient_client_id": _l("Patient (MyChart) client id"),
     "scopes": _l("Scopes"),
     "allowed_frame_ancestors": _l("Origins allowed to embed visits"),
     "site_timezone": _l("Clinic time zone"),
@@ -46,6 +47,8 @@ FIELD_ERRORS = {
     "environment": _l("Choose test or production."),
     "client_id": _l("Enter the client id the EHR gave Virtual Visits (at most 200 "
                     "characters)."),
+    "patient_client_id": _l("Enter the patient app's client id (at most 200 characters), or "
+                            "leave it empty."),
     "scopes": _l("The scopes must include launch (for example: launch openid fhirUser "
                  "user/*.rs)."),
     "site_timezone": _l("Choose a time zone from the list, such as America/Chicago."),
@@ -84,7 +87,7 @@ def blank() -> EndpointForm:
     """A new endpoint's form with the defaults a new endpoint gets."""
     return EndpointForm(values={
         "name": "", "fhir_base_url": "", "environment": Environment.TEST.value,
-        "client_id": "", "scopes": DEFAULT_SCOPES, "allowed_frame_ancestors": "",
+        "client_id": "", "patient_client_id": "", "scopes": DEFAULT_SCOPES, "allowed_frame_ancestors": "",
         "site_timezone": "America/Chicago", "default_phone_region": "US",
         "require_staff_sso": False, "link_valid_after_end_minutes": "120",
         "lobby_opens_before_minutes": "30"})
@@ -94,7 +97,7 @@ def from_endpoint(endpoint: EhrEndpoint) -> EndpointForm:
     return EndpointForm(values={
         "name": endpoint.name, "fhir_base_url": endpoint.fhir_base_url,
         "environment": endpoint.environment, "client_id": endpoint.client_id,
-        "scopes": endpoint.scopes,
+        "patient_client_id": endpoint.patient_client_id or "", "scopes": endpoint.scopes,
         "allowed_frame_ancestors": "\n".join(endpoint.allowed_frame_ancestors or []),
         "site_timezone": endpoint.site_timezone,
         "default_phone_region": endpoint.default_phone_region,
@@ -113,6 +116,8 @@ def read(posted: Mapping[str, str], *, creating: bool) -> EndpointForm:
         "fhir_base_url": services.normalise_fhir_base,
         "environment": services.check_environment,
         "client_id": services.check_client_id,
+        # "" (not None) for an empty field, so an update clears a stored one.
+        "patient_client_id": lambda v: services.check_patient_client_id(v) or "",
         "scopes": lambda v: services.check_scopes(v or " "),
         "site_timezone": services.check_timezone,
         "default_phone_region": services.check_phone_region,

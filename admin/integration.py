@@ -66,6 +66,10 @@ def integration_records(endpoint: EhrEndpoint, *, public_base_url: str,
         Record("client_id", _("Client id"), endpoint.client_id,
                _("The id the EHR registered Virtual Visits under; it must match exactly.")),
     ]
+    if endpoint.patient_client_id:
+        records.append(Record(
+            "patient_client_id", _("Patient (MyChart) client id"), endpoint.patient_client_id,
+            _("The patient-facing app's own registration; portal launches present it.")))
     paths = {
         "provider_launch": _path("provider_launch.launch"),
         "provider_callback": _path("provider_launch.callback"),

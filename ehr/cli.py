@@ -27,6 +27,9 @@ def _audit(action: str):
 
 
 _SETTINGS_OPTIONS = [
+    click.option("--patient-client-id", default=None,
+                 help="The client id of the patient-facing (MyChart) app, when the EHR "
+                      "registered it apart from the clinicians' one; \"\" clears it."),
     click.option("--frame-ancestor", "frame_ancestors", multiple=True, metavar="ORIGIN",
                  help="An origin allowed to embed our pages (the EHR's web client); "
                       "repeatable."),
@@ -61,8 +64,9 @@ def _settings_options(command):
               help="Staff must sign in once with the organization's OpenID provider "
                    "(VV_STAFF_SSO_*) before their launches open a visit.")
 def add_command(name: str, fhir_base_url: str, client_id: str, environment: str, scopes: str,
-                frame_ancestors: tuple[str, ...], site_timezone: str | None,
-                default_phone_region: str | None, link_valid_after_end_minutes: int | None,
+                patient_client_id: str | None, frame_ancestors: tuple[str, ...],
+                site_timezone: str | None, default_phone_region: str | None,
+                link_valid_after_end_minutes: int | None,
                 lobby_opens_before_minutes: int | None, require_staff_sso: bool) -> None:
     """Register an EHR by NAME and FHIR_BASE_URL (its SMART iss). It cannot launch until
     someone runs `flask endpoints approve NAME --by WHO` (or an analyst approves it in
@@ -74,7 +78,7 @@ def add_command(name: str, fhir_base_url: str, client_id: str, environment: str,
             require_staff_sso=require_staff_sso, default_phone_region=default_phone_region,
             link_valid_after_end_minutes=link_valid_after_end_minutes,
             lobby_opens_before_minutes=lobby_opens_before_minutes,
-            before_commit=_audit("endpoint.create"))
+            patient_client_id=patient_client_id, before_commit=_audit("endpoint.create"))
     except services.EndpointError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"Added {endpoint.name!r} ({endpoint.environment}) for {endpoint.fhir_base_url}. "
@@ -92,16 +96,17 @@ def add_command(name: str, fhir_base_url: str, client_id: str, environment: str,
               help="Turn the staff sign-in requirement on or off (unchanged if not given).")
 def update_command(name: str, fhir_base_url: str | None, client_id: str | None,
                    environment: str | None, scopes: str | None,
+                   patient_client_id: str | None,
                    frame_ancestors: tuple[str, ...], site_timezone: str | None,
                    default_phone_region: str | None, link_valid_after_end_minutes: int | None,
                    lobby_opens_before_minutes: int | None,
                    require_staff_sso: bool | None) -> None:
     """Change the endpoint NAME (options not given stay as they are). Changing the FHIR
-    base, client id, scopes, environment or frame origins withdraws its approval."""
+    base, a client id, scopes, environment or frame origins withdraws its approval."""
     try:
         change = services.update_endpoint(
             name, fhir_base_url=fhir_base_url, client_id=client_id, environment=environment,
-            scopes=scopes, allowed_frame_ancestors=list(frame_ancestors) or None,
+            scopes=scopes, patient_client_id=patient_client_id, allowed_frame_ancestors=list(frame_ancestors) or None,
             site_timezone=site_timezone, default_phone_region=default_phone_region,
             link_valid_after_end_minutes=link_valid_after_end_minutes,
             lobby_opens_before_minutes=lobby_opens_before_minutes,

@@ -49,9 +49,11 @@ class AuthorizeStep:
 
 
 def begin(iss: str | None, launch: str | None, *, redirect_uri: str,
-          scope: str | None = None, audience: str = "launch") -> AuthorizeStep:
+          scope: str | None = None, audience: str = "launch",
+          patient: bool = False) -> AuthorizeStep:
     """Check the launch request against our approved endpoints and build the authorize
-    redirect. ``scope`` defaults to the endpoint's own (the clinician scopes)."""
+    redirect. ``scope`` defaults to the endpoint's own (the clinician scopes); a
+    ``patient`` (portal) launch presents the endpoint's patient client id when it has one."""
     if not iss or not launch:
         raise LaunchFailed("missing_launch_params", 400, param="iss" if not iss else "launch")
     endpoint = endpoint_for_iss(iss)
@@ -72,7 +74,8 @@ def begin(iss: str | None, launch: str | None, *, redirect_uri: str,
         raise LaunchFailed("ehr_misconfigured", 502, endpoint=endpoint,
                            iss=endpoint.fhir_base_url) from None
     url, pending = smart.authorization_request(
-        config, iss=iss, launch=launch, client_id=endpoint.client_id, redirect_uri=redirect_uri,
+        config, iss=iss, launch=launch, client_id=endpoint.launch_client_id(patient=patient),
+        redirect_uri=redirect_uri,
         scope=scope or endpoint.scopes or smart.DEFAULT_SCOPES, endpoint_id=endpoint.id)
     return AuthorizeStep(url=url, pending=pending, endpoint=endpoint)
 
@@ -119,8 +122,9 @@ def authenticate(endpoint: EhrEndpoint, pending: smart.PendingLaunch, *, code: s
                  redirect_uri: str) -> smart.LaunchContext:
     """Token exchange and id_token validation: who launched, with which context. Whether
     that kind of user may use this launch is the caller's check."""
+    client_id = pending.client_id or endpoint.client_id
     try:
-        token = smart.exchange_code(pending, code=code, client_id=endpoint.client_id,
+        token = smart.exchange_code(pending, code=code, client_id=client_id,
                                     redirect_uri=redirect_uri)
     except TokenRefused as exc:
         raise LaunchFailed("token_refused", 400, error=safe_error_code(exc.error)) from None
@@ -137,7 +141,7 @@ def authenticate(endpoint: EhrEndpoint, pending: smart.PendingLaunch, *, code: s
         issuers = {endpoint.fhir_base_url, pending.iss} | ({pending.issuer} if pending.issuer
                                                            else set())
         id_token = smart.validate_id_token(token.id_token, jwks, issuers=issuers,
-                                           client_id=endpoint.client_id, nonce=pending.nonce)
+                                           client_id=client_id, nonce=pending.nonce)
         return smart.launch_context(token, id_token, endpoint.fhir_base_url)
     except EhrUnavailable:
         raise LaunchFailed("ehr_unavailable", 503) from None

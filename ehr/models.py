@@ -64,6 +64,9 @@ class EhrEndpoint(db.Model):
     fhir_base_url: Mapped[str] = mapped_column(sa.String(500), unique=True)
     environment: Mapped[str] = mapped_column(sa.String(16))
     client_id: Mapped[str] = mapped_column(sa.String(200))
+    # Epic registers the patient-facing (MyChart) app separately from the clinicians' one;
+    # NULL: portal launches use ``client_id`` too.
+    patient_client_id: Mapped[str | None] = mapped_column(sa.String(200))
     # Space-separated, as sent in the authorize request.
     scopes: Mapped[str] = mapped_column(sa.Text, default="")
     approved_by: Mapped[str | None] = mapped_column(sa.String(200))
@@ -88,6 +91,10 @@ class EhrEndpoint(db.Model):
 
     certificates: Mapped[list[EndpointCertificate]] = relationship(
         back_populates="endpoint", cascade="all, delete-orphan")
+
+    def launch_client_id(self, *, patient: bool) -> str:
+        """The client id a launch presents: the portal's own when one is registered."""
+        return (self.patient_client_id or self.client_id) if patient else self.client_id
 
     @property
     def is_approved(self) -> bool:

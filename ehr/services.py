@@ -43,7 +43,7 @@ class DuplicateEndpoint(InvalidEndpoint):
 
 # Changing one of these changes which EHR, client or origins a launch trusts, so the
 # approval given for the old values no longer holds (``update_endpoint`` clears it).
-LAUNCH_FIELDS = ("fhir_base_url", "client_id", "scopes", "environment",
+LAUNCH_FIELDS = ("fhir_base_url", "client_id", "patient_client_id", "scopes", "environment",
                  "allowed_frame_ancestors")
 # What an admin may change after creation; the name is the HL7 URL slug and stays.
 EDITABLE_FIELDS = LAUNCH_FIELDS + ("site_timezone", "default_phone_region",
@@ -129,6 +129,16 @@ def check_client_id(client_id: str) -> str:
     return client_id.strip()
 
 
+def check_patient_client_id(client_id: str | None) -> str | None:
+    """The portal (MyChart) app's own client id; empty means "the clinicians' one"."""
+    if not (client_id or "").strip():
+        return None
+    if len(client_id.strip()) > 200:
+        raise InvalidEndpoint("patient client id must be at most 200 characters",
+                              "patient_client_id")
+    return client_id.strip()
+
+
 def check_environment(environment: str) -> str:
     if environment not in {e.value for e in Environment}:
         raise InvalidEndpoint(f"environment must be test or production, got {environment!r}",
@@ -199,6 +209,7 @@ def add_endpoint(name: str, fhir_base_url: str, *, client_id: str,
                  require_staff_sso: bool = False, default_phone_region: str | None = None,
                  link_valid_after_end_minutes: int | None = None,
                  lobby_opens_before_minutes: int | None = None,
+                 patient_client_id: str | None = None,
                  before_commit: Callable[[EndpointChange], None] | None = None
                  ) -> EhrEndpoint:
     """Register a new, not yet approved endpoint; raise InvalidEndpoint or DuplicateEndpoint.
@@ -220,6 +231,7 @@ def add_endpoint(name: str, fhir_base_url: str, *, client_id: str,
                                 f"({existing.name!r})", "fhir_base_url", existing.name)
     endpoint = EhrEndpoint(name=name, fhir_base_url=base, environment=str(environment),
                            client_id=client_id, scopes=scope_text,
+                           patient_client_id=check_patient_client_id(patient_client_id),
                            allowed_frame_ancestors=origins,
                            require_staff_sso=bool(require_staff_sso))
     if site_timezone:
@@ -254,7 +266,7 @@ def update_endpoint(name: str, *, before_commit: Callable[[EndpointChange], None
         raise UnknownEndpoint(f"no endpoint named {name!r} (see `flask endpoints list`)")
     checks: dict[str, Callable[[Any], Any]] = {
         "fhir_base_url": normalise_fhir_base, "client_id": check_client_id,
-        "environment": check_environment, "scopes": check_scopes,
+        "patient_client_id": check_patient_client_id, "environment": check_environment, "scopes": check_scopes,
         "allowed_frame_ancestors": check_frame_ancestors, "site_timezone": check_timezone,
         "default_phone_region": check_phone_region, "require_staff_sso": bool,
         "link_valid_after_end_minutes":
@@ -313,7 +325,7 @@ def endpoint_summary(endpoint: EhrEndpoint) -> dict:
     return {
         "name": endpoint.name, "fhir_base_url": endpoint.fhir_base_url,
         "environment": endpoint.environment, "client_id": endpoint.client_id,
-        "scopes": endpoint.scopes, "approved": endpoint.is_approved,
+        "patient_client_id": endpoint.patient_client_id, "scopes": endpoint.scopes, "approved": endpoint.is_approved,
         "approved_by": endpoint.approved_by,
         "approved_at": endpoint.approved_at.isoformat() if endpoint.approved_at else None,
         "frame_ancestors": list(endpoint.allowed_frame_ancestors or []),

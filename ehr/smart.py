@@ -132,6 +132,9 @@ class PendingLaunch:
     jwks_uri: str | None
     issuer: str | None
     created_at: int
+    # The client id the authorize request named; the token request and the id_token's
+    # audience must match it. None in launches begun before it was kept.
+    client_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -155,7 +158,7 @@ def authorization_request(config: SmartConfiguration, *, iss: str, launch: str |
         state=secrets.token_urlsafe(32), code_verifier=secrets.token_urlsafe(48),
         nonce=secrets.token_urlsafe(32), endpoint_id=endpoint_id, iss=iss,
         token_url=config.token_endpoint, jwks_uri=config.jwks_uri, issuer=config.issuer,
-        created_at=int(time.time()))
+        created_at=int(time.time()), client_id=client_id)
     client = OAuth2Session(client_id=client_id, redirect_uri=redirect_uri, scope=scope,
                            code_challenge_method="S256")
     url, _state = client.create_authorization_url(

@@ -109,7 +109,7 @@ def begin_portal_launch(iss: str | None, launch: str | None, *, redirect_uri: st
                         scope: str) -> ehr_launch.AuthorizeStep:
     """Check the portal's launch and build the authorize redirect with patient scopes."""
     return ehr_launch.begin(iss, launch, redirect_uri=redirect_uri, scope=scope,
-                            audience="patient launch")
+                            audience="patient launch", patient=True)
 
 
 def complete_portal_launch(pending: smart.PendingLaunch, *, code: str, redirect_uri: str,

@@ -34,6 +34,9 @@ def upgrade():
     sa.UniqueConstraint('sso_subject', name=op.f('uq_admin_users_sso_subject')),
     sa.UniqueConstraint('username', name=op.f('uq_admin_users_username'))
     )
+    with op.batch_alter_table('ehr_endpoints', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('patient_client_id', sa.String(length=200), nullable=True))
+
     with op.batch_alter_table('sms_messages', schema=None) as batch_op:
         batch_op.add_column(sa.Column('error_message', sa.String(length=300), nullable=True))
         batch_op.add_column(sa.Column('attempts', sa.Integer(), server_default='0', nullable=False))
@@ -62,6 +65,9 @@ def downgrade():
         batch_op.drop_column('next_attempt_at')
         batch_op.drop_column('attempts')
         batch_op.drop_column('error_message')
+
+    with op.batch_alter_table('ehr_endpoints', schema=None) as batch_op:
+        batch_op.drop_column('patient_client_id')
 
     op.drop_table('admin_users')
     # ### end Alembic commands ###

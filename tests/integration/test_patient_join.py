@@ -435,6 +435,35 @@ def test_portal_launch_opens_the_join_page_for_the_appointments_patient(live_ser
         assert audit and audit[-1].target_id == str(participant.appointment_id)
 
 
+def test_portal_launch_presents_the_patient_apps_own_client_id(live_server, sandbox_endpoint,
+                                                                browser):
+    # Epic registers the MyChart app apart from the clinicians' one.
+    from ehr.services import approve_endpoint, update_endpoint
+    from sandbox_ehr.clients import register_client
+
+    with live_server.app.test_request_context():
+        register_client("virtual-visits-mychart",
+                        redirect_uris=[live_server.url + "/patient/launch/callback"],
+                        jwks_url=live_server.url + "/.well-known/jwks.json")
+        change = update_endpoint("sandbox", patient_client_id="virtual-visits-mychart")
+        approve_endpoint("sandbox", by="test")  # a new client id needs a new approval
+    reschedule(live_server, "appt-1", _now())
+    authorize_ids = []
+    browser.hooks["response"].append(lambda r, *a, **k: authorize_ids.extend(
+        parse_qs(urlsplit(r.url).query).get("client_id", []))
+        if "/oauth/authorize" in r.url else None)
+    try:
+        response = portal_launch(live_server, browser, "appt-1")
+    finally:
+        with live_server.app.app_context():
+            update_endpoint("sandbox", patient_client_id="")
+            approve_endpoint("sandbox", by="test")
+
+    assert change.approval_cleared
+    assert response.status_code == 303, response.text
+    assert authorize_ids == ["virtual-visits-mychart"]
+
+
 def test_portal_launch_without_context_finds_todays_video_visit(live_server, sandbox_endpoint,
                                                                  browser):
     reschedule(live_server, "appt-4", _now())

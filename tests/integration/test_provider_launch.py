@@ -405,7 +405,7 @@ def test_endpoints_add_list_and_approve(runner):
     assert approved.exit_code == 0, approved.output
     assert listed == [{
         "name": "epic-test", "fhir_base_url": "https://fhir.example.org/api/FHIR/R4",
-        "environment": "test", "client_id": "abc-123",
+        "environment": "test", "client_id": "abc-123", "patient_client_id": None,
         "scopes": "launch openid fhirUser user/*.rs", "approved": True,
         "approved_by": "Pat Admin", "approved_at": listed[0]["approved_at"],
         "frame_ancestors": ["https://hyperspace.example.org"], "timezone": "America/New_York",
