@@ -12,23 +12,16 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from admin.auth import hash_password
-from admin.models import AdminUser
 from ehr.models import EhrEndpoint
 from ehr.services import add_endpoint, get_endpoint, update_endpoint
 from extensions import db
+from tests.admin_helpers import create_account, csrf_from, new_session, signed_in_session
 from visits.models import AuditLog
-
-PASSWORD = "correct horse battery"
-
 
 @pytest.fixture(scope="module")
 def accounts(live_server):
-    with live_server.app.app_context():
-        for name, role in (("ana", "analyst"), ("adam", "admin")):
-            db.session.add(AdminUser(username=name, role=role,
-                                     password_hash=hash_password(PASSWORD)))
-        db.session.commit()
+    create_account(live_server.app, "ana", "analyst")
+    create_account(live_server.app, "adam", "admin")
 
 
 @pytest.fixture
@@ -46,31 +39,9 @@ def sandbox(live_server):
     return base
 
 
-def browser() -> requests.Session:
-    http = requests.Session()
-    http.trust_env = False  # loopback calls must not go through a proxy
-    return http
-
-
-def csrf(http: requests.Session, url: str) -> str:
-    page = http.get(url)
-    match = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
-    assert match, page.text
-    return match.group(1)
-
-
-def signed_in(server, name: str) -> requests.Session:
-    http = browser()
-    response = http.post(server.url + "/admin/login", allow_redirects=False, data={
-        "csrf_token": csrf(http, server.url + "/admin/login"), "username": name,
-        "password": PASSWORD})
-    assert response.status_code == 302, response.text
-    return http
-
-
 def start_approval(server, http: requests.Session, name: str = "sandbox") -> requests.Response:
     page = server.url + f"/admin/endpoints/{name}"
-    return http.post(page + "/approve", data={"csrf_token": csrf(http, page)},
+    return http.post(page + "/approve", data={"csrf_token": csrf_from(http.get(page).text)},
                      allow_redirects=False)
 
 
@@ -118,8 +89,8 @@ def with_query(url: str, **params: str) -> str:
 
 
 def test_analyst_approves_by_signing_in_and_launches_then_work(live_server, accounts, sandbox):
-    http = signed_in(live_server, "ana")
-    clinician = browser()
+    http = signed_in_session(live_server, "ana")
+    clinician = new_session()
     refused = provider_launch(live_server, clinician)
     before = len(approvals(live_server))
 
@@ -154,7 +125,7 @@ def test_analyst_approves_by_signing_in_and_launches_then_work(live_server, acco
 
 
 def test_admin_cannot_approve(live_server, accounts, sandbox):
-    http = signed_in(live_server, "adam")
+    http = signed_in_session(live_server, "adam")
 
     response = start_approval(live_server, http)
     callback = http.get(live_server.url + "/admin/endpoints/approve/callback?code=x&state=y",
@@ -168,7 +139,7 @@ def test_admin_cannot_approve(live_server, accounts, sandbox):
 
 
 def test_replayed_or_forged_callback_approves_nothing(live_server, accounts, sandbox):
-    http = signed_in(live_server, "ana")
+    http = signed_in_session(live_server, "ana")
     callback = to_callback(live_server, http)
 
     forged = http.get(with_query(callback, state="forged"), allow_redirects=False)
@@ -186,7 +157,7 @@ def test_replayed_or_forged_callback_approves_nothing(live_server, accounts, san
 
 
 def test_ehr_error_is_explained_and_nothing_changes(live_server, accounts, sandbox):
-    http = signed_in(live_server, "ana")
+    http = signed_in_session(live_server, "ana")
     callback = to_callback(live_server, http)
     state = parse_qs(urlsplit(callback).query)["state"][0]
     before = len(approvals(live_server))
@@ -203,7 +174,7 @@ def test_ehr_error_is_explained_and_nothing_changes(live_server, accounts, sandb
 
 
 def test_forged_code_is_refused_by_the_token_endpoint(live_server, accounts, sandbox):
-    http = signed_in(live_server, "ana")
+    http = signed_in_session(live_server, "ana")
     callback = to_callback(live_server, http)
 
     response = http.get(with_query(callback, code="not-a-real-code"), allow_redirects=False)
@@ -214,7 +185,7 @@ def test_forged_code_is_refused_by_the_token_endpoint(live_server, accounts, san
 
 
 def test_edit_while_signing_in_approves_nothing(live_server, accounts, sandbox):
-    http = signed_in(live_server, "ana")
+    http = signed_in_session(live_server, "ana")
     callback = to_callback(live_server, http)
     with live_server.app.app_context():
         update_endpoint("sandbox", allowed_frame_ancestors=["https://other-ehr.example.org"])
@@ -234,7 +205,7 @@ def test_unreachable_ehr_gets_a_clear_page(live_server, accounts):
         port = probe.getsockname()[1]
     with live_server.app.app_context():
         add_endpoint("down", f"http://127.0.0.1:{port}/fhir", client_id="vv")
-    http = signed_in(live_server, "ana")
+    http = signed_in_session(live_server, "ana")
 
     response = start_approval(live_server, http, "down")
 
@@ -244,18 +215,18 @@ def test_unreachable_ehr_gets_a_clear_page(live_server, accounts):
 
 
 def test_admin_edit_after_approval_refuses_launches_again(live_server, accounts, sandbox):
-    analyst = signed_in(live_server, "ana")
+    analyst = signed_in_session(live_server, "ana")
     assert analyst.get(to_callback(live_server, analyst), allow_redirects=False) \
         .status_code == 303
-    admin = signed_in(live_server, "adam")
+    admin = signed_in_session(live_server, "adam")
     page = live_server.url + "/admin/endpoints/sandbox"
     form = {"fhir_base_url": sandbox, "environment": "test", "client_id": "renamed-client",
             "scopes": "launch openid fhirUser user/*.rs", "allowed_frame_ancestors": "",
             "site_timezone": "America/Chicago", "default_phone_region": "US",
             "link_valid_after_end_minutes": "120", "lobby_opens_before_minutes": "30"}
 
-    saved = admin.post(page, data={**form, "csrf_token": csrf(admin, page)})
-    launch = provider_launch(live_server, browser())
+    saved = admin.post(page, data={**form, "csrf_token": csrf_from(admin.get(page).text)})
+    launch = provider_launch(live_server, new_session())
 
     assert saved.status_code == 200 and "The approval was withdrawn" in saved.text
     assert launch.status_code == 403 and 'data-reason="unapproved_endpoint"' in launch.text

@@ -1,45 +1,15 @@
-"""/admin/endpoints/<name>/integration: the values an EHR analyst enters in the EHR.
-
-Also holds the small sign-in helpers the other admin page tests import."""
+"""/admin/endpoints/<name>/integration: the values an EHR analyst enters in the EHR."""
 from __future__ import annotations
 
 import re
 from html import unescape
 
-import flask_migrate
 import pytest
 
-from app import create_app
-from extensions import db
-from tests.conftest import make_config
+from tests.admin_helpers import create_account, sign_in
+from tests.conftest import build_app, dispose_app
 
 PUBLIC = "https://vv.example.org"
-PASSWORD = "correct horse battery staple"
-
-
-def add_user(app, username: str, role: str) -> None:
-    from admin.auth import hash_password
-    from admin.models import AdminUser
-
-    with app.app_context():
-        db.session.add(AdminUser(username=username, role=role,
-                                 password_hash=hash_password(PASSWORD)))
-        db.session.commit()
-
-
-def csrf_from(html: str) -> str:
-    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
-
-
-def sign_in(client, username: str) -> None:
-    """Sign in through the real form (the Flask test client or a requests.Session)."""
-    base = getattr(client, "base_url", "")
-    page = client.get(f"{base}/admin/login")
-    html = page.text if hasattr(page, "text") else page.get_data(as_text=True)
-    response = client.post(f"{base}/admin/login", data={
-        "username": username, "password": PASSWORD, "csrf_token": csrf_from(html)},
-        **({"allow_redirects": False} if base else {}))
-    assert response.status_code in (302, 303), response.status_code
 
 
 def field_values(html: str) -> dict[str, str]:
@@ -54,21 +24,17 @@ def field_values(html: str) -> dict[str, str]:
 @pytest.fixture
 def admin_app(tmp_path, monkeypatch):
     """An app whose public URL is not the default, so every value must be derived from it."""
-    monkeypatch.chdir(tmp_path)
-    application = create_app(make_config(tmp_path, PUBLIC_BASE_URL=PUBLIC))
+    application = build_app(tmp_path, monkeypatch, PUBLIC_BASE_URL=PUBLIC)
     with application.app_context():
-        flask_migrate.upgrade()
         from ehr.services import ensure_endpoint
 
         ensure_endpoint("epic-test", "https://epic.example.org/fhir", client_id="vv-epic-123",
                         scopes="launch openid fhirUser user/*.rs", approved_by="tester",
                         frame_ancestors=["https://hyperspace.example.org"])
-    add_user(application, "ada", "admin")
-    add_user(application, "ann", "analyst")
+    create_account(application, "ada", "admin")
+    create_account(application, "ann", "analyst")
     yield application
-    with application.app_context():
-        db.session.remove()
-        db.engine.dispose()
+    dispose_app(application)
 
 
 @pytest.mark.parametrize("username", ["ada", "ann"])

@@ -7,7 +7,6 @@ sign-out (which only ends a session there may not be). The roles a page allows a
 ones its ``@require_role(...)`` names (kept on the view as ``admin_roles``)."""
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -17,8 +16,8 @@ from werkzeug.routing import Rule
 from admin.models import AdminRole
 from ehr.services import ensure_endpoint
 from extensions import db
+from tests.admin_helpers import create_account, csrf_token, sign_in
 
-PASSWORD = "correct horse battery"
 OPEN = {"admin.login", "admin.logout", "admin.sso_login", "admin.sso_callback"}
 ENDPOINT_NAME = "epic-test"
 
@@ -68,20 +67,10 @@ def pages(app) -> list[Page]:
     return admin_pages(app)
 
 
-def csrf_token(client, path: str = "/admin/login") -> str:
-    text = client.get(path).get_data(as_text=True)
-    return re.search(r'name="csrf_token" value="([^"]+)"', text).group(1)
-
-
 def signed_in(client, runner, role: str):
-    name = f"{role}-user"
-    result = runner.invoke(args=["admin", "create-user", name, "--role", role,
-                                 "--password", PASSWORD])
-    assert result.exit_code == 0, result.output
-    response = client.post("/admin/login", data={"csrf_token": csrf_token(client),
-                                                 "username": name, "password": PASSWORD})
-    assert response.status_code == 302
-    return client
+    """Sign the fixture's ``client`` in as a new account ``<role>-user``."""
+    create_account(runner, f"{role}-user", role)
+    return sign_in(client, f"{role}-user")
 
 
 def test_the_matrix_sees_the_pages_of_the_portal(pages):

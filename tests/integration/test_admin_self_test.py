@@ -13,7 +13,6 @@ from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -22,7 +21,7 @@ from cryptography.x509.oid import NameOID
 from admin import checks
 from ehr.models import EndpointCertificate, Hl7MessageReceipt
 from extensions import db
-from tests.integration.test_admin_integration import add_user, csrf_from, sign_in
+from tests.admin_helpers import create_account, csrf_from, signed_in_session
 from visits.models import Appointment, AuditLog
 
 TEST_PHONE = "+1 608 555 0123"
@@ -53,8 +52,8 @@ def sandbox(live_server):
                         scopes="launch openid fhirUser user/*.rs user/AuditEvent.c",
                         approved_by="flask demo", site_timezone="America/Chicago")
         certificates.add_certificates("sandbox", [("epic.pem", _certificate_pem(365))])
-    add_user(live_server.app, "st-admin", "admin")
-    add_user(live_server.app, "st-analyst", "analyst")
+    create_account(live_server.app, "st-admin", "admin")
+    create_account(live_server.app, "st-analyst", "analyst")
     return "sandbox"
 
 
@@ -141,14 +140,6 @@ def _leftovers(server, name: str) -> dict[str, int]:
     return counts
 
 
-def _http_signed_in(server, username: str) -> requests.Session:
-    http = requests.Session()
-    http.trust_env = False
-    http.base_url = server.url
-    sign_in(http, username)
-    return http
-
-
 def _steps(html: str) -> dict[str, str]:
     return dict(re.findall(r'data-testid="self-test-step" data-step="(\w+)" '
                            r'data-status="(\w+)"', html))
@@ -157,7 +148,7 @@ def _steps(html: str) -> dict[str, str]:
 # --- the page -------------------------------------------------------------------------------
 
 def test_admin_runs_it_against_the_sandbox_and_every_step_passes(live_server, sandbox):
-    http = _http_signed_in(live_server, "st-admin")
+    http = signed_in_session(live_server, "st-admin")
     form = http.get(f"{live_server.url}/admin/endpoints/sandbox/self-test").text
 
     response = http.post(f"{live_server.url}/admin/endpoints/sandbox/self-test", data={
@@ -187,11 +178,11 @@ def test_admin_runs_it_against_the_sandbox_and_every_step_passes(live_server, sa
 
 
 def test_analyst_sees_the_last_run_but_cannot_start_one(live_server, sandbox):
-    admin = _http_signed_in(live_server, "st-admin")
+    admin = signed_in_session(live_server, "st-admin")
     form = admin.get(f"{live_server.url}/admin/endpoints/sandbox/self-test").text
     admin.post(f"{live_server.url}/admin/endpoints/sandbox/self-test",
                data={"csrf_token": csrf_from(form), "test_phone": ""})
-    analyst = _http_signed_in(live_server, "st-analyst")
+    analyst = signed_in_session(live_server, "st-analyst")
 
     page = analyst.get(f"{live_server.url}/admin/endpoints/sandbox/self-test").text
     refused = analyst.post(f"{live_server.url}/admin/endpoints/sandbox/self-test",

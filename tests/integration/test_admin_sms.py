@@ -5,14 +5,12 @@ import re
 from datetime import datetime, timedelta, timezone
 from html import unescape
 
-import flask_migrate
 import pytest
 
 import at_rest
-from app import create_app
 from extensions import db
-from tests.conftest import make_config
-from tests.integration.test_admin_integration import add_user, csrf_from, sign_in
+from tests.admin_helpers import create_account, csrf_from, sign_in
+from tests.conftest import build_app, dispose_app
 
 GOOD = {"enabled": "1", "send_confirmation": "1", "send_cancellation": "1",
         "reminder_offsets_minutes": "60, 1440", "quiet_start": "20:00", "quiet_end": "07:30",
@@ -21,11 +19,9 @@ GOOD = {"enabled": "1", "send_confirmation": "1", "send_cancellation": "1",
 
 def make_app(tmp_path, monkeypatch, **config):
     """An app with one endpoint (whose SMS JSON holds another feature's key) and users."""
-    monkeypatch.chdir(tmp_path)
-    application = create_app(make_config(tmp_path, PUBLIC_BASE_URL="https://vv.example.org",
-                                         **config))
+    application = build_app(tmp_path, monkeypatch, PUBLIC_BASE_URL="https://vv.example.org",
+                            **config)
     with application.app_context():
-        flask_migrate.upgrade()
         from ehr.services import ensure_endpoint
 
         endpoint = ensure_endpoint("epic-test", "https://epic.example.org/fhir",
@@ -33,8 +29,8 @@ def make_app(tmp_path, monkeypatch, **config):
                                    site_timezone="America/Denver")
         endpoint.sms_settings = {"templates_note": "kept by another feature"}
         db.session.commit()
-    add_user(application, "ada", "admin")
-    add_user(application, "ann", "analyst")
+    create_account(application, "ada", "admin")
+    create_account(application, "ann", "analyst")
     return application
 
 
@@ -42,15 +38,7 @@ def make_app(tmp_path, monkeypatch, **config):
 def sms_app(tmp_path, monkeypatch):
     application = make_app(tmp_path, monkeypatch)
     yield application
-    with application.app_context():
-        db.session.remove()
-        db.engine.dispose()
-
-
-def _signed_in(app, username: str):
-    client = app.test_client()
-    sign_in(client, username)
-    return client
+    dispose_app(application)
 
 
 def _post(client, data: dict) -> object:
@@ -70,7 +58,7 @@ def _stored(app) -> dict:
 def test_admin_saves_the_set_up_and_it_is_audited(sms_app):
     from visits.models import AuditLog
 
-    client = _signed_in(sms_app, "ada")
+    client = sign_in(sms_app.test_client(), "ada")
 
     response = _post(client, GOOD)
     page = client.get(response.headers["Location"]).get_data(as_text=True)
@@ -93,7 +81,7 @@ def test_admin_saves_the_set_up_and_it_is_audited(sms_app):
 
 def test_settings_are_stored_on_each_database(tmp_path, monkeypatch, database_url):
     app = make_app(tmp_path, monkeypatch, DATABASE_URL=database_url)
-    client = _signed_in(app, "ada")
+    client = sign_in(app.test_client(), "ada")
 
     _post(client, GOOD)
     _post(client, {**GOOD, "reminder_offsets_minutes": "", "enabled": None})
@@ -101,9 +89,7 @@ def test_settings_are_stored_on_each_database(tmp_path, monkeypatch, database_ur
     stored = _stored(app)
     assert stored["reminder_offsets_minutes"] == [] and stored["enabled"] is False
     assert stored["templates_note"] == "kept by another feature"
-    with app.app_context():
-        db.session.remove()
-        db.engine.dispose()
+    dispose_app(app)
 
 
 @pytest.mark.parametrize(("field", "typed", "message"), [
@@ -115,7 +101,7 @@ def test_settings_are_stored_on_each_database(tmp_path, monkeypatch, database_ur
 ])
 def test_a_bad_value_is_explained_next_to_its_field_and_nothing_is_saved(
         sms_app, field, typed, message):
-    client = _signed_in(sms_app, "ada")
+    client = sign_in(sms_app.test_client(), "ada")
 
     response = _post(client, {**GOOD, field: typed})
 
@@ -133,7 +119,7 @@ def test_a_bad_value_is_explained_next_to_its_field_and_nothing_is_saved(
 
 
 def test_analyst_reads_the_set_up_but_cannot_change_it(sms_app):
-    client = _signed_in(sms_app, "ann")
+    client = sign_in(sms_app.test_client(), "ann")
 
     page = client.get("/admin/endpoints/epic-test/sms").get_data(as_text=True)
     refused = _post(client, GOOD)
@@ -146,7 +132,7 @@ def test_analyst_reads_the_set_up_but_cannot_change_it(sms_app):
 
 
 def test_previews_show_every_kind_in_three_languages_in_the_clinic_time_zone(sms_app):
-    client = _signed_in(sms_app, "ann")
+    client = sign_in(sms_app.test_client(), "ann")
 
     html = client.get("/admin/endpoints/epic-test/sms").get_data(as_text=True)
 
@@ -165,7 +151,7 @@ def test_the_sender_in_use_is_shown_without_ever_showing_the_token(tmp_path, mon
     app = make_app(tmp_path, monkeypatch, SMS_SENDER="twilio",
                    TWILIO_ACCOUNT_SID="AC0123456789abcdef", TWILIO_AUTH_TOKEN="sekrit-token-42",
                    TWILIO_FROM_NUMBER="+16085550199")
-    client = _signed_in(app, "ada")
+    client = sign_in(app.test_client(), "ada")
 
     html = client.get("/admin/endpoints/epic-test/sms").get_data(as_text=True)
 
@@ -173,12 +159,11 @@ def test_the_sender_in_use_is_shown_without_ever_showing_the_token(tmp_path, mon
     assert "Account SID and auth token are set." in html
     assert "+16085550199" in html
     assert "sekrit-token-42" not in html
-    with app.app_context():
-        db.engine.dispose()
+    dispose_app(app)
 
 
 def test_outbox_sender_is_named_by_default(sms_app):
-    client = _signed_in(sms_app, "ada")
+    client = sign_in(sms_app.test_client(), "ada")
 
     html = client.get("/admin/endpoints/epic-test/sms").get_data(as_text=True)
 
@@ -225,7 +210,7 @@ def _add_texts(app, count: int = 1) -> None:
 def test_texts_sent_lists_outcomes_with_bodies_behind_show_and_never_the_phone(
         sms_app, username):
     _add_texts(sms_app)
-    client = _signed_in(sms_app, username)
+    client = sign_in(sms_app.test_client(), username)
 
     html = client.get("/admin/sms").get_data(as_text=True)
 
@@ -243,7 +228,7 @@ def test_texts_sent_lists_outcomes_with_bodies_behind_show_and_never_the_phone(
 
 def test_texts_sent_shows_the_last_200(sms_app):
     _add_texts(sms_app, count=205)
-    client = _signed_in(sms_app, "ada")
+    client = sign_in(sms_app.test_client(), "ada")
 
     html = client.get("/admin/sms").get_data(as_text=True)
 
