@@ -19,7 +19,7 @@ import at_rest
 from extensions import db
 from notifications import endpoint_settings, texts
 from notifications.models import BODY_PURPOSE, SmsKind, SmsMessage, SmsRecipient, SmsStatus
-from visits.links import add_join_link
+from visits.links import add_join_link, extend_to_schedule
 from visits.models import Appointment, Participant, ParticipantRole
 
 
@@ -53,6 +53,8 @@ def appointment_changed(appointment: Appointment, change: str, now: datetime) ->
     cancelled and a cancellation is sent. No-show: pending texts are cancelled, nothing
     sent. Nothing is ever planned for a visit that is already over."""
     change = Change(change)
+    if change is Change.RESCHEDULED:
+        extend_to_schedule(appointment)
     if change in (Change.RESCHEDULED, Change.CANCELLED, Change.NOSHOW):
         cancel_pending(appointment, "superseded" if change is Change.RESCHEDULED
                        else f"appointment {change.value}")

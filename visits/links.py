@@ -42,6 +42,20 @@ def add_join_link(participant: Participant, *, expires_at: datetime | None = Non
     return token
 
 
+def extend_to_schedule(appointment: Appointment) -> int:
+    """After the visit moved, every link already texted for it works until the new
+    default expiry at least, so yesterday's text still opens a visit moved later.
+    Never shortens a link. Returns how many changed; no commit."""
+    expiry = default_expiry(appointment)
+    ids = [p.id for p in appointment.participants]
+    if not ids:
+        return 0
+    return db.session.execute(
+        db.update(JoinLink).where(JoinLink.participant_id.in_(ids),
+                                  JoinLink.expires_at < expiry)
+        .values(expires_at=expiry).execution_options(synchronize_session=False)).rowcount
+
+
 def link_for_token(token: str, now: datetime) -> JoinLink:
     """The usable link a token belongs to (its use is recorded); LinkUnknown or LinkExpired
     otherwise. Only the hash is looked up, so timing says nothing about the token."""

@@ -23,7 +23,8 @@ from notifications.senders import MemorySender
 from notifications.sending import send_due
 from tests.conftest import make_config
 from tests.integration.test_hl7_intake import _certificate, _msa, _s12, _sign
-from visits.models import Appointment, utcnow
+from visits.links import default_expiry
+from visits.models import Appointment, JoinLink, Participant, utcnow
 
 ENDPOINT = "epic-sms"
 PHONE = "+16085550123"
@@ -187,6 +188,28 @@ def test_reschedule_moves_the_reminders_and_says_the_new_time(sms_app, hl7_key):
     assert send(sms_app, START_UTC - timedelta(days=1)) == 0  # the old day-before time
     assert send(sms_app, new_start - timedelta(days=1)) == 1
     assert "reminder, your video visit is Mon, Mar 11 at 11:30 AM" in sent(sms_app)[-1]["body"]
+
+
+def test_links_already_texted_still_work_when_the_visit_moves_later(sms_app, hl7_key):
+    # The patient may tap the link in the first text, not the reschedule one.
+    filler = f"F-{uuid.uuid4().hex[:8]}"
+    post(sms_app, hl7_key, siu(filler, language="eng"))
+    with sms_app.app_context():
+        first_expiry = db.session.execute(
+            sa.select(sa.func.min(JoinLink.expires_at)).join(Participant)
+            .join(Appointment).where(Appointment.filler_id == filler)).scalar_one()
+
+    post(sms_app, hl7_key, siu(filler, trigger="S13", start="20300312093000", language="eng"))
+
+    with sms_app.app_context():
+        appointment = db.session.execute(
+            sa.select(Appointment).filter_by(filler_id=filler)).scalar_one()
+        expiries = db.session.execute(
+            sa.select(JoinLink.expires_at).join(Participant)
+            .where(Participant.appointment_id == appointment.id)).scalars().all()
+        wanted = default_expiry(appointment)
+    assert len(expiries) >= 2 and first_expiry < wanted
+    assert set(expiries) == {wanted}
 
 
 def test_an_update_that_keeps_the_time_texts_nothing(sms_app, hl7_key):
