@@ -117,7 +117,7 @@ def _messages_page(appointment_id: str, *, result, error: str | None, status: in
         "sandbox_ehr/appointment_messages.html", appointment_id=appointment_id, row=row,
         result=result, error=error, messages=hl7_sender.messages_for(appointment_id),
         ack_labels=ACK_LABELS, kind_labels=SMS_KIND_LABELS, status_labels=SMS_STATUS_LABELS,
-        linkify=linkify,
+        linkify=linkify, visit_over=_ends_before_now(resource),
         when=format_time(start, format="short", tzinfo=tzinfo, locale=locale),
         moment=lambda value: format_datetime(value, format="short", tzinfo=tzinfo,
                                              locale=locale) if value else ""), status))
@@ -125,6 +125,12 @@ def _messages_page(appointment_id: str, *, result, error: str | None, status: in
     response.headers["Cache-Control"] = "no-store"
     response.headers["Referrer-Policy"] = "no-referrer"
     return response
+
+
+def _ends_before_now(resource: dict) -> bool:
+    """True when the sandbox visit is already over: the app plans no texts for it."""
+    end = resource.get("end")
+    return bool(end) and datetime.fromisoformat(end) <= datetime.now(ZoneInfo("UTC"))
 
 
 def linkify(text: str) -> Markup:

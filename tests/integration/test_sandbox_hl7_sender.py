@@ -256,3 +256,19 @@ def test_an_hl7_message_after_a_launch_updates_that_visit(demo):
         ).scalar_one()
     assert count == 1
     assert _patients(server, launched) == [(_fhir_patient(server, "appt-6"), True)]
+
+
+def test_a_visit_already_over_says_why_no_text_was_planned(demo):
+    server, _ = demo
+    with server.app.test_request_context():
+        resource = hl7_sender.store.read("Appointment", "appt-1")
+        start = datetime.now(timezone.utc) - timedelta(hours=3)
+        hl7_sender.store.upsert("Appointment", "appt-1", {
+            **resource, "start": start.isoformat(),
+            "end": (start + timedelta(minutes=20)).isoformat()})
+        db.session.commit()
+
+    page = _send(server, "appt-1")
+
+    assert 'data-ack-code="AA"' in page.text
+    assert "this visit is already over" in page.text
