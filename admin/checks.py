@@ -306,7 +306,7 @@ def check_backend_token(run: _Run) -> StepResult:
     grants = (run.smart_config or {}).get("grant_types_supported")
     if isinstance(grants, list) and "client_credentials" not in grants:
         return StepResult.skipped(key, name, _(
-            "skipped — not configured: the EHR does not offer client_credentials (SMART "
+            "not configured: the EHR does not offer client_credentials (SMART "
             "Backend Services), so write-backs to the chart are not possible"))
     backend_auth.forget(run.endpoint)  # a cached token would prove nothing about today
     try:
@@ -489,7 +489,7 @@ def check_test_sms(run: _Run, phone: str | None, language: str) -> StepResult:
     key, name = "sms", _name("sms")
     phone = (phone or "").strip()
     if not phone:
-        return StepResult.skipped(key, name, _("skipped — no test number was entered"))
+        return StepResult.skipped(key, name, _("no test number was entered"))
     try:
         from notifications import sending
         send_test_message = sending.send_test_message
