@@ -135,7 +135,7 @@ def authenticate(endpoint: EhrEndpoint, pending: smart.PendingLaunch, *, code: s
     if not pending.jwks_uri:
         raise LaunchFailed("ehr_misconfigured", 502, iss=endpoint.fhir_base_url)
     try:
-        jwks = smart.fetch_jwks(pending.jwks_uri)
+        jwks = smart.issuer_keys(pending.jwks_uri, token.id_token)
         # The FHIR base is the SMART issuer; an EHR with a separate OpenID issuer names it
         # in its discovery document, which came from that same approved base.
         issuers = {endpoint.fhir_base_url, pending.iss} | ({pending.issuer} if pending.issuer

@@ -275,6 +275,36 @@ def fetch_jwks(jwks_uri: str, *, http: Any = requests) -> KeySet:
         raise EhrUnavailable("the issuer's JWKS could not be read") from None
 
 
+# An issuer's keys change rarely; a clinician's launch should not wait on a fetch each
+# time. A token naming a kid the cached set lacks (the issuer rotated) refetches at once.
+JWKS_CACHE_SECONDS = 300
+_issuer_keys: dict[str, tuple[float, KeySet]] = {}
+
+
+def issuer_keys(jwks_uri: str, id_token: str, *, http: Any = requests,
+                now: float | None = None) -> KeySet:
+    """The issuer's keys for checking ``id_token``: cached per URL for JWKS_CACHE_SECONDS,
+    fetched again when stale or when the token's kid is not among them."""
+    now = time.monotonic() if now is None else now
+    kid = token_kid(id_token)
+    cached = _issuer_keys.get(jwks_uri)
+    if cached is not None and now - cached[0] < JWKS_CACHE_SECONDS and (
+            kid is None or any(key.kid == kid for key in cached[1].keys)):
+        return cached[1]
+    keys = fetch_jwks(jwks_uri, http=http)
+    _issuer_keys[jwks_uri] = (now, keys)
+    return keys
+
+
+def token_kid(id_token: str) -> str | None:
+    """The ``kid`` a compact JWS names in its header, if it is readable and names one."""
+    try:
+        kid = jws.extract_compact(id_token.encode("ascii")).headers().get("kid")
+    except (JoseError, ValueError, UnicodeEncodeError):
+        return None
+    return kid if isinstance(kid, str) else None
+
+
 def validate_id_token(id_token: str, jwks: KeySet | dict[str, Any], *,
                       issuers: str | Iterable[str], client_id: str, nonce: str,
                       now: float | None = None, leeway: int = CLOCK_LEEWAY_S) -> IdToken:

@@ -198,7 +198,7 @@ def verify_id_token(id_token: str, pending: PendingLogin, *, client_id: str,
                     now: float | None = None) -> StaffIdentity:
     """Check the id_token against the provider's JWKS and this login's nonce."""
     try:
-        jwks = smart.fetch_jwks(pending.jwks_uri)
+        jwks = smart.issuer_keys(pending.jwks_uri, id_token)
     except EhrUnavailable:
         raise IdpUnavailable("the provider's JWKS could not be read") from None
     try:

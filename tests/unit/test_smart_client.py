@@ -264,3 +264,54 @@ def test_fhir_search_follows_next_links_on_the_base_only():
 def test_fhir_unreachable_is_unavailable():
     with pytest.raises(EhrUnavailable):
         FhirClient("http://127.0.0.1:9", "t", timeout=1).read("Patient", "p1")
+
+
+
+@pytest.fixture
+def jwks_server():
+    """A real HTTP server for an issuer's JWKS that counts fetches; ``body`` is served."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    state = {"body": {"keys": []}, "fetches": 0}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802  (http.server's naming)
+            state["fetches"] += 1
+            payload = json.dumps(state["body"]).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    state["url"] = f"http://127.0.0.1:{server.server_address[1]}/jwks-{time.time_ns()}"
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+def test_issuer_keys_are_cached_and_refetched_for_a_new_kid_or_when_stale(jwks_server):
+    url = jwks_server["url"]
+    first = RSAKey.generate_key(2048, parameters={"kid": "k1"})
+    jwks_server["body"] = {"keys": [first.as_dict(private=False)]}
+    token_k1 = make_token(first, "RS256", "k1")
+
+    smart.issuer_keys(url, token_k1, now=1000.0)
+    smart.issuer_keys(url, token_k1, now=1100.0)
+    assert jwks_server["fetches"] == 1  # a second launch within five minutes fetches nothing
+
+    rotated = RSAKey.generate_key(2048, parameters={"kid": "k2"})
+    jwks_server["body"] = {"keys": [rotated.as_dict(private=False)]}
+    found = smart.issuer_keys(url, make_token(rotated, "RS256", "k2"), now=1101.0)
+    assert jwks_server["fetches"] == 2 and [k.kid for k in found.keys] == ["k2"]
+
+    smart.issuer_keys(url, make_token(rotated, "RS256", "k2"),
+                      now=1101.0 + smart.JWKS_CACHE_SECONDS)
+    assert jwks_server["fetches"] == 3  # stale after five minutes
