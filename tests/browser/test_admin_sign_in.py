@@ -170,3 +170,33 @@ def test_sign_in_with_the_organization(sso_app, browser):
     assert first_row.get_attribute("data-action") == "admin.login"
     assert "sso" in first_row.inner_text()
     context.close()
+
+
+@pytest.mark.parametrize("language, heading", [("es", "Endpoints del EHR"),
+                                               ("pt_BR", "Endpoints do EHR")])
+def test_every_admin_page_reads_in_spanish_and_portuguese_and_passes_axe(
+        live_app, browser, admin_name, language, heading):
+    # The phone a hospital IT person might have in hand; language chosen with ?lang=.
+    context = _context(browser, "phone", bypass_csp=True)
+    page = context.new_page()
+    page.goto(f"{live_app.url}/admin/login?lang={language}")
+    page.locator("#username").fill(admin_name)
+    page.locator("#password").fill(PASSWORD)
+    page.get_by_test_id("login-submit").click()
+    page.get_by_test_id("admin-logout").wait_for()
+
+    home_heading = page.get_by_role("heading", level=1).inner_text()
+    found = {}
+    for path in ("/admin/", "/admin/endpoints/sandbox", "/admin/endpoints/sandbox/certificates",
+                 "/admin/endpoints/sandbox/integration", "/admin/endpoints/sandbox/sms",
+                 "/admin/endpoints/sandbox/self-test", "/admin/sms", "/admin/audit"):
+        page.goto(live_app.url + path)
+        found[path] = (page.evaluate("document.documentElement.lang"),
+                       serious_violations(page), _overflow(page))
+    screenshot(page, f"admin-audit-phone-{language}")
+
+    assert home_heading == heading
+    assert {lang for lang, _v, _o in found.values()} == {language.replace("_", "-")}
+    assert {path: v for path, (_l, v, _o) in found.items() if v} == {}
+    assert {path: o for path, (_l, _v, o) in found.items() if o > 0} == {}
+    context.close()
