@@ -6,10 +6,8 @@ so the app must really listen (threaded, so that request can be served concurren
 """
 from __future__ import annotations
 
-import json
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator
 from urllib.parse import parse_qs, urlsplit
 
@@ -23,6 +21,7 @@ from extensions import db
 from sandbox_ehr import idp
 from sandbox_ehr.models import SandboxLaunch
 from tests.conftest import make_config
+from tests.local_http import JsonHandler, serving
 
 
 @dataclass
@@ -107,31 +106,17 @@ def client_jwks_server(client_signing_keys) -> Iterator[JwksServer]:
     state = JwksServer(url="", rsa_key=rsa, ec_key=ec,
                        keys=[rsa.as_dict(private=False), ec.as_dict(private=False)])
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(JsonHandler):
         def do_GET(self):  # noqa: N802  (http.server's naming)
             state.requests += 1
             if self.path != "/jwks.json":
                 self.send_error(404)
                 return
-            body = json.dumps({"keys": state.keys}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.send_json(200, {"keys": state.keys})
 
-        def log_message(self, *args):  # keep pytest output quiet
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.url = f"http://127.0.0.1:{server.server_port}/jwks.json"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01},
-                              name="jwks-server", daemon=True)
-    thread.start()
-    yield state
-    server.shutdown()
-    thread.join(timeout=5)
-    server.server_close()
+    with serving(Handler) as base:
+        state.url = base + "/jwks.json"
+        yield state
 
 
 class SmartFlow:

@@ -3,14 +3,11 @@ the sandbox EHR (served by the same app under /sandbox/fhir) the SMART ones, and
 local servers stand in for a down EHR and a badly configured one."""
 from __future__ import annotations
 
-import json
 import re
 import socket
-import threading
 import uuid
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from cryptography import x509
@@ -22,6 +19,7 @@ from admin import checks
 from ehr.models import EndpointCertificate, Hl7MessageReceipt
 from extensions import db
 from tests.admin_helpers import create_account, csrf_from, signed_in_session
+from tests.local_http import JsonHandler, serving
 from visits.models import Appointment, AuditLog
 
 TEST_PHONE = "+1 608 555 0123"
@@ -66,29 +64,15 @@ def broken_ehr():
                 "grant_types_supported": ["authorization_code"],
                 "token_endpoint_auth_methods_supported": ["client_secret_basic"]}
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(JsonHandler):
         def do_GET(self):  # noqa: N802
             if self.path != "/fhir/.well-known/smart-configuration":
                 self.send_error(404)
                 return
-            body = json.dumps(document).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.send_json(200, document)
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01},
-                              daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(timeout=5)
-    server.server_close()
+    with serving(Handler) as base:
+        yield base
 
 
 def _closed_port_url() -> str:

@@ -14,7 +14,6 @@ import threading
 from collections import Counter
 from contextlib import nullcontext
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import flask_migrate
@@ -28,6 +27,7 @@ from notifications import scheduling
 from notifications.models import PHONE_PURPOSE, SmsMessage, SmsRecipient
 from tests import factories
 from tests.conftest import POSTGRES_URL, make_config, postgres_schema
+from tests.local_http import JsonHandler, serving
 from visits.models import Appointment, Participant
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,37 +76,25 @@ class Carrier:
     def __init__(self) -> None:
         self.received: list[dict] = []
         self.lock = threading.Lock()
+        self.url = ""
         carrier = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JsonHandler):
             def do_POST(self):  # noqa: N802  (http.server's naming)
-                data = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                data = self.read_json()
                 with carrier.lock:
                     carrier.received.append(data)
                     sid = f"SM{len(carrier.received):06d}"
-                body = json.dumps({"sid": sid}).encode()
-                self.send_response(201)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self.send_json(201, {"sid": sid})
 
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/messages"
-        self.thread = threading.Thread(target=self.server.serve_forever,
-                                       kwargs={"poll_interval": 0.01}, daemon=True)
+        self._serving = serving(Handler)
 
     def __enter__(self) -> Carrier:
-        self.thread.start()
+        self.url = self._serving.__enter__() + "/messages"
         return self
 
     def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.thread.join(timeout=5)
-        self.server.server_close()
+        self._serving.__exit__(*exc)
 
 
 def _seed(app) -> None:

@@ -14,6 +14,7 @@ from ehr import smart
 from ehr.errors import (EhrUnavailable, FhirForbidden, FhirNotFound, FhirUnauthorized,
                         InvalidIdToken, SmartError, TokenRefused, UntrustedUrl)
 from ehr.fhir import FhirClient, relative_reference
+from tests.local_http import JsonHandler, serving
 
 ISS = "https://ehr.example.org/fhir"
 CLIENT_ID = "virtual-visits"
@@ -270,31 +271,16 @@ def test_fhir_unreachable_is_unavailable():
 @pytest.fixture
 def jwks_server():
     """A real HTTP server for an issuer's JWKS that counts fetches; ``body`` is served."""
-    import json
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     state = {"body": {"keys": []}, "fetches": 0}
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(JsonHandler):
         def do_GET(self):  # noqa: N802  (http.server's naming)
             state["fetches"] += 1
-            payload = json.dumps(state["body"]).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+            self.send_json(200, state["body"])
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    state["url"] = f"http://127.0.0.1:{server.server_address[1]}/jwks-{time.time_ns()}"
-    yield state
-    server.shutdown()
-    server.server_close()
+    with serving(Handler) as base:
+        state["url"] = f"{base}/jwks-{time.time_ns()}"
+        yield state
 
 
 def test_issuer_keys_are_cached_and_refetched_for_a_new_kid_or_when_stale(jwks_server):
