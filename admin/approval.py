@@ -31,6 +31,7 @@ from ehr import services, smart
 from ehr.errors import EhrUnavailable, SmartError
 from ehr.models import EhrEndpoint
 from extensions import db
+from ops import pending as held
 
 log = logging.getLogger(__name__)
 
@@ -140,19 +141,13 @@ def complete(pending: PendingApproval, user: AdminUser, *, code: str | None,
 
 def hold(store: MutableMapping[str, Any], pending: PendingApproval) -> None:
     """Keep a begun approval under its ``state``, dropping the oldest beyond MAX_PENDING."""
-    held = dict(store.get(PENDING_KEY) or {})
-    held[pending.launch.state] = pending.to_dict()
-    while len(held) > MAX_PENDING:
-        held.pop(next(iter(held)))
-    store[PENDING_KEY] = held
+    held.hold(store, PENDING_KEY, pending.launch.state, pending.to_dict(), limit=MAX_PENDING)
 
 
 def take(store: MutableMapping[str, Any], state: str | None) -> PendingApproval | None:
     """The approval begun with ``state``, removed so it is used once; None if unknown."""
-    held = dict(store.get(PENDING_KEY) or {})
-    data = held.pop(state, None) if state else None
-    store[PENDING_KEY] = held
-    return PendingApproval.from_dict(data) if isinstance(data, dict) else None
+    data = held.take(store, PENDING_KEY, state)
+    return PendingApproval.from_dict(data) if data else None
 
 
 # reason -> (title, what happened, what to do). Read by EHR analysts.

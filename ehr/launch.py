@@ -22,6 +22,7 @@ from ehr.fhir import FhirClient, relative_reference
 from ehr.models import EhrEndpoint
 from ehr.services import endpoint_for_iss
 from extensions import db
+from ops import pending as held
 
 log = logging.getLogger(__name__)
 
@@ -88,20 +89,14 @@ def hold_pending(store: MutableMapping[str, Any], key: str,
                  pending: smart.PendingLaunch) -> None:
     """Keep a begun launch in ``store`` (the signed session) under its ``state``, dropping
     the oldest beyond MAX_PENDING."""
-    held = dict(store.get(key) or {})
-    held[pending.state] = pending.to_dict()
-    while len(held) > MAX_PENDING:
-        held.pop(next(iter(held)))
-    store[key] = held  # reassigned, so the session knows it changed
+    held.hold(store, key, pending.state, pending.to_dict(), limit=MAX_PENDING)
 
 
 def take_pending(store: MutableMapping[str, Any], key: str,
                  state: str | None) -> smart.PendingLaunch | None:
     """The launch begun with ``state``, removed so it is used once; None if unknown."""
-    held = dict(store.get(key) or {})
-    data = held.pop(state, None) if state else None
-    store[key] = held
-    return smart.PendingLaunch.from_dict(data) if isinstance(data, dict) else None
+    data = held.take(store, key, state)
+    return smart.PendingLaunch.from_dict(data) if data else None
 
 
 def pending_endpoint(pending: smart.PendingLaunch) -> EhrEndpoint:

@@ -17,6 +17,7 @@ from typing import Any, Mapping, MutableMapping
 from ehr.launch import safe_error_code
 from ehr.models import EhrEndpoint
 from extensions import db
+from ops import pending as held
 from staff_sso import oidc
 from staff_sso.models import StaffIdentityLink
 from staff_sso.oidc import PendingLogin, StaffIdentity
@@ -129,19 +130,13 @@ def complete_login(config: SsoConfig, pending: PendingLogin, *, code: str | None
 
 def remember_pending(session: MutableMapping[str, Any], pending: PendingLogin) -> None:
     """Keep ``pending`` under its state until the provider sends the browser back."""
-    kept = dict(session.get(PENDING_KEY) or {})
-    kept[pending.state] = pending.to_dict()
-    while len(kept) > MAX_PENDING:
-        kept.pop(next(iter(kept)))
-    session[PENDING_KEY] = kept
+    held.hold(session, PENDING_KEY, pending.state, pending.to_dict(), limit=MAX_PENDING)
 
 
 def take_pending(session: MutableMapping[str, Any], state: str | None) -> PendingLogin | None:
     """The pending sign-in for ``state``, removed so an answer cannot be replayed."""
-    kept = dict(session.get(PENDING_KEY) or {})
-    data = kept.pop(state, None) if state else None
-    session[PENDING_KEY] = kept
-    return PendingLogin.from_dict(data) if isinstance(data, dict) else None
+    data = held.take(session, PENDING_KEY, state)
+    return PendingLogin.from_dict(data) if data else None
 
 
 def remember_identity(session: MutableMapping[str, Any], identity: StaffIdentity) -> None:
