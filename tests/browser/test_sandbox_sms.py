@@ -6,9 +6,11 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.browser.accessibility import serious_violations
 from tests.browser.conftest import reschedule, screenshot
+from tests.browser.test_provider_visit import launch_visit
 
 pytestmark = pytest.mark.browser
 
@@ -72,3 +74,28 @@ def test_appointment_message_page_fits_a_phone(live_app, browser):
         screenshot(phone, "sandbox-appointment-message-phone")
     finally:
         context.close()
+
+
+def test_texted_patient_waits_in_the_visit_the_provider_launched(live_app, page, browser):
+    # The demo's whole path: the EHR books (HL7), the patient taps the texted link, the
+    # provider starts the visit from the EHR (SMART launch) and sees that patient waiting.
+    reschedule(live_app, "appt-3", datetime.now(CLINIC), minutes=30)
+    _send_from_schedule(page, live_app, "appt-3")
+    texts = page.locator('[data-testid="sandbox-sms"]').get_by_role("link")
+    texted_link = texts.last.get_attribute("href")
+    appointment_id = launch_visit(live_app, page, "appt-3")
+    patient_context = browser.new_context(viewport={"width": 360, "height": 740},
+                                          locale="en-US")
+    patient_context.set_default_timeout(10_000)
+    patient = patient_context.new_page()
+    try:
+        patient.goto(texted_link)
+        patient.get_by_test_id("join-button").click()
+        expect(patient.get_by_test_id("lobby")).to_have_attribute("data-state", "waiting")
+
+        patients = page.locator('[data-testid="participant"][data-role="patient"]')
+        expect(patients.first).to_have_attribute("data-presence", "connected")
+        assert patients.count() == 1, "the texted patient and the launch's patient are one"
+        assert page.url.endswith(f"/visit/{appointment_id}")
+    finally:
+        patient_context.close()
