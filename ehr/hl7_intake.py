@@ -128,14 +128,10 @@ def _record_and_apply(endpoint: EhrEndpoint, header: hl7.Header, message_type: s
     return result(AckCode.ACCEPT, applied=applied)
 
 
-def _find(endpoint: EhrEndpoint, parsed: hl7.ParsedSiu) -> Appointment | None:
-    return appointments.find_for_hl7(endpoint.id, parsed.filler_id, parsed.placer_id)
-
-
 def _apply(endpoint: EhrEndpoint, parsed: hl7.ParsedSiu) -> bool:
     """Create or update the appointment; False when there was nothing to apply (an older
     update, or a cancel of an appointment never heard of and without a time)."""
-    appointment = _find(endpoint, parsed)
+    appointment = appointments.find_for_hl7(endpoint.id, parsed.filler_id, parsed.placer_id)
     sent_at: datetime | None = parsed.header.message_time
     if appointment is not None and appointment.last_message_at and sent_at \
             and sent_at < appointment.last_message_at:
