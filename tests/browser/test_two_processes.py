@@ -7,14 +7,15 @@ import os
 import threading
 import time
 import uuid
+from datetime import datetime, timezone
 
 import pytest
 import requests
 import socketio
 
-from tests.browser.conftest import free_port, start_server, stop_server
-from tests.conftest import POSTGRES_URL, postgres_schema
+from tests.browser.conftest import free_port, reschedule, start_server, stop_server
 from tests.browser.test_provider_visit import patient_token
+from tests.conftest import POSTGRES_URL, postgres_schema
 
 pytestmark = pytest.mark.browser
 
@@ -79,6 +80,9 @@ def patient_presence(state) -> str:
 
 def test_provider_on_one_process_sees_patient_on_the_other(two_servers):
     first, second = two_servers
+    # The seeded visit is at 09:00 clinic time; its join links expire two hours after it
+    # ends, so a run after 11:20 Chicago time would be refused. Move it to now.
+    reschedule(first, "appt-1", datetime.now(timezone.utc))
     browser = requests.Session()
     landed = browser.get(first.url + "/sandbox/launch/provider/appt-1", timeout=10)
     assert landed.status_code == 200 and "/visit/" in landed.url, landed.url
