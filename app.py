@@ -73,18 +73,18 @@ def create_app(config: dict | None = None) -> Flask:
     outbox.init_app(app)  # its defaults; importing it also registers the delivery loop
     _register_cli(app)
 
-    if app.config["REDIS_URL"]:
-        queue = {"message_queue": app.config["REDIS_URL"], "channel": app.config["REDIS_CHANNEL"]}
-    else:
-        # Explicit, because the SocketIO object outlives one app: without it, an app built
-        # after a Redis-backed one (tests build many) would inherit its message queue.
-        queue = {"message_queue": None, "client_manager": None}
+    from ops import transport
+
+    # Always explicit, because the SocketIO object outlives one app: an app built after a
+    # Redis-backed one (tests build many) must not inherit its message queue.
     socketio.init_app(
         app,
         async_mode=app.config["ASYNC_MODE"],
         # Same-origin only; the EHR embeds our pages, it never opens our socket itself.
         cors_allowed_origins=[app.config["PUBLIC_BASE_URL"]],
-        **queue,
+        message_queue=app.config["REDIS_URL"],
+        client_manager=transport.client_manager(app.config["REDIS_URL"],
+                                                app.config["REDIS_CHANNEL"]),
     )
     return app
 

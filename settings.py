@@ -108,8 +108,17 @@ SETTINGS: tuple[Setting, ...] = (
             "still counts as connected, so a network blip or a reload does not flap.", float),
     Setting("PROCESS_TIMEOUT_SECONDS", 10.0, "A server process whose heartbeat is older than this "
             "is taken as dead; the others then clear the presence of its connections.", float),
-    Setting("PRESENCE_SWEEP_SECONDS", 0.5, "How often each process renews its heartbeat and makes "
-            "pending disconnects final.", float),
+    Setting("PRESENCE_SWEEP_SECONDS", 2.0, "How often each process renews its heartbeat, clears "
+            "the connections of processes that stopped, and makes overdue disconnects final. "
+            "Each process also times its own disconnects to the grace period, so this is only "
+            "the safety net.", float),
+    Setting("PRESENCE_RESTART_GRACE_SECONDS", 15.0, "After a server process starts, how long it "
+            "waits before making any disconnect final, so pages reconnecting after a restart "
+            "or deploy (browsers retry up to 5 s apart) keep their presence and nothing false "
+            "reaches the EHR.", float),
+    Setting("PRESENCE_WRITE_DELAY_SECONDS", 0.02, "Connects and disconnects are written to the "
+            "database in batches this long, one transaction each (staff are told at once "
+            "either way). 0 writes each at once: slower under load, used by the tests.", float),
     Setting("STUN_URLS", "", "Comma-separated STUN URLs given to browsers for calls, e.g. "
             "`stun:turn.example.org:3478`. Empty: none (fine on one network).", _str_or_empty),
     Setting("TURN_URLS", "", "Comma-separated TURN URLs (coturn), e.g. `turn:turn.example.org:3478"

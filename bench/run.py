@@ -200,6 +200,7 @@ class Plan:
     phases: list[str]
     grace_seconds: float
     timeout: float
+    profile: Path | None = None
 
     def driver_config(self) -> dict:
         if self.smoke:
@@ -321,6 +322,13 @@ def run_app(plan: Plan, workdir: Path, variant: str) -> dict:
         phases = list(plan.phases)
         if variant == "redis2":  # the cross-process hop only
             phases = [p for p in phases if p in ("probe", "idle")]
+        spy = None
+        if plan.profile:
+            # py-spy samples the server (the first process) for the whole driver run.
+            spy = subprocess.Popen(
+                ["py-spy", "record", "-p", str(server.pids[0]), "-r", "500", "-f", "raw",
+                 "-o", str(plan.profile / f"{variant}.txt"), "--nonblocking"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             result = run_driver({
                 "label": variant, "target": "app", "url": f"http://127.0.0.1:{ports[0]}",
@@ -332,6 +340,10 @@ def run_app(plan: Plan, workdir: Path, variant: str) -> dict:
         except Exception:
             log(server.tail())
             raise
+        finally:
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                spy.wait(timeout=60)
         with urllib.request.urlopen(f"{fhir}/stats", timeout=10) as response:
             result["fhir_standin"] = json.load(response)
         return result
@@ -476,6 +488,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grace", type=float, default=5.0, help="VV_PRESENCE_GRACE_SECONDS")
     parser.add_argument("--smoke", action="store_true", help="N=50 and short phases")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="a folder: sample each app server with py-spy into <variant>.txt "
+                        "(collapsed stacks; pip install py-spy)")
     parser.add_argument("--node-peer", type=Path,
                         default=Path(os.environ.get("VV_BENCH_NODE_PEER", DEFAULT_NODE_PEER)))
     args = parser.parse_args(argv)
@@ -483,7 +498,9 @@ def main(argv: list[str] | None = None) -> int:
         args.pairs = min(args.pairs, 50)
     probes = args.probes if args.probes is not None else min(300, max(10, args.pairs // 10))
     plan = Plan(args.pairs, probes, args.smoke, args.phases.split(","), args.grace,
-                timeout=300 if args.smoke else 1200)
+                timeout=300 if args.smoke else 1200, profile=args.profile)
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
     variants = [v for v in args.variants.split(",") if v]
     unknown = set(variants) - set(ALL_VARIANTS)
     if unknown:

@@ -3,4 +3,4 @@ from flask import Blueprint
 
 bp = Blueprint("ehr", __name__)
 
-from ehr import models, views  # noqa: E402,F401
+from ehr import audit_trail, models, views  # noqa: E402,F401

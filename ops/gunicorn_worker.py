@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
 
-from ops.server import NoDelayHandler
+from ops.server import NoDelayHandler, freeze_startup_heap, stop
 
 
 class Worker(GeventWebSocketWorker):
@@ -13,6 +13,15 @@ class Worker(GeventWebSocketWorker):
         super().load_wsgi()
         # Each worker process runs its own background loops (outbox, presence upkeep);
         # they coordinate through the database.
-        from ops import background
+        from extensions import socketio
+        from ops import background, transport
 
+        transport.install(socketio)
         background.start(self.wsgi)  # the Flask app that 'app:create_app()' returned
+        freeze_startup_heap()
+
+    def run(self):
+        try:
+            super().run()
+        finally:
+            stop(self.wsgi)  # write what is queued, say this worker has left

@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import gc
 import logging
+import signal
 import socket
 
+import gevent
+import gevent.event
 from flask import Flask
 from gevent import pywsgi
 from geventwebsocket.handler import WebSocketHandler
@@ -14,7 +17,17 @@ log = logging.getLogger(__name__)
 
 class NoDelayHandler(WebSocketHandler):
     """gevent's WSGI server leaves Nagle on, so every keep-alive response waits ~40 ms for
-    the peer's delayed ACK (measured in shared/PERFORMANCE.md). Turn it off per connection."""
+    the peer's delayed ACK (measured in shared/PERFORMANCE.md). Turn it off per connection.
+
+    Its read buffer is 2 KiB instead of 8: a connection that becomes a WebSocket keeps it
+    for hours, and our frames and request headers are small (docs/performance.md)."""
+
+    READ_BUFFER = 2048
+
+    def __init__(self, sock, address, server, rfile=None):
+        if rfile is None:
+            rfile = sock.makefile("rb", self.READ_BUFFER)
+        super().__init__(sock, address, server, rfile)
 
     def handle(self):
         try:
@@ -34,18 +47,47 @@ def serve(app: Flask) -> None:
     host, port = app.config["HOST"], app.config["PORT"]
     server = pywsgi.WSGIServer((host, port), app, handler_class=NoDelayHandler, log=None,
                                error_log=logging.getLogger("virtual_visits.server"))
-    from ops import background
+    from extensions import socketio
+    from ops import background, transport
 
+    transport.install(socketio)
     background.start(app)
-    # Socket.IO messages create reference cycles, and full collections over the start-up
-    # heap paused the server 140-240 ms (shared/PERFORMANCE.md). Move that heap out of the
-    # collector's reach and collect the young generation less often.
+    freeze_startup_heap()
+    log.info("listening", extra={"url": f"http://{host}:{port}",
+                                 "public_base_url": app.config["PUBLIC_BASE_URL"]})
+    stopping = gevent.event.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        gevent.signal_handler(signum, stopping.set)
+    server.start()
+    stopping.wait()
+    log.info("stopping")
+    server.close()  # no new connections; the open ones end with the process
+    stop(app)
+
+
+def freeze_startup_heap() -> None:
+    """Socket.IO messages create reference cycles, and full collections over the start-up
+    heap paused the server 140-240 ms (shared/PERFORMANCE.md). Move that heap out of the
+    collector's reach and collect the young generation less often."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 20, 50)
-    log.info("listening", extra={"url": f"http://{host}:{port}",
-                                 "public_base_url": app.config["PUBLIC_BASE_URL"]})
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+
+
+def stop(app: Flask) -> None:
+    """Before the process ends: write what is queued and say this process has left, so
+    whoever serves its patients next knows at once. Pages reconnect on their own."""
+    from visits import presence, writer
+    from visits.models import utcnow
+
+    with app.app_context():
+        try:
+            writer.flush()
+            held = presence.leave(utcnow())
+            log.info("left", extra={"sockets": held})
+        except Exception:  # the database may be what is failing; the sweep of the
+            log.exception("could not record leaving")  # others covers it then
+        finally:
+            from extensions import db
+
+            db.session.remove()

@@ -1,12 +1,25 @@
-"""Socket.IO side of the patient's pages: recognising a patient's socket."""
+"""Socket.IO side of the patient's pages: recognising a patient's socket.
+
+Both ways read one row (no ORM objects) and write nothing: the link's use is queued
+behind with the socket's other rows (visits/writer.py)."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from patient_join.services import SESSION_KEY, NoPatientSession, check_pass
+from patient_join.services import SESSION_KEY, NoPatientSession, PatientPass
 from visits import realtime
 from visits.errors import LinkExpired, LinkUnknown
-from visits.links import participant_for_token
+from visits.links import LinkHolder, holder_of_link, holder_of_participant, holder_of_token
+
+
+def _identity(holder: LinkHolder | None, *, link_opened: bool = False
+              ) -> realtime.Identity | None:
+    if holder is None:
+        return None
+    # Whoever joins by link gets a participant's view, whatever their role. A token is a
+    # use of the link (recorded); a pass was recorded when its link was opened.
+    return realtime.Identity(holder.participant_id, holder.appointment_id, holder.role,
+                             False, holder.link_id if link_opened else None)
 
 
 @realtime.authenticator
@@ -16,10 +29,9 @@ def patient_from_join_link(auth: dict, session: dict) -> realtime.Identity | Non
     if not isinstance(token, str):
         return None
     try:
-        participant = participant_for_token(token, datetime.now(timezone.utc))
+        return _identity(holder_of_token(token, datetime.now(timezone.utc)), link_opened=True)
     except (LinkUnknown, LinkExpired):
         return None
-    return realtime.identity_of(participant, staff=False)
 
 
 @realtime.authenticator
@@ -29,8 +41,17 @@ def patient_from_session(auth: dict, session: dict) -> realtime.Identity | None:
     while it has not expired and its link is neither revoked nor expired."""
     if auth.get("patient") is not True:
         return None
+    now = datetime.now(timezone.utc)
     try:
-        participant = check_pass(session.get(SESSION_KEY), datetime.now(timezone.utc))
+        patient_pass = PatientPass.from_session(session.get(SESSION_KEY))
+        if now >= patient_pass.expires_at:
+            return None
+        if patient_pass.link_id is not None:
+            holder = holder_of_link(patient_pass.link_id, patient_pass.participant_id, now)
+        else:
+            holder = holder_of_participant(patient_pass.participant_id)
     except (NoPatientSession, LinkUnknown, LinkExpired):
         return None
-    return realtime.identity_of(participant, staff=False)
+    if holder is None or holder.appointment_id != patient_pass.appointment_id:
+        return None
+    return _identity(holder)

@@ -13,10 +13,10 @@ from flask_babel import gettext as _
 
 from extensions import db, socketio
 from notifications import sending
-from provider_launch.auth import staff_for_visit
-from visits import calls, lobby, realtime
+from provider_launch.auth import staff_holder
+from visits import calls, lobby, realtime, state
 from visits.errors import VisitError
-from visits.models import Appointment, Participant
+from visits.models import Appointment
 
 
 @realtime.authenticator
@@ -24,12 +24,13 @@ def staff_from_launch(auth: dict, session: dict) -> realtime.Identity | None:
     """A visit page socket: ``auth = {"visit": <appointment id>}`` and a launch session
     for that visit in the HTTP session, made by the SMART launch."""
     appointment_id = auth.get("visit")
-    if not isinstance(appointment_id, int):
+    if not isinstance(appointment_id, int) or isinstance(appointment_id, bool):
         return None
-    launch = staff_for_visit(appointment_id, session.get("launch_sessions") or {})
-    if launch is None:
+    holder = staff_holder(appointment_id, session.get("launch_sessions") or {})
+    if holder is None:
         return None
-    return realtime.identity_of(db.session.get(Participant, launch.participant_id), staff=True)
+    return realtime.Identity(holder.participant_id, holder.appointment_id, holder.role,
+                             holder.role == "provider")
 
 
 def _staff_action(action) -> dict:
@@ -44,6 +45,17 @@ def _staff_action(action) -> dict:
         return {"ok": False, "error": str(error)}
     realtime.push_visit(identity.appointment_id, now)
     return {"ok": True}
+
+
+@socketio.on("get_visit_state")
+def get_visit_state(_data=None):
+    """Sent by a visit page that heard of someone it does not know yet; the ack carries
+    the whole picture (``{"ok": true, "state": ...}``), as ``visit_state`` would."""
+    identity = realtime.identity_for(request.sid)
+    if identity is None or not identity.is_staff:
+        return {"ok": False, "error": "Only the visit's staff can do that."}
+    return {"ok": True, "state": state.staff_view(identity.appointment_id,
+                                                  datetime.now(timezone.utc))}
 
 
 @socketio.on("admit")

@@ -71,6 +71,9 @@ def make_config(tmp_path, **overrides) -> dict:
         "DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}",
         "SANDBOX_DATABASE_URL": f"sqlite:///{tmp_path / 'sandbox.db'}",
         "ASYNC_MODE": "threading",
+        # Socket handlers write presence at once, so a test reads it right after (the
+        # batched writer has its own tests).
+        "PRESENCE_WRITE_DELAY_SECONDS": 0,
         "LOG_FORMAT": "text",
         "SANDBOX": True,
     }

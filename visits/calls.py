@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from extensions import db
-from visits import lobby
+from visits import lobby, presence
 from visits.errors import NotAllowed, VisitEnded
 from visits.links import create_join_link
 from visits.models import (
@@ -67,9 +67,14 @@ def check_can_join(participant: Participant) -> None:
 def signal_target(appointment_id: int, sid: str) -> Participant | None:
     """The participant behind socket ``sid`` if it belongs to this visit and may be in the
     call; signaling to anything else is dropped."""
-    row = db.session.execute(
-        sa.select(Participant).join(LiveSocket, LiveSocket.participant_id == Participant.id)
-        .where(LiveSocket.sid == sid)).scalar_one_or_none()
+    # A socket of this process is known in memory (its row may still be queued).
+    local = presence.participant_of(sid)
+    if local is not None:
+        row = db.session.get(Participant, local)
+    else:
+        row = db.session.execute(
+            sa.select(Participant).join(LiveSocket, LiveSocket.participant_id == Participant.id)
+            .where(LiveSocket.sid == sid)).scalar_one_or_none()
     if row is None or row.appointment_id != appointment_id or not may_join_call(row):
         return None
     return row

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timezone
 
 from flask import current_app, request, session
@@ -9,7 +10,7 @@ from flask_socketio import join_room, leave_room
 
 from extensions import db, socketio
 from ops.background import periodic
-from visits import calls, lobby, presence, realtime
+from visits import calls, presence, realtime, state, writer
 from visits.errors import VisitError
 from visits.models import Participant
 
@@ -25,7 +26,11 @@ def connect(auth=None):
     """Visit pages connect with an ``auth`` payload their feature understands. A socket
     with no auth at all is anonymous (the standalone device test pings the server): it
     joins no room and every visit event refuses it. Credentials nobody recognises are
-    refused outright."""
+    refused outright.
+
+    Staff get the whole picture (``visit_state``); a patient gets their own
+    ``lobby_state``; the visit's staff hear a ``presence`` delta when the participant had
+    no socket open (or was reconnecting). Rows are written behind (visits/writer.py)."""
     auth = auth if isinstance(auth, dict) else {}
     if not auth:
         return True
@@ -33,37 +38,92 @@ def connect(auth=None):
     if identity is None:
         log.info("socket refused", extra={"reason": "not recognised"})
         raise ConnectionRefusedError("not_authorized")
-    participant = db.session.get(Participant, identity.participant_id)
-    realtime.remember(request.sid, identity)
+    context = state.context(identity.participant_id)
+    if context is None:
+        raise ConnectionRefusedError("not_authorized")
+    now = _now()
+    sid = request.sid
+    # The session was copied for this socket's events (Flask-SocketIO's managed session);
+    # without the cookie, later events skip decoding it again, and it is not kept around.
+    request.environ.pop("HTTP_COOKIE", None)
+    realtime.remember(sid, identity)
     for room in realtime.rooms_for(identity):
         join_room(room)
-    now = _now()
-    presence.socket_opened(participant, request.sid, now)
-    lobby.enter_lobby(participant, now)
-    # Everyone in the visit gets the new picture; the new socket gets its own state too.
-    realtime.push_visit(identity.appointment_id, now)
+    if identity.link_id is not None:
+        writer.link_used(identity.link_id, now)
+    waiting_since = presence.waiting_since(identity.participant_id) or context.waiting_since
+    if waiting_since is None and context.needs_admission and context.lobby_open(now):
+        waiting_since = now
+        presence.entered_lobby(identity.participant_id, now)
+    change = presence.socket_opened(identity.participant_id, identity.appointment_id,
+                                    identity.is_staff, sid, now,
+                                    waiting_since=waiting_since if context.needs_admission
+                                    else None)
+    if identity.is_staff:
+        socketio.emit("visit_state", state.staff_view(identity.appointment_id, now), to=sid)
+    else:
+        socketio.emit("lobby_state", state.lobby_state(context, now, waiting_since), to=sid)
+    if change is not None:
+        realtime.push_presence(change, skip_sid=sid,
+                               lobby_entered_at=waiting_since if context.needs_admission
+                               else None)
+    writer.flush_if_immediate()
     return True
 
 
 @socketio.on("disconnect")
 def disconnect(*_args):
-    """The disconnect is final only after the grace period (see presence_upkeep)."""
-    _leave_call(request.sid)
-    identity = realtime.forget(request.sid)
-    if identity is not None:
-        presence.socket_closed(request.sid, _now())
+    """Staff hear "reconnecting" at once when it was the participant's last socket; the
+    disconnect is final only after the grace period (see presence)."""
+    sid = request.sid
+    _leave_call(sid)
+    if realtime.forget(sid) is None:
+        return
+    change = presence.socket_closed(sid, _now())
+    if change is not None:
+        realtime.push_presence(change)
+    writer.flush_if_immediate()
+
+
+_last_flush = [0.0]  # monotonic time of the writer loop's last flush
+
+
+@periodic(0.0, name="visits.writer")
+def write_visit_changes() -> None:
+    """Background loop body: wait for queued changes (or a grace period running out) and
+    write them. A change after a quiet spell is written at once; while changes keep
+    coming, at most one batch per PRESENCE_WRITE_DELAY_SECONDS, one transaction each."""
+    config = current_app.config
+    grace = float(config["PRESENCE_GRACE_SECONDS"])
+    next_due = presence.queue_due_finalizations(_now(), grace)
+    if not writer.pending():
+        writer.wait_for_changes(min(next_due, 1.0) if next_due is not None else 1.0)
+        presence.queue_due_finalizations(_now(), grace)
+        if not writer.pending():
+            return
+    gather = _last_flush[0] + float(config["PRESENCE_WRITE_DELAY_SECONDS"]) - time.monotonic()
+    if gather > 0:
+        socketio.sleep(gather)
+    _last_flush[0] = time.monotonic()
+    try:
+        writer.flush()
+    except Exception:
+        log.exception("presence batch not written; retrying")
+        socketio.sleep(1.0)
 
 
 @periodic("PRESENCE_SWEEP_SECONDS")
 def presence_upkeep() -> None:
-    """Heartbeat, clear the sockets of dead processes, make pending disconnects final."""
+    """Heartbeat, clear the sockets of dead processes, make overdue disconnects final
+    (the safety net behind each process's own grace timers)."""
     now = _now()
     config = current_app.config
     presence.heartbeat(now)
     presence.reap_dead_processes(now, config["PROCESS_TIMEOUT_SECONDS"])
-    changes = presence.finalize_disconnects(now, config["PRESENCE_GRACE_SECONDS"])
-    for appointment_id in sorted({change.appointment_id for change in changes}):
-        realtime.push_visit(appointment_id, now)
+    presence.queue_due_finalizations(now, config["PRESENCE_GRACE_SECONDS"])
+    presence.finalize_overdue(now, config["PRESENCE_GRACE_SECONDS"],
+                              config["PRESENCE_RESTART_GRACE_SECONDS"])
+    writer.flush(now)
 
 
 @socketio.on_error_default

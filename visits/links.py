@@ -1,8 +1,12 @@
 """Join links: random tokens given to a participant, stored only as a hash."""
 from __future__ import annotations
 
+import functools
 import secrets
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+
+import sqlalchemy as sa
 
 from extensions import db
 from visits.errors import LinkExpired, LinkUnknown
@@ -86,3 +90,60 @@ def check_link(link_id: int, participant_id: int, now: datetime) -> JoinLink:
     if not link.is_usable_at(now):
         raise LinkExpired("This visit has ended.")
     return link
+
+
+# --- sockets: who holds a link, in one query ------------------------------------------------
+
+@dataclass(frozen=True)
+class LinkHolder:
+    """The participant a link (or a pass made from one) stands for."""
+
+    participant_id: int
+    appointment_id: int
+    role: str
+    link_id: int | None
+
+
+@functools.cache
+def _holder_query(by: str) -> sa.Select:
+    """Built once per lookup kind: building a statement costs more than running it."""
+    links, people = JoinLink.__table__, Participant.__table__
+    return (sa.select(links.c.id, links.c.revoked_at, links.c.expires_at, people.c.id,
+                      people.c.appointment_id, people.c.role)
+            .join(people, people.c.id == links.c.participant_id)
+            .where(links.c[by] == sa.bindparam("key")))
+
+
+def holder_of_token(token: str, now: datetime) -> LinkHolder:
+    """Like ``participant_for_token`` without touching the row: the caller records the
+    use (sockets queue it behind). LinkUnknown or LinkExpired otherwise."""
+    if not token or len(token) > MAX_TOKEN_LENGTH:
+        raise LinkUnknown("This link isn't valid.")
+    row = db.session.execute(_holder_query("token_hash"),
+                             {"key": JoinLink.hash_token(token)}).one_or_none()
+    return _holder(row, now)
+
+
+def holder_of_link(link_id: int, participant_id: int, now: datetime) -> LinkHolder:
+    """``check_link`` in one query: the link exists, is the participant's, still usable."""
+    row = db.session.execute(_holder_query("id"), {"key": link_id}).one_or_none()
+    if row is not None and row[3] != participant_id:
+        row = None
+    return _holder(row, now)
+
+
+def _holder(row, now: datetime) -> LinkHolder:
+    if row is None:
+        raise LinkUnknown("This link isn't valid.")
+    link_id, revoked_at, expires_at, participant_id, appointment_id, role = row
+    if revoked_at is not None or now >= expires_at:
+        raise LinkExpired("This visit has ended.")
+    return LinkHolder(participant_id, appointment_id, role, link_id)
+
+
+def holder_of_participant(participant_id: int) -> LinkHolder | None:
+    """A pass without a link (a portal launch): the participant, if still there."""
+    people = Participant.__table__
+    row = db.session.execute(sa.select(people.c.appointment_id, people.c.role)
+                             .where(people.c.id == participant_id)).one_or_none()
+    return LinkHolder(participant_id, row[0], row[1], None) if row else None

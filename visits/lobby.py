@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from extensions import db
+from visits import presence, signals, writer
 from visits.errors import NotAllowed, NotFound, VisitEnded
 from visits.models import (
     Appointment,
@@ -62,6 +63,7 @@ def open_entry(participant: Participant) -> LobbyEntry | None:
 
 def admit(appointment_id: int, admitter_id: int, target_id: int, now: datetime) -> Participant:
     """``admitter`` lets ``target`` in; returns the admitted participant."""
+    writer.flush()  # the target's lobby place may still be queued
     admitter = provider_of(appointment_id, admitter_id)
     target = db.session.get(Participant, target_id)
     if target is None or target.appointment_id != appointment_id:
@@ -77,6 +79,7 @@ def admit(appointment_id: int, admitter_id: int, target_id: int, now: datetime) 
 
 def admit_all(appointment_id: int, admitter_id: int, now: datetime) -> list[Participant]:
     """Admit everyone waiting and connected; returns who was admitted."""
+    writer.flush()
     admitter = provider_of(appointment_id, admitter_id)
     admitted = [p for p in waiting(admitter.appointment) if p.admitted_at is None]
     for participant in admitted:
@@ -87,8 +90,7 @@ def admit_all(appointment_id: int, admitter_id: int, now: datetime) -> list[Part
 
 def end_visit(appointment_id: int, provider_id: int, now: datetime) -> Appointment:
     """End the visit for everyone; later joins are refused."""
-    from ehr.outbox import enqueue_audit_event
-
+    writer.flush()
     provider = provider_of(appointment_id, provider_id)
     appointment = provider.appointment
     appointment.ended_at = now
@@ -98,8 +100,7 @@ def end_visit(appointment_id: int, provider_id: int, now: datetime) -> Appointme
         .where(LobbyEntry.participant_id.in_([p.id for p in appointment.participants]),
                LobbyEntry.admitted_at.is_(None), LobbyEntry.left_at.is_(None))
         .values(left_at=now).execution_options(synchronize_session=False))
-    enqueue_audit_event(appointment, "visit-ended", at=now, event_key=f"ended-{appointment.id}",
-                        actor=provider)
+    signals.visit_ended.send(appointment, provider=provider, at=now)
     db.session.commit()
     return appointment
 
@@ -151,12 +152,11 @@ def provider_of(appointment_id: int, participant_id: int) -> Participant:
 
 
 def _admit(target: Participant, admitter: Participant, now: datetime) -> None:
-    from ehr.outbox import enqueue_audit_event
-
     target.admitted_at = now
+    presence.left_lobby(target.id)
     entry = open_entry(target)
     if entry is not None:
         entry.admitted_at = now
         entry.admitted_by = admitter
-    enqueue_audit_event(target.appointment, "participant-admitted", at=now,
-                        event_key=f"admitted-{target.id}", participant=target, actor=admitter)
+    signals.participant_admitted.send(target.appointment, participant=target, admitter=admitter,
+                                      at=now)

@@ -6,15 +6,23 @@ room, so it can never receive another visit's events or staff-only data.
 
 Features register *authenticators*: each turns the ``auth`` payload of a connecting
 socket (plus the HTTP session) into an Identity, or returns None when it does not apply.
+
+Pushes: staff get a full ``visit_state`` when their socket connects and after anything
+but presence changes; presence changes reach them as small ``presence`` deltas (one
+participant: connected, reconnecting or disconnected), built from memory without a
+database read. Patients get their own ``lobby_state``.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
 
 from extensions import db, socketio
-from visits import state
-from visits.models import Appointment, Participant
+from visits import presence, state, writer
+from visits.models import Participant
 
 
 @dataclass(frozen=True)
@@ -23,6 +31,8 @@ class Identity:
     appointment_id: int
     role: str
     is_staff: bool
+    # The join link the socket proved itself with, if any (its use is recorded).
+    link_id: int | None = None
 
 
 Authenticator = Callable[[dict, dict], "Identity | None"]
@@ -45,11 +55,11 @@ def authenticate(auth: dict, session: dict) -> Identity | None:
     return None
 
 
-def identity_of(participant: Participant, *, staff: bool) -> Identity:
+def identity_of(participant: Participant, *, staff: bool, link_id: int | None = None) -> Identity:
     """``staff`` comes from how the socket proved itself (an EHR launch), not from the row:
     someone who joined by link gets a participant's view whatever their role."""
     return Identity(participant.id, participant.appointment_id, participant.role,
-                    staff and participant.is_staff)
+                    staff and participant.is_staff, link_id)
 
 
 def remember(sid: str, identity: Identity) -> None:
@@ -84,14 +94,57 @@ def rooms_for(identity: Identity) -> list[str]:
     return rooms
 
 
-def push_visit(appointment_id: int, now) -> None:
+def push_presence(change: presence.Change, *, skip_sid: str | None = None,
+                  lobby_entered_at: datetime | None = None) -> None:
+    """Tell the visit's staff one participant's new presence."""
+    socketio.emit("presence", {
+        "participant_id": change.participant_id,
+        "presence": change.presence,
+        "since": change.since.isoformat(),
+        "lobby_entered_at": lobby_entered_at.isoformat() if lobby_entered_at else None,
+    }, to=staff_room(change.appointment_id), skip_sid=skip_sid)
+
+
+def push_visit(appointment_id: int, now: datetime) -> None:
     """Send the current picture to the visit's staff and each participant their own state."""
-    appointment = db.session.get(Appointment, appointment_id)
-    if appointment is None:
-        return
-    socketio.emit("visit_state", state.staff_view(appointment, now),
+    socketio.emit("visit_state", state.staff_view(appointment_id, now),
                   to=staff_room(appointment_id))
-    for participant in appointment.participants:
-        if participant.role != "provider":
-            socketio.emit("lobby_state", state.participant_view(participant, now),
-                          to=participant_room(participant.id))
+    push_lobby_states(appointment_id, now)
+
+
+def push_lobby_states(appointment_id: int, now: datetime) -> None:
+    """Each participant who is not a provider hears their own ``lobby_state`` (one query)."""
+    for ctx in state.visit_contexts(appointment_id):
+        socketio.emit("lobby_state", state.lobby_state(ctx, now),
+                      to=participant_room(ctx.participant_id))
+
+
+def _announce_recorded(_app, result: writer.FlushResult) -> None:
+    """After a batch is written: staff hear the disconnects made final (and corrections
+    for anyone still connected elsewhere); patients hear when their provider came or left."""
+    from visits.models import utcnow
+
+    now = utcnow()
+    visits_with_staff_change = set()
+    for fact in result.disconnected:
+        socketio.emit("presence", {"participant_id": fact.participant_id,
+                                   "presence": "disconnected", "since": fact.at.isoformat(),
+                                   "lobby_entered_at": None},
+                      to=staff_room(fact.appointment_id))
+    for fact in result.connected + result.disconnected:
+        if fact.role == "provider":
+            visits_with_staff_change.add(fact.appointment_id)
+    if result.still_connected:
+        p = Participant.__table__
+        for participant_id, appointment_id, since in db.session.execute(
+                sa.select(p.c.id, p.c.appointment_id, p.c.presence_since)
+                .where(p.c.id.in_(result.still_connected))):
+            socketio.emit("presence", {"participant_id": participant_id,
+                                       "presence": "connected", "since": since.isoformat()
+                                       if since else None, "lobby_entered_at": None},
+                          to=staff_room(appointment_id))
+    for appointment_id in sorted(visits_with_staff_change):
+        push_lobby_states(appointment_id, now)
+
+
+writer.flushed.connect(_announce_recorded)

@@ -4,70 +4,209 @@ Staff snapshots carry participant ids, roles, presence and the lobby; provider d
 names only (the patient's name is read live from FHIR by the visit page and never
 leaves the EHR's own token). A patient's state carries nothing about anyone else
 except whether a provider is there.
+
+Both are read with a few Core queries (no ORM objects), because they are built on every
+connect: one query for a patient's own state, three for a staff snapshot.
 """
 from __future__ import annotations
 
-from datetime import datetime
+import functools
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
 
 from extensions import db
-from visits import lobby
-from visits.models import Appointment, Participant, ParticipantRole, PresenceState
+from visits import presence
+from visits.models import Appointment, LobbyEntry, Participant
+
+_p = Participant.__table__
+_a = Appointment.__table__
+_lobby = LobbyEntry.__table__
+# Who waits in the lobby: everyone who joins by link. Providers come in through the EHR.
+WAITS_IN_LOBBY = ("patient", "guest", "interpreter")
 
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def staff_view(appointment: Appointment, now: datetime) -> dict:
-    """The whole visit, for providers and interpreters."""
-    db.session.refresh(appointment)
-    waiting = lobby.waiting_entries(appointment)
-    return {
-        "appointment_id": appointment.id,
-        "ended": appointment.ended_at is not None,
-        "server_time": now.isoformat(),
-        "lobby_note": appointment.lobby_note,
-        "participants": [{
-            "id": p.id,
-            "role": p.role,
-            "display_name": p.display_name,
-            "presence": p.presence,
-            "presence_since": _iso(p.presence_since),
-            "admitted": p.admitted_at is not None or p.role not in lobby.WAITS_IN_LOBBY,
-            "device_test": _latest_device_test(p),
-        } for p in appointment.participants],
-        "lobby": [{"participant_id": participant.id, "role": participant.role,
-                   "entered_at": _iso(entry.entered_at)} for participant, entry in waiting],
-    }
+def _open_entry(participant_id):
+    """The first open lobby entry's start (a participant who somehow has two keeps the
+    first), as a correlated scalar subquery."""
+    return (sa.select(sa.func.min(_lobby.c.entered_at))
+            .where(_lobby.c.participant_id == participant_id,
+                   _lobby.c.admitted_at.is_(None), _lobby.c.left_at.is_(None))
+            .scalar_subquery())
 
 
-def _latest_device_test(participant: Participant) -> dict | None:
-    """The participant's latest device-test grade, so staff can call ahead. Read through
-    the backref device_test/ adds, so visits/ does not import device_test/."""
-    results = getattr(participant, "device_test_results", None) or []
-    if not results:
-        return None
-    latest = max(results, key=lambda r: (r.created_at, r.id))
-    return {"overall": latest.overall, "at": _iso(latest.created_at)}
+@dataclass(frozen=True)
+class Context:
+    """Everything a participant's own state needs, from one query."""
+
+    participant_id: int
+    appointment_id: int
+    role: str
+    admitted: bool
+    ended: bool
+    lobby_opens_at: datetime
+    lobby_note: str | None
+    waiting_since: datetime | None
+    provider_present: bool
+
+    @property
+    def needs_admission(self) -> bool:
+        return self.role in WAITS_IN_LOBBY and not self.admitted
+
+    def lobby_open(self, now: datetime) -> bool:
+        return not self.ended and now >= self.lobby_opens_at
+
+    @property
+    def state(self) -> str:
+        if self.ended:
+            return "ended"
+        return "waiting" if self.needs_admission else "admitted"
 
 
-def participant_view(participant: Participant, now: datetime) -> dict:
+@functools.cache
+def _context_query() -> sa.Select:
+    """Built once: constructing a statement costs more than running it on SQLite."""
+    # The endpoint's row holds the lobby window; read by name, visits/ does not import ehr/.
+    endpoints = db.metadata.tables["ehr_endpoints"]
+    providers = sa.alias(_p)
+    return (
+        sa.select(_p.c.id, _p.c.appointment_id, _p.c.role, _p.c.admitted_at, _a.c.ended_at,
+                  _a.c.start_at, endpoints.c.lobby_opens_before_minutes, _a.c.lobby_note,
+                  _open_entry(_p.c.id).label("waiting_since"),
+                  sa.exists().where(providers.c.appointment_id == _a.c.id,
+                                    providers.c.role == "provider",
+                                    providers.c.presence == "connected").label("provider"))
+        .join(_a, _a.c.id == _p.c.appointment_id)
+        .join(endpoints, endpoints.c.id == _a.c.endpoint_id))
+
+
+@functools.cache
+def _one_context() -> sa.Select:
+    return _context_query().where(_p.c.id == sa.bindparam("pid"))
+
+
+@functools.cache
+def _visit_contexts() -> sa.Select:
+    return _context_query().where(_p.c.appointment_id == sa.bindparam("aid"),
+                                  _p.c.role != "provider")
+
+
+def _context(row) -> Context:
+    admitted = row.admitted_at is not None or row.role not in WAITS_IN_LOBBY
+    return Context(
+        participant_id=row.id, appointment_id=row.appointment_id, role=row.role,
+        admitted=admitted, ended=row.ended_at is not None,
+        lobby_opens_at=row.start_at - timedelta(minutes=row.lobby_opens_before_minutes),
+        lobby_note=row.lobby_note,
+        # A lobby place this process queued but has not written yet counts too.
+        waiting_since=row.waiting_since if admitted
+        else (row.waiting_since or presence.waiting_since(row.id)),
+        provider_present=bool(row.provider) or presence.staff_here(row.appointment_id))
+
+
+def context(participant_id: int) -> Context | None:
+    row = db.session.execute(_one_context(), {"pid": participant_id}).one_or_none()
+    return _context(row) if row is not None else None
+
+
+def visit_contexts(appointment_id: int) -> list[Context]:
+    """The context of everyone in the visit who is not a provider (one query)."""
+    return [_context(row) for row in
+            db.session.execute(_visit_contexts(), {"aid": appointment_id})]
+
+
+def lobby_state(ctx: Context, now: datetime, waiting_since: datetime | None = None) -> dict:
     """A patient's or guest's own state: waiting, admitted or ended."""
-    db.session.refresh(participant)
-    appointment = participant.appointment
-    if appointment.ended_at is not None:
-        state = "ended"
-    elif lobby.needs_admission(participant):
-        state = "waiting"
-    else:
-        state = "admitted"
-    entry = lobby.open_entry(participant)
     return {
-        "state": state,
+        "state": ctx.state,
         "server_time": now.isoformat(),
-        "waiting_since": _iso(entry.entered_at if entry else None),
-        "note": appointment.lobby_note,
-        "provider_present": any(p.role == ParticipantRole.PROVIDER
-                                and p.presence == PresenceState.CONNECTED
-                                for p in appointment.participants),
+        "waiting_since": _iso(waiting_since or ctx.waiting_since),
+        "note": ctx.lobby_note,
+        "provider_present": ctx.provider_present,
     }
+
+
+def participant_view(participant: Participant | int, now: datetime) -> dict:
+    """``lobby_state`` for one participant, read fresh."""
+    participant_id = participant if isinstance(participant, int) else participant.id
+    return lobby_state(context(participant_id), now)
+
+
+@functools.cache
+def _visit_query() -> sa.Select:
+    return sa.select(_a.c.ended_at, _a.c.lobby_note).where(_a.c.id == sa.bindparam("aid"))
+
+
+@functools.cache
+def _people_query() -> sa.Select:
+    return (sa.select(_p.c.id, _p.c.role, _p.c.display_name, _p.c.presence,
+                      _p.c.presence_since, _p.c.sockets_gone_at, _p.c.admitted_at,
+                      _open_entry(_p.c.id).label("waiting_since"))
+            .where(_p.c.appointment_id == sa.bindparam("aid")).order_by(_p.c.id))
+
+
+def staff_view(appointment: Appointment | int, now: datetime) -> dict:
+    """The whole visit, for providers: participants, presence, the lobby, device tests.
+
+    The rows may lag this process's queued writes by a batch; what this process knows in
+    memory (sockets, lobby places) is laid over them, so the picture is current without
+    forcing a write."""
+    appointment_id = appointment if isinstance(appointment, int) else appointment.id
+    visit = db.session.execute(_visit_query(), {"aid": appointment_id}).one()
+    rows = db.session.execute(_people_query(), {"aid": appointment_id}).all()
+    tests = _latest_device_tests([row.id for row in rows])
+    participants, lobby = [], []
+    for row in rows:
+        shown, since = _presence(row)
+        admitted = row.admitted_at is not None or row.role not in WAITS_IN_LOBBY
+        participants.append({
+            "id": row.id, "role": row.role, "display_name": row.display_name,
+            "presence": shown, "presence_since": _iso(since), "admitted": admitted,
+            "device_test": tests.get(row.id),
+        })
+        waiting_since = row.waiting_since or presence.waiting_since(row.id)
+        if waiting_since is not None and not admitted and shown in ("connected", "reconnecting"):
+            lobby.append({"participant_id": row.id, "role": row.role,
+                          "entered_at": _iso(waiting_since)})
+    lobby.sort(key=lambda entry: entry["entered_at"])
+    return {
+        "appointment_id": appointment_id,
+        "ended": visit.ended_at is not None,
+        "server_time": now.isoformat(),
+        "lobby_note": visit.lobby_note,
+        "participants": participants,
+        "lobby": lobby,
+    }
+
+
+def _presence(row) -> tuple[str, datetime | None]:
+    """The recorded presence, laid over with this process's memory: connected while a
+    socket is open here, "reconnecting" while a connected participant has no socket and
+    the grace period runs (here, or according to the database)."""
+    here = presence.presence_here(row.id)
+    if here == "connected":
+        return "connected", (row.presence_since if row.presence == "connected"
+                             else presence.since_here(row.id))
+    if here == "reconnecting" or (row.presence == "connected" and row.sockets_gone_at):
+        return "reconnecting", presence.gone_at(row.id) or row.sockets_gone_at
+    return row.presence, row.presence_since
+
+
+def _latest_device_tests(participant_ids: list[int]) -> dict[int, dict]:
+    """Each participant's latest device-test grade, so staff can call ahead. The table
+    belongs to device_test/, read by name so visits/ does not import it."""
+    table = db.metadata.tables.get("device_test_results")
+    if table is None or not participant_ids:
+        return {}
+    latest: dict[int, dict] = {}
+    for participant_id, overall, at in db.session.execute(
+            sa.select(table.c.participant_id, table.c.overall, table.c.created_at)
+            .where(table.c.participant_id.in_(participant_ids))
+            .order_by(table.c.created_at, table.c.id)):
+        latest[participant_id] = {"overall": overall, "at": _iso(at)}
+    return latest

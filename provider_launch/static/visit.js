@@ -23,7 +23,7 @@ function nameOf(participant) {
 }
 
 function presenceText(participant) {
-  const label = S[participant.presence] || participant.presence;
+  const label = S[`presence_${participant.presence}`] || S[participant.presence] || participant.presence;
   if (!participant.presence_since || participant.presence === "never") return label;
   return `${label} ${fill(S.since, { time: clockTime(participant.presence_since, lang, data.time_zone) })}`;
 }
@@ -166,6 +166,32 @@ const socket = connectSocket({ visit: data.appointment_id }, setConnection);
 socket.on("visit_state", (next) => {
   snapshot = next;
   clockOffsetMs = Date.now() - Date.parse(next.server_time);
+  render();
+  announceArrivals();
+});
+// One participant's presence changed (connected, reconnecting, disconnected): patch the
+// picture instead of waiting for a whole new one.
+socket.on("presence", async (delta) => {
+  const person = snapshot.participants.find((p) => p.id === delta.participant_id);
+  if (!person) {
+    // Someone this page has not seen yet: ask for the whole picture.
+    const reply = await request(socket, "get_visit_state");
+    if (reply.ok) snapshot = reply.state;
+  } else {
+    person.presence = delta.presence;
+    person.presence_since = delta.since;
+    const kept = snapshot.lobby.find((entry) => entry.participant_id === delta.participant_id);
+    const lobby = snapshot.lobby.filter((entry) => entry.participant_id !== delta.participant_id);
+    if (delta.presence !== "disconnected") {
+      if (delta.lobby_entered_at) {
+        lobby.push({ participant_id: person.id, role: person.role, entered_at: delta.lobby_entered_at });
+      } else if (kept) {
+        lobby.push(kept);
+      }
+    }
+    lobby.sort((a, b) => Date.parse(a.entered_at) - Date.parse(b.entered_at));
+    snapshot.lobby = lobby;
+  }
   render();
   announceArrivals();
 });

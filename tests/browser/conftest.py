@@ -68,6 +68,7 @@ def start_server(workdir: Path, *, port: int | None = None, public_url: str | No
         "VV_PUBLIC_BASE_URL": public_url or url,
         "VV_PRESENCE_GRACE_SECONDS": "0.3",
         "VV_PRESENCE_SWEEP_SECONDS": "0.2",
+        "VV_PRESENCE_RESTART_GRACE_SECONDS": "1",
         "VV_SECRET_KEY": "browser-test-secret-key-0123456789abcdef",
         "VV_LOG_FORMAT": "json",
         **env_overrides,

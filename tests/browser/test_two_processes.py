@@ -50,19 +50,28 @@ def two_servers(tmp_path, shared_database):
 
 
 class Watcher:
-    """A provider's visit-page socket, keeping the latest visit_state."""
+    """A provider's visit-page socket, keeping what the page shows: the latest visit_state
+    with the presence deltas since applied."""
 
     def __init__(self, url: str, cookies: str, appointment_id: int):
         self.latest: dict | None = None
         self.changed = threading.Condition()
         self.client = socketio.Client(reconnection=False)
         self.client.on("visit_state", self._on_state)
+        self.client.on("presence", self._on_presence)
         self.client.connect(url, headers={"Cookie": cookies}, auth={"visit": appointment_id},
                             transports=["websocket"], wait_timeout=5)
 
     def _on_state(self, state):
         with self.changed:
             self.latest = state
+            self.changed.notify_all()
+
+    def _on_presence(self, delta):
+        with self.changed:
+            for person in (self.latest or {}).get("participants", []):
+                if person["id"] == delta["participant_id"]:
+                    person["presence"] = delta["presence"]
             self.changed.notify_all()
 
     def wait_for(self, predicate, timeout: float) -> float:

@@ -10,16 +10,75 @@ import sqlalchemy as sa
 from ehr.models import WritebackOutbox
 from extensions import db, socketio
 from tests import factories
-from visits import presence
+from visits import presence, writer
 from visits.events import presence_upkeep
 from visits.models import LiveSocket, Participant, PresenceEvent, ServerProcess
 
 
 @pytest.fixture
 def visit(app):
+    presence.reset_for_tests()
     with app.app_context():
         made = factories.make_visit()
         yield made
+    presence.reset_for_tests()
+
+
+class StaffPage:
+    """A provider's visit-page socket, and what the page shows: the last ``visit_state``
+    with the ``presence`` deltas after it applied, as provider_launch/static/visit.js does."""
+
+    def __init__(self, client):
+        self.client = client
+        self.snapshot = None
+        self.deltas = []
+
+    def emit(self, *args, **kwargs):
+        return self.client.emit(*args, **kwargs)
+
+    def is_connected(self):
+        return self.client.is_connected()
+
+    def disconnect(self):
+        self.client.disconnect()
+
+    def get_received(self):
+        received = self.client.get_received()
+        for message in received:
+            if message["name"] == "visit_state":
+                self.snapshot = message["args"][0]
+            elif message["name"] == "presence" and self.snapshot is not None:
+                self._apply(message["args"][0])
+                self.deltas.append(message["args"][0])
+        return received
+
+    def _apply(self, delta):
+        person = next((p for p in self.snapshot["participants"]
+                       if p["id"] == delta["participant_id"]), None)
+        if person is not None:
+            person["presence"], person["presence_since"] = delta["presence"], delta["since"]
+        lobby = [e for e in self.snapshot["lobby"] if e["participant_id"] != delta["participant_id"]]
+        if delta["presence"] != "disconnected":
+            kept = next((e for e in self.snapshot["lobby"]
+                         if e["participant_id"] == delta["participant_id"]), None)
+            if delta.get("lobby_entered_at"):
+                kept = {"participant_id": delta["participant_id"],
+                        "role": person["role"] if person else None,
+                        "entered_at": delta["lobby_entered_at"]}
+            if kept:
+                lobby.append(kept)
+        self.snapshot["lobby"] = sorted(lobby, key=lambda e: e["entered_at"])
+
+    def picture(self):
+        self.get_received()
+        return self.snapshot
+
+    def presence_of(self, participant):
+        return next(p["presence"] for p in self.picture()["participants"]
+                    if p["id"] == participant.id)
+
+    def lobby_ids(self):
+        return [entry["participant_id"] for entry in self.picture()["lobby"]]
 
 
 def staff_socket(app, participant, appointment_id=None):
@@ -28,8 +87,9 @@ def staff_socket(app, participant, appointment_id=None):
     raw = factories.make_launch_session(participant)
     with client.session_transaction() as session:
         session["launch_sessions"] = {str(participant.appointment_id): raw}
-    return socketio.test_client(app, flask_test_client=client,
-                                auth={"visit": appointment_id or participant.appointment_id})
+    return StaffPage(socketio.test_client(app, flask_test_client=client,
+                                          auth={"visit": appointment_id or
+                                                participant.appointment_id}))
 
 
 def patient_socket(app, participant):
@@ -51,11 +111,14 @@ def upkeep_after(app, seconds):
     app.config["PRESENCE_GRACE_SECONDS"] = 5
     presence.heartbeat(later)
     presence.reap_dead_processes(later, app.config["PROCESS_TIMEOUT_SECONDS"])
-    changes = presence.finalize_disconnects(later, app.config["PRESENCE_GRACE_SECONDS"])
-    from visits import realtime
-    for appointment_id in {c.appointment_id for c in changes}:
-        realtime.push_visit(appointment_id, later)
-    return changes
+    presence.queue_due_finalizations(later, app.config["PRESENCE_GRACE_SECONDS"])
+    presence.finalize_overdue(later, app.config["PRESENCE_GRACE_SECONDS"])
+    return writer.flush(later).disconnected
+
+
+def kinds_of(participant):
+    return db.session.execute(sa.select(PresenceEvent.kind).filter_by(
+        participant_id=participant.id).order_by(PresenceEvent.id)).scalars().all()
 
 
 def test_staff_sees_patient_arrive_in_lobby_and_presence(app, visit):
@@ -64,10 +127,35 @@ def test_staff_sees_patient_arrive_in_lobby_and_presence(app, visit):
 
     patient = patient_socket(app, visit.patient)
 
-    snapshot = last(staff.get_received(), "visit_state")
-    assert presence_of(snapshot, visit.patient) == "connected"
-    assert [entry["participant_id"] for entry in snapshot["lobby"]] == [visit.patient.id]
+    assert staff.presence_of(visit.patient) == "connected"
+    assert staff.lobby_ids() == [visit.patient.id]
     assert last(patient.get_received(), "lobby_state")["state"] == "waiting"
+
+
+def test_staff_hear_connection_lost_at_once_and_left_only_after_grace(app, visit):
+    staff = staff_socket(app, visit.provider)
+    patient = patient_socket(app, visit.patient)
+    staff.get_received()
+
+    patient.disconnect()
+
+    assert staff.presence_of(visit.patient) == "reconnecting"
+    assert staff.lobby_ids() == [visit.patient.id]  # keeps their place while reconnecting
+    assert upkeep_after(app, 1) == []
+    assert staff.presence_of(visit.patient) == "reconnecting"
+    upkeep_after(app, 6)
+    assert staff.presence_of(visit.patient) == "disconnected"
+    assert kinds_of(visit.patient) == ["connected", "disconnected"]
+    assert staff.lobby_ids() == []
+
+
+def test_a_new_staff_page_sees_a_reconnecting_participant_as_such(app, visit):
+    patient = patient_socket(app, visit.patient)
+    patient.disconnect()
+
+    staff = staff_socket(app, visit.provider)
+
+    assert staff.presence_of(visit.patient) == "reconnecting"
 
 
 def test_disconnect_is_final_only_after_grace_and_is_recorded(app, visit):
@@ -78,15 +166,13 @@ def test_disconnect_is_final_only_after_grace_and_is_recorded(app, visit):
     patient.disconnect()
     too_early = upkeep_after(app, 1)
     assert too_early == []
-    assert last(staff.get_received(), "visit_state") is None
     upkeep_after(app, 6)
 
-    snapshot = last(staff.get_received(), "visit_state")
+    snapshot = staff.picture()
     assert presence_of(snapshot, visit.patient) == "disconnected"
-    kinds = db.session.execute(sa.select(PresenceEvent.kind).filter_by(
-        participant_id=visit.patient.id).order_by(PresenceEvent.id)).scalars().all()
-    assert kinds == ["connected", "disconnected"]
+    assert kinds_of(visit.patient) == ["connected", "disconnected"]
     assert snapshot["lobby"] == []
+    assert db.session.get(Participant, visit.patient.id).presence == "disconnected"
 
 
 def test_reconnect_within_grace_keeps_presence_and_lobby_place(app, visit):
@@ -98,22 +184,112 @@ def test_reconnect_within_grace_keeps_presence_and_lobby_place(app, visit):
     second = patient_socket(app, visit.patient)
     upkeep_after(app, 30)
 
-    kinds = db.session.execute(sa.select(PresenceEvent.kind).filter_by(
-        participant_id=visit.patient.id)).scalars().all()
-    assert kinds == ["connected"]
+    assert kinds_of(visit.patient) == ["connected"]
     assert last(second.get_received(), "lobby_state")["waiting_since"] == entered
-    assert presence_of(last(staff.get_received(), "visit_state"), visit.patient) == "connected"
+    assert staff.presence_of(visit.patient) == "connected"
+    assert staff.picture()["lobby"][0]["entered_at"] == entered
 
 
 def test_two_tabs_one_closed_still_connected(app, visit):
-    staff_socket(app, visit.provider)
+    staff = staff_socket(app, visit.provider)
     tab_one = patient_socket(app, visit.patient)
     patient_socket(app, visit.patient)
+    staff.get_received()
+    staff.deltas.clear()
 
     tab_one.disconnect()
     upkeep_after(app, 60)
 
     assert db.session.get(Participant, visit.patient.id).presence == "connected"
+    assert staff.presence_of(visit.patient) == "connected"
+    assert [d["presence"] for d in staff.deltas] == []  # a closed tab is not news
+
+
+def test_restart_shorter_than_grace_keeps_presence_and_sends_no_disconnect(app, visit):
+    """The only server process dies with both sockets open; a new one starts and the pages
+    reconnect: same lobby place, no "disconnected" recorded or owed to the EHR."""
+    staff_socket(app, visit.provider)
+    patient = patient_socket(app, visit.patient)
+    entered = last(patient.get_received(), "lobby_state")["waiting_since"]
+    presence.reset_for_tests()  # a new process: nothing in memory, a new process id
+
+    staff = staff_socket(app, visit.provider)
+    again = patient_socket(app, visit.patient)
+    upkeep_after(app, 3)           # the old process is not taken for dead yet
+    upkeep_after(app, 30)          # now it is: its sockets go, the new ones stay
+
+    assert kinds_of(visit.patient) == ["connected"]
+    assert kinds_of(visit.provider) == ["connected"]
+    assert last(again.get_received(), "lobby_state")["waiting_since"] == entered
+    assert staff.presence_of(visit.patient) == "connected"
+    assert staff.picture()["lobby"][0]["entered_at"] == entered
+    disconnects = db.session.execute(sa.select(WritebackOutbox.business_identifier).where(
+        WritebackOutbox.business_identifier.like("participant-disconnected/%"))).all()
+    assert disconnects == []
+
+
+def test_restart_longer_than_grace_ends_presence_of_those_who_did_not_return(app, visit):
+    staff_socket(app, visit.provider)
+    patient_socket(app, visit.patient)
+    presence.reset_for_tests()
+    staff = staff_socket(app, visit.provider)  # only the provider comes back
+
+    upkeep_after(app, 30)          # the old process is dead: the patient's grace starts
+    upkeep_after(app, 36)
+
+    assert kinds_of(visit.patient) == ["connected", "disconnected"]
+    assert staff.presence_of(visit.patient) == "disconnected"
+
+
+def test_batched_writer_records_the_same_as_immediate_writes(app, visit):
+    """With a write delay, sockets are told at once and rows follow at the next flush."""
+    app.config["PRESENCE_WRITE_DELAY_SECONDS"] = 10
+    staff = staff_socket(app, visit.provider)
+    patient = patient_socket(app, visit.patient)
+
+    assert staff.presence_of(visit.patient) == "connected"
+    assert last(patient.get_received(), "lobby_state")["state"] == "waiting"
+    assert writer.pending()
+    writer.flush()
+
+    db.session.expire_all()
+    assert db.session.get(Participant, visit.patient.id).presence == "connected"
+    assert kinds_of(visit.patient) == ["connected"]
+    assert db.session.execute(sa.select(sa.func.count()).select_from(LiveSocket)).scalar() == 2
+    assert len(db.session.execute(sa.select(WritebackOutbox)).all()) == 2
+
+
+def test_connect_and_leave_within_one_batch_is_recorded_in_order(app, visit):
+    app.config["PRESENCE_WRITE_DELAY_SECONDS"] = 10
+    staff = staff_socket(app, visit.provider)
+    patient = patient_socket(app, visit.patient)
+    patient.disconnect()
+    again = patient_socket(app, visit.patient)
+    again.disconnect()
+
+    writer.flush()
+    upkeep_after(app, 6)
+
+    assert kinds_of(visit.patient) == ["connected", "disconnected"]
+    assert staff.presence_of(visit.patient) == "disconnected"
+    assert db.session.execute(sa.select(sa.func.count()).select_from(LiveSocket).where(
+        LiveSocket.participant_id == visit.patient.id)).scalar() == 0
+
+
+def test_writer_loop_waits_for_a_batch_then_writes_it(app, visit):
+    """The body of the background loop: it wakes on queued changes, lets the batch gather
+    for the write delay, then writes it."""
+    from visits.events import write_visit_changes
+
+    app.config["PRESENCE_WRITE_DELAY_SECONDS"] = 0.05
+    patient_socket(app, visit.patient)
+    assert db.session.get(Participant, visit.patient.id).presence == "never"
+
+    write_visit_changes()
+
+    db.session.expire_all()
+    assert db.session.get(Participant, visit.patient.id).presence == "connected"
+    assert not writer.pending()
 
 
 def test_provider_admits_patient_and_everyone_hears(app, visit):
@@ -259,7 +435,7 @@ def test_sockets_of_a_dead_process_are_cleared(app, visit):
     upkeep_after(app, 6)      # grace over: final
 
     assert db.session.get(LiveSocket, "orphan-sid") is None
-    assert presence_of(last(staff.get_received(), "visit_state"), visit.patient) == "disconnected"
+    assert staff.presence_of(visit.patient) == "disconnected"
 
 
 def test_periodic_task_runs_in_app_context(app, visit):
@@ -296,7 +472,7 @@ def test_provider_adds_guest_who_joins_by_link_and_waits(app, visit):
 
     assert reply["ok"] is True
     assert last(guest.get_received(), "lobby_state")["state"] == "waiting"
-    snapshot = last(staff.get_received(), "visit_state")
+    snapshot = staff.picture()
     assert {"role": "guest", "display_name": "Maria (daughter)", "presence": "connected"}.items() \
         <= next(p for p in snapshot["participants"] if p["id"] == reply["participant_id"]).items()
     bad = staff.emit("add_participant", {"role": "provider", "display_name": "X"}, callback=True)
@@ -397,3 +573,40 @@ def test_any_provider_on_the_appointment_may_admit(app, visit):
 
     assert reply == {"ok": True}
     assert last(patient.get_received(), "lobby_state")["state"] == "admitted"
+
+
+def test_a_process_just_started_waits_before_making_disconnects_final(app, visit):
+    """After a restart, pages come back at their own pace: the new process must not turn
+    them disconnected before its restart grace is over."""
+    patient = patient_socket(app, visit.patient)
+    patient.disconnect()
+    presence.reset_for_tests()
+    soon = datetime.now(timezone.utc) + timedelta(seconds=10)
+    presence.heartbeat(datetime.now(timezone.utc))
+
+    held_back = presence.finalize_overdue(soon, 5, restart_grace_seconds=15)
+    later = presence.finalize_overdue(soon + timedelta(seconds=10), 5, restart_grace_seconds=15)
+    writer.flush(soon + timedelta(seconds=10))
+
+    assert held_back == 0 and later == 1
+    assert kinds_of(visit.patient) == ["connected", "disconnected"]
+
+
+def test_a_stopping_process_hands_its_participants_over_at_once(app, visit):
+    """A process that stops cleanly removes its sockets and heartbeat: the next one shows
+    its patients as reconnecting at once, and a patient who comes back within the grace
+    period was never disconnected."""
+    from ops.server import stop
+
+    patient_socket(app, visit.patient)
+    stop(app)
+    presence.reset_for_tests()
+
+    staff = staff_socket(app, visit.provider)
+    assert staff.presence_of(visit.patient) == "reconnecting"
+    assert db.session.execute(sa.select(sa.func.count()).select_from(ServerProcess)).scalar() == 1
+    patient_socket(app, visit.patient)
+    upkeep_after(app, 30)
+
+    assert staff.presence_of(visit.patient) == "connected"
+    assert kinds_of(visit.patient) == ["connected"]

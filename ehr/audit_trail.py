@@ -1,0 +1,115 @@
+"""The visit's audit trail for the EHR: AuditEvents queued when the domain announces a change.
+
+``visits/`` sends signals (``visits/signals.py``) inside the transaction that records a
+change; the receivers here add the write-back rows to that same transaction, so the
+change and the promise to report it commit together (the transactional outbox), and
+``visits/`` never reaches into ``ehr/``.
+
+Presence changes arrive in batches (the presence writer records many connects at once
+after a restart), so they are queued with a handful of queries and one multi-row INSERT
+per batch, whatever its size.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+from flask import current_app
+
+from ehr import auditevents
+from ehr.models import LaunchSession, WritebackOutbox, WritebackResource, WritebackStatus
+from ehr.outbox import enqueue_audit_event
+from extensions import db
+from visits import signals
+from visits.models import Appointment, Participant, utcnow
+
+_PRESENCE_ACTIONS = {"connected": "participant-connected",
+                     "disconnected": "participant-disconnected"}
+_FHIR_AGENTS = ("Practitioner/", "Patient/", "RelatedPerson/", "PractitionerRole/")
+
+
+@signals.participant_admitted.connect
+def _admitted(appointment: Appointment, *, participant: Participant, admitter: Participant,
+              at: datetime) -> None:
+    enqueue_audit_event(appointment, "participant-admitted", at=at,
+                        event_key=f"admitted-{participant.id}", participant=participant,
+                        actor=admitter)
+
+
+@signals.visit_ended.connect
+def _ended(appointment: Appointment, *, provider: Participant, at: datetime) -> None:
+    enqueue_audit_event(appointment, "visit-ended", at=at, event_key=f"ended-{appointment.id}",
+                        actor=provider)
+
+
+@signals.presence_recorded.connect
+def _presence(_sender, *, facts: list[signals.PresenceFact]) -> None:
+    enqueue_presence(facts)
+
+
+def enqueue_presence(facts: list[signals.PresenceFact]) -> int:
+    """Queue one AuditEvent per presence fact in the caller's transaction; returns how many.
+
+    Each fact's identifier comes from its own ``presence_events`` row
+    (``participant-connected/presence-<id>``), so no two facts share one and no lookup for
+    an existing row is needed."""
+    if not facts:
+        return 0
+    p, a = Participant.__table__, Appointment.__table__
+    people = {row.id: row for row in db.session.execute(
+        sa.select(p.c.id, p.c.role, p.c.ehr_user_id, a.c.id.label("appointment_id"),
+                  a.c.endpoint_id, a.c.ehr_appointment_id)
+        .join(a, a.c.id == p.c.appointment_id)
+        .where(p.c.id.in_({fact.participant_id for fact in facts})))}
+    appointment_ids = {row.appointment_id for row in people.values()}
+    patients = dict(db.session.execute(
+        sa.select(p.c.appointment_id, sa.func.min(p.c.ehr_user_id))
+        .where(p.c.appointment_id.in_(appointment_ids), p.c.role == "patient",
+               p.c.ehr_user_id.like("Patient/%"))
+        .group_by(p.c.appointment_id)).all())
+    encounters = dict(db.session.execute(
+        sa.select(LaunchSession.appointment_id, LaunchSession.encounter_ref)
+        .where(LaunchSession.appointment_id.in_(appointment_ids),
+               LaunchSession.encounter_ref.is_not(None))
+        .order_by(LaunchSession.created_at)).all())  # the latest launch's wins
+    public = current_app.config["PUBLIC_BASE_URL"]
+    site = urlsplit(public).hostname or public
+    recorded, rows = utcnow(), []
+    for fact in facts:
+        person = people.get(fact.participant_id)
+        if person is None:
+            continue  # deleted since; nothing to say about them
+        action = _PRESENCE_ACTIONS[fact.kind]
+        identifier = auditevents.business_identifier(action, f"presence-{fact.event_id}")
+        payload = auditevents.build(
+            action, identifier=identifier, at=fact.at, recorded=recorded,
+            appointment_reference=(f"Appointment/{person.ehr_appointment_id}"
+                                   if person.ehr_appointment_id else None),
+            appointment_local_id=person.appointment_id,
+            encounter_reference=encounters.get(person.appointment_id),
+            patient_reference=patients.get(person.appointment_id),
+            subject=auditevents.Agent(role=person.role, reference=_reference(person.ehr_user_id),
+                                      participant_id=person.id),
+            source_url=public, source_site=site)
+        rows.append(_outbox_row(person.endpoint_id, person.appointment_id, identifier, payload,
+                                recorded))
+    if rows:
+        db.session.execute(sa.insert(WritebackOutbox.__table__), rows)
+    return len(rows)
+
+
+def _reference(ehr_user_id: str | None) -> str | None:
+    """A FHIR reference we can vouch for; anything else stays out (the participant id
+    still names them)."""
+    return ehr_user_id if ehr_user_id and ehr_user_id.startswith(_FHIR_AGENTS) else None
+
+
+def _outbox_row(endpoint_id: int, appointment_id: int, identifier: str, payload: dict[str, Any],
+                now: datetime) -> dict[str, Any]:
+    return {"endpoint_id": endpoint_id, "appointment_id": appointment_id,
+            "resource_type": WritebackResource.AUDIT_EVENT.value,
+            "business_identifier": identifier, "payload": payload,
+            "status": WritebackStatus.PENDING.value, "attempts": 0, "next_attempt_at": now,
+            "created_at": now}

@@ -1,0 +1,290 @@
+"""Socket.IO transport tuned for thousands of connections in one gevent process.
+
+Measured on this machine (docs/performance.md), python-socketio and python-engineio as
+they come spend, per connection:
+
+- a room scan on every disconnect: ``BaseManager.basic_disconnect`` walks every room
+  of the server to find the client's (0.8 ms at 9,000 rooms; a restart makes thousands
+  of disconnects at once). ``Manager`` and ``RedisManager`` here keep each client's rooms;
+- two long-lived greenlets besides the one reading the WebSocket: a writer blocked on an
+  empty queue, and a ping task sleeping 25 s, about 9 KiB each. ``LeanSocket`` writes
+  from a greenlet started only while something is queued, and one ``_PingClock``
+  greenlet sends every socket's pings and checks their timeouts, which also replaces
+  engine.io's service task (a timer per socket per ping interval);
+- an 8 KiB read buffer per connection (``SmallBufferHandler`` in ops/server.py).
+
+What the client sees is unchanged: the same packets, the same ping interval and timeout.
+``install()`` is called where the server is served under gevent (ops/server.py, the
+gunicorn worker); tests in threading mode run the libraries as they come.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import time
+
+import engineio.server
+import engineio.socket
+import socketio
+from engineio import exceptions, packet
+from geventwebsocket.websocket import Header, WebSocket
+
+log = logging.getLogger(__name__)
+
+
+# --- Socket.IO client managers: rooms by client -----------------------------------------
+
+class _RoomIndex:
+    """Keeps ``(namespace, sid) -> rooms`` next to python-socketio's ``room -> sids``, so a
+    disconnect leaves exactly its own rooms instead of scanning them all."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._rooms_of: dict[tuple[str, str], set] = {}
+
+    def basic_enter_room(self, sid, namespace, room, eio_sid=None):
+        super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
+        self._rooms_of.setdefault((namespace, sid), set()).add(room)
+
+    def basic_leave_room(self, sid, namespace, room):
+        super().basic_leave_room(sid, namespace, room)
+        rooms = self._rooms_of.get((namespace, sid))
+        if rooms is not None:
+            rooms.discard(room)
+            if not rooms:
+                del self._rooms_of[(namespace, sid)]
+
+    def basic_disconnect(self, sid, namespace, **kwargs):
+        if namespace not in self.rooms:
+            return
+        for room in list(self._rooms_of.get((namespace, sid), ())):
+            self.basic_leave_room(sid, namespace, room)
+        self.callbacks.pop(sid, None)
+        for pending in (self.pending_connect, self.pending_disconnect):
+            waiting = pending.get(namespace)
+            if waiting is not None and sid in waiting:
+                waiting.remove(sid)
+                if not waiting:
+                    del pending[namespace]
+
+    def get_rooms(self, sid, namespace):
+        return [room for room in self._rooms_of.get((namespace, sid), ()) if room is not None]
+
+
+class Manager(_RoomIndex, socketio.Manager):
+    """One process: python-socketio's in-memory manager with rooms indexed by client."""
+
+
+class RedisManager(_RoomIndex, socketio.RedisManager):
+    """Several processes sharing emits through Redis, rooms indexed by client."""
+
+
+def client_manager(redis_url: str | None, channel: str):
+    return RedisManager(redis_url, channel=channel) if redis_url else Manager()
+
+
+# --- Engine.IO sockets under gevent -----------------------------------------------------
+
+class _PingClock:
+    """Sends every socket's ping when due and closes those whose pong never came, from
+    one greenlet. Due times are appended in order (one interval for all), so a deque
+    kept in time order suffices."""
+
+    def __init__(self, server) -> None:
+        self.server = server
+        self.pings: collections.deque = collections.deque()  # (due, socket)
+        self.timeouts: collections.deque = collections.deque()  # (deadline, socket, ping time)
+        self.task = None
+
+    def schedule(self, sock) -> None:
+        self.pings.append((time.monotonic() + self.server.ping_interval, sock))
+        if self.task is None:
+            self.task = self.server.start_background_task(self._run)
+
+    def _run(self) -> None:
+        while True:
+            self.server.sleep(1.0)
+            try:
+                self._tick(time.monotonic())
+            except Exception:  # the clock must outlive any one socket's trouble
+                log.exception("ping clock failed")
+
+    def _tick(self, now: float) -> None:
+        pings, timeouts = self.pings, self.timeouts
+        while pings and pings[0][0] <= now:
+            _, sock = pings.popleft()
+            if sock.closing or sock.closed or sock.last_ping is not None:
+                continue
+            sock.last_ping = time.time()
+            sock.send(packet.Packet(packet.PING))
+            # A second late, so engine.io's own "more than ping_timeout" test holds.
+            timeouts.append((now + self.server.ping_timeout + 1.0, sock, sock.last_ping))
+        while timeouts and timeouts[0][0] <= now:
+            _, sock, pinged = timeouts.popleft()
+            if sock.last_ping == pinged and not (sock.closing or sock.closed):
+                sock.check_ping_timeout()  # no pong since that ping: engine.io closes it
+            if sock.closed:
+                self.server.sockets.pop(sock.sid, None)
+
+
+class LeanSocket(engineio.socket.Socket):
+    """An Engine.IO socket without its two long-lived helper greenlets."""
+
+    _ws = None
+    _writing = False
+
+    def schedule_ping(self):
+        # Like engine.io: a new ping only once the previous one was answered.
+        if self.last_ping:
+            self.last_ping = None
+            _clock(self.server).schedule(self)
+
+    def send(self, pkt):
+        super().send(pkt)
+        if self._ws is not None and not self._writing:
+            self._writing = True
+            self.server.start_background_task(self._drain)
+
+    def close(self, wait=True, abort=False, reason=None):
+        """engine.io's close, with a writer started for its end-of-stream marker (which
+        it queues without ``send``) before waiting for the queue to empty."""
+        if self.closed or self.closing:
+            return
+        self.closing = True
+        self.server._trigger_event("disconnect", self.sid,
+                                   reason or self.server.reason.SERVER_DISCONNECT,
+                                   run_async=False)
+        if not abort:
+            self.send(packet.Packet(packet.CLOSE))
+        self.closed = True
+        self.queue.put(None)
+        if self._ws is not None and not self._writing:
+            self._writing = True
+            self.server.start_background_task(self._drain)
+        if wait:
+            self.queue.join()
+
+    def _drain(self) -> None:
+        """Write what is queued, several frames per system call, then end; the next
+        ``send`` starts another. On loopback a send costs the sender the receiver's TCP
+        work too, so a connect's acknowledgement and first state go out together."""
+        ws = self._ws
+        queue_empty = self.server.get_queue_empty_exception()
+        try:
+            while ws is not None:
+                frames, closing = [], False
+                while True:
+                    try:
+                        pkt = self.queue.get(block=False)
+                    except queue_empty:
+                        break
+                    self.queue.task_done()
+                    if pkt is None:  # closing: engine.io's own end-of-stream marker
+                        closing = True
+                        break
+                    frames.append(_frame(pkt.encode()))
+                if frames:
+                    _write(ws, b"".join(frames))
+                if closing:
+                    ws.close()
+                if closing or not frames:
+                    break
+        except Exception:  # the peer went away mid-write; the reader sees it too
+            ws.close()
+        finally:
+            self._writing = False
+
+    def _websocket_handler(self, ws):
+        """engine.io's handler (python-engineio 4.x), writing through ``_drain``."""
+        def websocket_wait():
+            data = ws.wait()
+            if data and len(data) > self.server.max_http_buffer_size:
+                raise ValueError("packet is too large")
+            return data
+
+        for attr in ["_sock", "socket"]:
+            if hasattr(ws, attr) and hasattr(getattr(ws, attr), "settimeout"):
+                getattr(ws, attr).settimeout(self.server.ping_interval + self.server.ping_timeout)
+
+        if self.connected:
+            # An upgrade from long-polling: the probe exchange first.
+            self.upgrading = True
+            decoded = packet.Packet(encoded_packet=websocket_wait())
+            if decoded.packet_type != packet.PING or decoded.data != "probe":
+                self.upgrading = False
+                return []
+            ws.send(packet.Packet(packet.PONG, data="probe").encode())
+            self.queue.put(packet.Packet(packet.NOOP))  # ends the pending poll
+            decoded = packet.Packet(encoded_packet=websocket_wait())
+            if decoded.packet_type != packet.UPGRADE:
+                self.upgraded = False
+                self.upgrading = False
+                return []
+            self.upgraded = True
+            self.upgrading = False
+        else:
+            self.connected = True
+            self.upgraded = True
+
+        self._ws = ws
+        if not self.queue.empty() and not self._writing:
+            self._writing = True
+            self.server.start_background_task(self._drain)
+        while True:
+            try:
+                data = websocket_wait()
+            except Exception:
+                break
+            if data is None:  # closed by the client
+                break
+            try:
+                self.receive(packet.Packet(encoded_packet=data))
+            except exceptions.UnknownPacketError:
+                pass
+            except exceptions.SocketIsClosedError:
+                break
+            except Exception:
+                self.server.logger.exception("Unknown receive error")
+                break
+        self._ws = None
+        self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
+        try:
+            ws.close()
+        except Exception:
+            pass
+        return []
+
+
+def _frame(message: str | bytes) -> bytes:
+    """One final WebSocket frame (RFC 6455: server frames are not masked)."""
+    if isinstance(message, str):
+        payload, opcode = message.encode("utf-8"), WebSocket.OPCODE_TEXT
+    else:
+        payload, opcode = bytes(message), WebSocket.OPCODE_BINARY
+    return Header.encode_header(True, opcode, b"", len(payload), 0) + payload
+
+
+def _write(ws, data: bytes) -> None:
+    """Several frames in one write, on gevent-websocket's connection."""
+    sock = ws._sock  # engine.io's wrapper holds the gevent-websocket WebSocket
+    if sock.closed:
+        raise ConnectionError("websocket closed")
+    sock.raw_write(data)
+
+
+def _clock(server) -> _PingClock:
+    clock = getattr(server, "_vv_ping_clock", None)
+    if clock is None:
+        clock = server._vv_ping_clock = _PingClock(server)
+    return clock
+
+
+def install(sio) -> None:
+    """Use the lean sockets for this Socket.IO server's engine (gevent only)."""
+    eio = sio.server.eio if hasattr(sio, "server") else sio.eio
+    if eio.async_mode != "gevent":
+        return
+    engineio.server.socket.Socket = LeanSocket
+    # The ping clock checks timeouts; engine.io's service task would do it again, with a
+    # timer per socket.
+    eio.start_service_task = False
