@@ -8,11 +8,12 @@ BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 SUDO := $(shell [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null && echo sudo)
 
-.PHONY: messages demo test install install-test translations migrate chromium coturn serve clean help
+.PHONY: messages demo test bench nodejs install install-test translations migrate chromium coturn serve clean help
 
 help:
 	@echo "make demo   - set up and start the app with the sandbox EHR on http://127.0.0.1:$(PORT)"
 	@echo "make test   - install test dependencies (and Debian chromium) and run the whole suite"
+	@echo "make bench  - the app against the Node socket.io reference, side by side (several minutes)"
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (set PYTHON=...)")'
@@ -47,6 +48,13 @@ coturn:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq coturn >/dev/null; \
 	fi
 
+# The load driver and the Node socket.io reference need Node.js 20+ and npm.
+nodejs:
+	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
+	  echo "Installing Debian nodejs and npm for the benchmark driver..."; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nodejs npm >/dev/null; \
+	fi
+
 migrate: install
 	VV_SANDBOX=1 $(BIN)/flask --app app db upgrade
 
@@ -56,8 +64,12 @@ demo: migrate
 	$(DEMO_ENV) $(BIN)/flask --app app demo
 	$(DEMO_ENV) VV_PORT=$(PORT) VV_LOG_FORMAT=text $(BIN)/python app.py
 
-test: install-test
+test: install-test nodejs
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# `make bench BENCH_ARGS="--pairs 1000 --variants node,sqlite"`; see bench/run.py --help.
+bench: install nodejs
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) test-output .pytest_cache

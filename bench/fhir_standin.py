@@ -35,6 +35,7 @@ class Standin:
         self.duplicates = 0
         self.throttled = 0
         self.by_action: Counter[str] = Counter()
+        self.events: list[tuple[str, float]] = []  # (action, when it happened), for ?since=
         self.identifiers: set[str] = set()
         self.in_flight = 0
         self.max_in_flight = 0
@@ -56,7 +57,8 @@ class Standin:
                 "access_token": "bench-token", "token_type": "Bearer", "expires_in": 3600,
                 "scope": "system/AuditEvent.c system/AuditEvent.rs system/Observation.c"})
         if path == "/stats":
-            return self._json(start_response, 200, self.stats())
+            since = environ.get("QUERY_STRING", "").partition("since=")[2]
+            return self._json(start_response, 200, self.stats(float(since) if since else None))
         if method == "POST" and path.rsplit("/", 1)[-1] in ("AuditEvent", "Observation"):
             return self._create(environ, start_response, path.rsplit("/", 1)[-1])
         return self._json(start_response, 404, {"resourceType": "OperationOutcome"})
@@ -85,6 +87,9 @@ class Standin:
         self.last_at = now
         subtype = (resource.get("subtype") or [{}])[0].get("code", resource_type)
         self.by_action[subtype] += 1
+        happened = (resource.get("period") or {}).get("start")
+        if happened:
+            self.events.append((subtype, _epoch(happened)))
         return self._json(start_response, 201, {"resourceType": resource_type, "id": str(self.created)},
                           [("Location", f"{self.base}/{resource_type}/{self.created}/_history/1")])
 
@@ -96,11 +101,15 @@ class Standin:
         self._window.append(now)
         return False
 
-    def stats(self) -> dict:
+    def stats(self, since: float | None = None) -> dict:
+        """Counts; with ``since`` (epoch seconds), ``by_action`` counts only events that
+        happened since then, whenever they were delivered."""
+        by_action = self.by_action if since is None else \
+            Counter(action for action, at in self.events if at >= since)
         return {"created": self.created, "duplicates": self.duplicates,
                 "throttled": self.throttled, "max_in_flight": self.max_in_flight,
                 "by_action": {"participant-connected": 0, "participant-disconnected": 0,
-                              **self.by_action},
+                              **by_action},
                 "first_at": self.first_at, "last_at": self.last_at}
 
     @staticmethod
@@ -110,6 +119,12 @@ class Standin:
         start_response(f"{status} {reason}", [("Content-Type", "application/fhir+json"),
                                               ("Content-Length", str(len(data))), *headers])
         return [data]
+
+
+def _epoch(instant: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(instant.replace("Z", "+00:00")).timestamp()
 
 
 def main() -> None:

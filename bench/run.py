@@ -202,6 +202,12 @@ class Plan:
     timeout: float
     profile: Path | None = None
 
+    @property
+    def restart_grace_seconds(self) -> float:
+        """The app's default; shorter for the smoke run, but still longer than a browser's
+        longest wait between reconnection attempts (5 s) plus a restart."""
+        return 8.0 if self.smoke else 15.0
+
     def driver_config(self) -> dict:
         if self.smoke:
             return {"probe_rate": 20, "probe_hold_ms": 300, "churn_rate": 10, "churn_seconds": 3,
@@ -297,7 +303,8 @@ def run_app(plan: Plan, workdir: Path, variant: str) -> dict:
                "VV_PUBLIC_BASE_URL": f"http://127.0.0.1:{ports[0]}",
                # Every patient of the benchmark opens their link from 127.0.0.1.
                "VV_JOIN_LINK_RATE_LIMIT": "1000000 per minute",
-               "VV_PRESENCE_GRACE_SECONDS": str(plan.grace_seconds)}
+               "VV_PRESENCE_GRACE_SECONDS": str(plan.grace_seconds),
+               "VV_PRESENCE_RESTART_GRACE_SECONDS": str(plan.restart_grace_seconds)}
         env.pop("VV_REDIS_URL", None)
         if variant == "redis2":
             env["VV_REDIS_URL"] = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -336,6 +343,7 @@ def run_app(plan: Plan, workdir: Path, variant: str) -> dict:
                 "visits": manifest["visits"], "probes": manifest["probes"], "phases": phases,
                 "server_pids": server.pids, "control_url": control.url,
                 "fhir_stats_url": f"{fhir}/stats", "grace_seconds": plan.grace_seconds,
+                "restart_grace_seconds": plan.restart_grace_seconds,
                 **plan.driver_config()}, workdir, plan.timeout)
         except Exception:
             log(server.tail())

@@ -125,9 +125,10 @@ async function control(path, body) {
   });
   return JSON.parse(res.body);
 }
-async function fhirStats() {
+async function fhirStats(sinceEpochS) {
   if (!cfg.fhir_stats_url) return null;
-  return JSON.parse((await request(cfg.fhir_stats_url)).body);
+  const query = sinceEpochS ? `?since=${sinceEpochS}` : '';
+  return JSON.parse((await request(cfg.fhir_stats_url + query)).body);
 }
 
 // ---------- visits and their sockets ----------
@@ -405,7 +406,7 @@ async function storm() {
   const sockets = [];
   for (const v of visits) sockets.push(v.provider, v.patient);
   const before = new Map(visits.map((v) => [v.index, v.lobbyEnteredAt]));
-  const f0 = await fhirStats();
+  const stormStartedS = Date.now() / 1000;
   let back = 0;
   let lastBack = 0;
   const onBack = () => { back++; lastBack = now(); };
@@ -429,9 +430,13 @@ async function storm() {
     phase.presence_wrong = visits.filter((v) => v.told !== 'connected').length;
     phase.lobby_place_changed = visits.filter((v) => v.lobbyEnteredAt !== before.get(v.index)).length;
     // A restart shorter than the grace period: no "disconnected" may reach the EHR.
-    await sleep(GRACE_MS + 3000);
-    const f1 = await fhirStats();
-    phase.false_disconnects_sent = f1.by_action['participant-disconnected'] - f0.by_action['participant-disconnected'];
+    // Counted by when they happened (the EHR's AuditEvent period), not when delivered.
+    await sleep(Math.max(GRACE_MS, (cfg.restart_grace_seconds || 0) * 1000) + 3000);
+    const backlogLeft = async () => ((await control('/backlog')) || { pending: 0 }).pending;
+    const drainEnd = now() + 30000;
+    while (await backlogLeft() > 0 && now() < drainEnd) await sleep(250);
+    const f1 = await fhirStats(stormStartedS);
+    phase.false_disconnects_sent = f1.by_action['participant-disconnected'];
   }
   result.phases.storm = phase;
   log('storm', JSON.stringify(phase));
