@@ -393,6 +393,7 @@ ROWS = [
     ("write-backs/s during churn", "phases.churn.writebacks_per_s"),
     ("write-back backlog during churn, max", "phases.churn.backlog_max"),
     ("CPU per write-back (ms)", "phases.drain.server_cpu_ms_per_writeback"),
+    ("longest GC pause, full collection (ms)", "gc.longest_ms.2"),
     ("/join requests/s", "phases.join.requests_per_s"),
     ("/join CPU per request (ms)", "phases.join.server_cpu_ms_per_request"),
     ("/join p99 (ms)", "phases.join.latency.p99"),

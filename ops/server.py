@@ -69,9 +69,12 @@ def freeze_startup_heap() -> None:
     """Socket.IO messages create reference cycles, and full collections over the start-up
     heap paused the server 140-240 ms (shared/PERFORMANCE.md). Move that heap out of the
     collector's reach and collect the young generation less often."""
+    from ops import gc_pauses
+
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 20, 50)
+    gc_pauses.watch()
 
 
 def stop(app: Flask) -> None:

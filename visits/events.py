@@ -101,6 +101,8 @@ def write_visit_changes() -> None:
         presence.queue_due_finalizations(_now(), grace)
         if not writer.pending():
             return
+        # Let what the change set going (a provider being told) go out before the write.
+        socketio.sleep(0)
     gather = _last_flush[0] + float(config["PRESENCE_WRITE_DELAY_SECONDS"]) - time.monotonic()
     if gather > 0:
         socketio.sleep(gather)

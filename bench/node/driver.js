@@ -472,6 +472,25 @@ async function join() {
   log('join', JSON.stringify(result.phases.join));
 }
 
+// The app's garbage-collector pauses over the whole run, from /metrics (ops/gc_pauses.py).
+async function gcPauses() {
+  if (TARGET !== 'app') return null;
+  const text = (await request(`${URL_}/metrics`)).body;
+  const pick = (name) => {
+    const out = {};
+    for (const m of text.matchAll(new RegExp(`^${name}\\{generation="(\\d)"\\} ([0-9.e+-]+)$`, 'gm'))) {
+      out[m[1]] = +m[2];
+    }
+    return out;
+  };
+  const longest = pick('vv_gc_pause_max_seconds');
+  const count = pick('vv_gc_pause_seconds_count');
+  return {
+    longest_ms: Object.fromEntries(Object.entries(longest).map(([g, s]) => [g, +(s * 1000).toFixed(1)])),
+    collections: count,
+  };
+}
+
 async function main() {
   log(`target ${TARGET}: ${visits.length} visits + ${probes.length} probes, phases ${[...PHASES].join(',')}`);
   await fill();
@@ -481,6 +500,7 @@ async function main() {
   if (PHASES.has('churn')) await churn();
   if (PHASES.has('storm')) await storm();
   if (PHASES.has('join')) await join();
+  result.gc = await gcPauses().catch(() => null);
   for (const v of visits.concat(probes)) {
     if (v.patient) v.patient.disconnect();
     if (v.provider) v.provider.disconnect();
