@@ -43,9 +43,7 @@ def connect(auth=None):
         raise ConnectionRefusedError("not_authorized")
     now = _now()
     sid = request.sid
-    # The session was copied for this socket's events (Flask-SocketIO's managed session);
-    # without the cookie, later events skip decoding it again, and it is not kept around.
-    request.environ.pop("HTTP_COOKIE", None)
+    _trim_environ(request.environ)
     realtime.remember(sid, identity)
     for room in realtime.rooms_for(identity):
         join_room(room)
@@ -69,6 +67,25 @@ def connect(auth=None):
                                else None)
     writer.flush_if_immediate()
     return True
+
+
+# What a socket's later events still read from the environ Flask-SocketIO keeps for it
+# (each event builds a request context from it). The rest — the cookie, user agent, accept
+# and WebSocket headers — would stay in memory for the life of the connection.
+_KEPT_ENVIRON = frozenset({
+    "REQUEST_METHOD", "SCRIPT_NAME", "PATH_INFO", "QUERY_STRING", "SERVER_NAME",
+    "SERVER_PORT", "SERVER_PROTOCOL", "HTTP_HOST", "REMOTE_ADDR", "REMOTE_PORT",
+    "wsgi.url_scheme", "wsgi.version", "wsgi.input", "wsgi.errors", "wsgi.multithread",
+    "wsgi.multiprocess", "wsgi.run_once", "flask.app", "saved_session",
+})
+
+
+def _trim_environ(environ: dict) -> None:
+    """Keep what later events need. The session was already copied for this socket's
+    events (Flask-SocketIO's managed session), so without the cookie they also skip
+    decoding it again."""
+    for key in [key for key in environ if key not in _KEPT_ENVIRON]:
+        del environ[key]
 
 
 @socketio.on("disconnect")
