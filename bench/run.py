@@ -119,8 +119,10 @@ class Server:
         """Stop every process, start them again; the driver times the return."""
         started = time.monotonic()
         self.stop()
+        stopped = time.monotonic()
         self.start()
-        return {"pids": self.pids, "down_ms": round((time.monotonic() - started) * 1000)}
+        return {"pids": self.pids, "down_ms": round((time.monotonic() - started) * 1000),
+                "stop_ms": round((stopped - started) * 1000)}
 
     @property
     def pids(self) -> list[int]:
@@ -497,6 +499,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grace", type=float, default=5.0, help="VV_PRESENCE_GRACE_SECONDS")
     parser.add_argument("--smoke", action="store_true", help="N=50 and short phases")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the work folder (server logs, manifests) and print where")
     parser.add_argument("--profile", type=Path, default=None,
                         help="a folder: sample each app server with py-spy into <variant>.txt "
                         "(collapsed stacks; pip install py-spy)")
@@ -528,7 +532,10 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 results[variant] = run_app(plan, workdir, variant)
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if args.keep:
+            log(f"work folder kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
     load["after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     output = {"pairs": plan.pairs, "probes": plan.probes, "grace_seconds": plan.grace_seconds,
               "load": load, "results": results,

@@ -151,7 +151,11 @@ def on_error(error):
     if isinstance(error, ConnectionRefusedError):
         # Flask-SocketIO routes a refused connect here too; it must still refuse.
         raise error
-    log.exception("socket handler failed", extra={"event": getattr(request, "event", None)})
+    # The event's name only: its arguments (and a connect's environ) may carry a token,
+    # a cookie or what a patient typed.
+    event = getattr(request, "event", None)
+    log.exception("socket handler failed",
+                  extra={"event": event.get("message") if isinstance(event, dict) else None})
     db.session.rollback()
     return {"ok": False, "error": "Something went wrong. Please try again."}
 

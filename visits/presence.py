@@ -241,9 +241,21 @@ def ensure_registered(now: datetime) -> None:
         heartbeat(now)
 
 
+# One heartbeat at a time: the first sockets after a start arrive together, and on
+# PostgreSQL each waits for the database, so without it they would all insert the row.
+_heartbeat_lock = threading.Lock()
+
+
 def heartbeat(now: datetime) -> None:
     """Tell the other processes this one is alive. If they took it for dead (a long pause)
     and removed its sockets, put them back, so its participants do not stay gone."""
+    with _heartbeat_lock:
+        if _process.get("registered") and _process.get("heartbeat_at") == now:
+            return
+        _heartbeat(now)
+
+
+def _heartbeat(now: datetime) -> None:
     updated = db.session.execute(
         sa.update(ServerProcess).where(ServerProcess.process_id == process_id())
         .values(heartbeat_at=now))
@@ -255,6 +267,7 @@ def heartbeat(now: datetime) -> None:
             _restore_sockets(now)
     db.session.commit()
     _process["registered"] = True
+    _process["heartbeat_at"] = now
 
 
 def _restore_sockets(now: datetime) -> None:

@@ -420,7 +420,7 @@ async function storm() {
   await waitFor(() => back >= sockets.length, (cfg.storm_timeout_seconds || 60) * 1000, 50);
   const allBackMs = back >= sockets.length ? lastBack - tReturn : null;
   const phase = {
-    down_ms: restart.down_ms, sockets: sockets.length, back,
+    down_ms: restart.down_ms, stop_ms: restart.stop_ms, sockets: sockets.length, back,
     all_back_ms: allBackMs && +allBackMs.toFixed(0),
   };
   if (TARGET === 'app') {
@@ -505,7 +505,17 @@ async function main() {
     if (v.patient) v.patient.disconnect();
     if (v.provider) v.provider.disconnect();
   }
-  if (PHASES.has('empty')) await idle('empty');
+  if (PHASES.has('empty')) {
+    // Nobody connected and nothing owed: the disconnects made final, their write-backs sent.
+    await sleep(GRACE_MS + 1000);
+    const end = now() + 120000;
+    while (now() < end) {
+      const backlog = await control('/backlog').catch(() => null);
+      if (!backlog || backlog.pending === 0) break;
+      await sleep(500);
+    }
+    await idle('empty');
+  }
   if (cfg.out) fs.writeFileSync(cfg.out, JSON.stringify(result, null, 1));
   console.log(JSON.stringify(result));
   process.exit(0);
