@@ -43,6 +43,11 @@ def start(app: Flask) -> list:
     return [socketio.start_background_task(_loop, app, task) for task in _TASKS]
 
 
+# After a failed run, wait at least this long: a task that waits inside its own run
+# (interval 0) would otherwise retry a broken database in a tight loop.
+_RETRY_AFTER_FAILURE_SECONDS = 1.0
+
+
 def _loop(app: Flask, task: Task) -> None:
     while True:
         interval = task.interval if isinstance(task.interval, (int, float)) \
@@ -53,6 +58,7 @@ def _loop(app: Flask, task: Task) -> None:
             except Exception:  # a failing run must not end the loop; the next one retries
                 log.exception("background task failed", extra={"task": task.name})
                 db.session.rollback()
+                interval = max(interval, _RETRY_AFTER_FAILURE_SECONDS)
             finally:
                 db.session.remove()
         socketio.sleep(interval)
