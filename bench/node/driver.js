@@ -340,7 +340,12 @@ async function probe() {
     const due = t0 + (i * 1000) / rate;
     while (now() < due) await sleep(Math.max(1, Math.min(5, due - now())));
     const v = probes[i];
-    done.push(connected(openPatient(v, 'probe_connect')).then(async (ok) => {
+    const socket = openPatient(v, 'probe_connect');
+    const started = v.pending.connect.t0;
+    // Where the time goes: the engine's handshake, then the Socket.IO connect's ack.
+    socket.io.once('open', () => sink('probe_engine_open').push(now() - started));
+    socket.once('connect', () => sink('probe_ack').push(now() - started));
+    done.push(connected(socket).then(async (ok) => {
       if (!ok) return;
       await waitFor(() => v.told === 'connected', 10000);
       await sleep(holdMs);
@@ -353,6 +358,8 @@ async function probe() {
   result.phases.probe = {
     rate_per_s: rate,
     connect_told: summarize(sink('probe_connect'), probes.length),
+    engine_open: summarize(sink('probe_engine_open'), probes.length),
+    connect_ack: summarize(sink('probe_ack'), probes.length),
     drop_told: summarize(sink('probe_drop'), probes.length),
     left_after_grace: TARGET === 'app' ? summarize(sink('probe_left'), probes.length) : null,
     server_cpu_pct: +cpuPct(s0, s1).toFixed(1),
