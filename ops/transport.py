@@ -161,7 +161,9 @@ class LeanSocket(engineio.socket.Socket):
         if self._ws is not None and not self._writing:
             self._writing = True
             self.server.start_background_task(self._drain)
-        if wait:
+        # Wait for the queue only while something can still write it out: a WebSocket
+        # whose reader has ended has no writer left, and joining would block for good.
+        if wait and (self._ws is not None or not self.upgraded):
             self.queue.join()
 
     def _drain(self) -> None:
