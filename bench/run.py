@@ -215,7 +215,7 @@ class Plan:
             return {"probe_rate": 20, "probe_hold_ms": 300, "churn_rate": 10, "churn_seconds": 3,
                     "join_seconds": 1, "idle_seconds": 1, "drain_timeout_seconds": 60,
                     "deadline_seconds": self.timeout - 10}
-        return {"probe_rate": 50, "probe_hold_ms": 1000, "churn_rate": max(10, min(100, self.pairs // 20)),
+        return {"probe_rate": int(os.environ.get("VV_BENCH_PROBE_RATE", 50)), "probe_hold_ms": 1000, "churn_rate": max(10, min(100, self.pairs // 20)),
                 "churn_seconds": 20, "join_seconds": 5, "idle_seconds": 5,
                 "drain_timeout_seconds": 180, "deadline_seconds": self.timeout - 10}
 

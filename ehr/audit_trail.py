@@ -11,6 +11,7 @@ per batch, whatever its size.
 """
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -49,31 +50,38 @@ def _presence(_sender, *, facts: list[signals.PresenceFact]) -> None:
     enqueue_presence(facts)
 
 
+@functools.cache
+def _about_query() -> sa.Select:
+    """Built once: who each fact is about, their visit's EHR ids, its patient and the
+    Encounter its latest launch named, in one query for a whole batch."""
+    p, a, launches = Participant.__table__, Appointment.__table__, LaunchSession.__table__
+    patient = sa.alias(p)
+    patient_ref = (sa.select(sa.func.min(patient.c.ehr_user_id))
+                   .where(patient.c.appointment_id == a.c.id, patient.c.role == "patient",
+                          patient.c.ehr_user_id.like("Patient/%"))
+                   .scalar_subquery())
+    encounter_ref = (sa.select(launches.c.encounter_ref)
+                     .where(launches.c.appointment_id == a.c.id,
+                            launches.c.encounter_ref.is_not(None))
+                     .order_by(launches.c.created_at.desc()).limit(1)
+                     .scalar_subquery())
+    return (sa.select(p.c.id, p.c.role, p.c.ehr_user_id, a.c.id.label("appointment_id"),
+                      a.c.endpoint_id, a.c.ehr_appointment_id,
+                      patient_ref.label("patient_ref"), encounter_ref.label("encounter_ref"))
+            .join(a, a.c.id == p.c.appointment_id)
+            .where(p.c.id.in_(sa.bindparam("ids", expanding=True))))
+
+
 def enqueue_presence(facts: list[signals.PresenceFact]) -> int:
     """Queue one AuditEvent per presence fact in the caller's transaction; returns how many.
 
     Each fact's identifier comes from its own ``presence_events`` row
     (``participant-connected/presence-<id>``), so no two facts share one and no lookup for
-    an existing row is needed."""
+    an existing row is needed. One query and one INSERT per batch, whatever its size."""
     if not facts:
         return 0
-    p, a = Participant.__table__, Appointment.__table__
     people = {row.id: row for row in db.session.execute(
-        sa.select(p.c.id, p.c.role, p.c.ehr_user_id, a.c.id.label("appointment_id"),
-                  a.c.endpoint_id, a.c.ehr_appointment_id)
-        .join(a, a.c.id == p.c.appointment_id)
-        .where(p.c.id.in_({fact.participant_id for fact in facts})))}
-    appointment_ids = {row.appointment_id for row in people.values()}
-    patients = dict(db.session.execute(
-        sa.select(p.c.appointment_id, sa.func.min(p.c.ehr_user_id))
-        .where(p.c.appointment_id.in_(appointment_ids), p.c.role == "patient",
-               p.c.ehr_user_id.like("Patient/%"))
-        .group_by(p.c.appointment_id)).all())
-    encounters = dict(db.session.execute(
-        sa.select(LaunchSession.appointment_id, LaunchSession.encounter_ref)
-        .where(LaunchSession.appointment_id.in_(appointment_ids),
-               LaunchSession.encounter_ref.is_not(None))
-        .order_by(LaunchSession.created_at)).all())  # the latest launch's wins
+        _about_query(), {"ids": list({fact.participant_id for fact in facts})})}
     public = current_app.config["PUBLIC_BASE_URL"]
     site = urlsplit(public).hostname or public
     recorded, rows = utcnow(), []
@@ -88,16 +96,20 @@ def enqueue_presence(facts: list[signals.PresenceFact]) -> int:
             appointment_reference=(f"Appointment/{person.ehr_appointment_id}"
                                    if person.ehr_appointment_id else None),
             appointment_local_id=person.appointment_id,
-            encounter_reference=encounters.get(person.appointment_id),
-            patient_reference=patients.get(person.appointment_id),
+            encounter_reference=person.encounter_ref, patient_reference=person.patient_ref,
             subject=auditevents.Agent(role=person.role, reference=_reference(person.ehr_user_id),
                                       participant_id=person.id),
             source_url=public, source_site=site)
         rows.append(_outbox_row(person.endpoint_id, person.appointment_id, identifier, payload,
                                 recorded))
     if rows:
-        db.session.execute(sa.insert(WritebackOutbox.__table__), rows)
+        db.session.execute(_insert_query(), rows)
     return len(rows)
+
+
+@functools.cache
+def _insert_query() -> sa.Insert:
+    return sa.insert(WritebackOutbox.__table__)
 
 
 def _reference(ehr_user_id: str | None) -> str | None:

@@ -26,10 +26,12 @@ process always reads its own writes; other processes see them a flush later.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 
 import sqlalchemy as sa
 from blinker import Namespace
@@ -189,29 +191,55 @@ def _requeue(batch: _Batch) -> None:
         _batch.finalize |= newer.finalize
 
 
+@functools.cache
+def _statements() -> SimpleNamespace:
+    """Every statement a flush runs, built once: building one costs more than running it
+    on SQLite (their compiled form and cache key are kept with them)."""
+    p, ids = _participants, sa.bindparam("ids", expanding=True)
+    who = (p.c.id, p.c.appointment_id, p.c.role)
+    return SimpleNamespace(
+        open=sa.insert(_sockets),
+        close=sa.delete(_sockets).where(_sockets.c.sid.in_(sa.bindparam("sids", expanding=True))),
+        # Who became connected: once across processes, whatever raced with it.
+        connected=sa.update(p).where(p.c.id.in_(ids), p.c.presence != "connected")
+        .values(presence="connected", presence_since=sa.bindparam("since"),
+                sockets_gone_at=None).returning(*who),
+        back=sa.update(p).where(p.c.id.in_(ids), p.c.sockets_gone_at.is_not(None))
+        .values(sockets_gone_at=None),
+        gone=sa.update(p).where(p.c.id == sa.bindparam("pid"), p.c.presence == "connected",
+                                p.c.sockets_gone_at.is_(None), _no_live_socket)
+        .values(sockets_gone_at=sa.bindparam("at")),
+        lobby=sa.insert(_lobby),
+        link_used=sa.update(_links).where(_links.c.id == sa.bindparam("link_id"))
+        .values(last_used_at=sa.bindparam("at")),
+        # Whose disconnect is final: the grace passed with no socket on any process.
+        disconnected=sa.update(p).where(p.c.id.in_(ids), p.c.presence == "connected",
+                                        p.c.sockets_gone_at.is_not(None),
+                                        p.c.sockets_gone_at <= sa.bindparam("cutoff"),
+                                        _no_live_socket)
+        .values(presence="disconnected", presence_since=p.c.sockets_gone_at,
+                sockets_gone_at=None).returning(*who, p.c.presence_since),
+        still_connected=sa.select(p.c.id).where(p.c.id.in_(ids), p.c.presence == "connected",
+                                                p.c.sockets_gone_at.is_(None)),
+        events=sa.insert(_events).returning(_events.c.id, _events.c.participant_id,
+                                            sort_by_parameter_order=True),
+    )
+
+
 def _apply(batch: _Batch, now: datetime) -> FlushResult:
-    session = db.session
+    run, sql = db.session.execute, _statements()
     if batch.opened:
-        session.execute(sa.insert(_sockets), batch.opened)
+        run(sql.open, batch.opened)
     if batch.closed:
-        session.execute(sa.delete(_sockets).where(_sockets.c.sid.in_(batch.closed)))
+        run(sql.close, {"sids": batch.closed})
     connected = _record_connected(batch.connected) if batch.connected else []
     if batch.gone:
-        session.execute(
-            sa.update(_participants)
-            .where(_participants.c.id == sa.bindparam("pid"),
-                   _participants.c.presence == "connected",
-                   _participants.c.sockets_gone_at.is_(None), _no_live_socket)
-            .values(sockets_gone_at=sa.bindparam("at")),
-            [{"pid": pid, "at": at} for pid, at in batch.gone.items()])
+        run(sql.gone, [{"pid": pid, "at": at} for pid, at in batch.gone.items()])
     if batch.lobby:
-        session.execute(sa.insert(_lobby), [{"participant_id": pid, "entered_at": at}
-                                            for pid, at in batch.lobby.items()])
+        run(sql.lobby, [{"participant_id": pid, "entered_at": at}
+                        for pid, at in batch.lobby.items()])
     if batch.links_used:
-        session.execute(
-            sa.update(_links).where(_links.c.id == sa.bindparam("link_id"))
-            .values(last_used_at=sa.bindparam("at")),
-            [{"link_id": link, "at": at} for link, at in batch.links_used.items()])
+        run(sql.link_used, [{"link_id": link, "at": at} for link, at in batch.links_used.items()])
     disconnected, still = _record_disconnected(batch.finalize, now) if batch.finalize else ([], [])
     facts = connected + disconnected
     if facts:
@@ -221,64 +249,40 @@ def _apply(batch: _Batch, now: datetime) -> FlushResult:
 
 def _record_connected(first_connect: dict[int, datetime]) -> list[signals.PresenceFact]:
     """Who became connected (the conditional UPDATE decides, once across processes); a
-    returning participant's pending disconnect is void."""
-    session = db.session
+    returning participant's pending disconnect is void. ``presence_since`` is the batch's
+    first connect (exact when alone, within the write delay otherwise); each event keeps
+    its own time."""
+    run, sql = db.session.execute, _statements()
     ids = list(first_connect)
-    won = set(session.execute(
-        sa.update(_participants)
-        .where(_participants.c.id.in_(ids), _participants.c.presence != "connected")
-        .values(presence="connected", sockets_gone_at=None)
-        .returning(_participants.c.id)).scalars())
-    back = [pid for pid in ids if pid not in won]
+    won = run(sql.connected, {"ids": ids, "since": min(first_connect.values())}).all()
+    won_ids = {row.id for row in won}
+    back = [pid for pid in ids if pid not in won_ids]
     if back:
-        session.execute(sa.update(_participants)
-                        .where(_participants.c.id.in_(back),
-                               _participants.c.sockets_gone_at.is_not(None))
-                        .values(sockets_gone_at=None))
-    if not won:
-        return []
-    rows = [{"pid": pid, "at": first_connect[pid]} for pid in ids if pid in won]
-    session.execute(sa.update(_participants).where(_participants.c.id == sa.bindparam("pid"))
-                    .values(presence_since=sa.bindparam("at")), rows)
-    return _insert_events(rows, "connected")
+        run(sql.back, {"ids": back})
+    return _insert_events([(row, first_connect[row.id]) for row in won], "connected")
 
 
 def _record_disconnected(candidates: set[int], now: datetime
                          ) -> tuple[list[signals.PresenceFact], list[int]]:
+    run, sql = db.session.execute, _statements()
     grace = timedelta(seconds=float(current_app.config["PRESENCE_GRACE_SECONDS"]))
-    rows = db.session.execute(
-        sa.update(_participants)
-        .where(_participants.c.id.in_(list(candidates)),
-               _participants.c.presence == "connected",
-               _participants.c.sockets_gone_at.is_not(None),
-               _participants.c.sockets_gone_at <= now - grace, _no_live_socket)
-        .values(presence="disconnected", presence_since=_participants.c.sockets_gone_at,
-                sockets_gone_at=None)
-        .returning(_participants.c.id, _participants.c.presence_since)).all()
-    done = {pid for pid, _ in rows}
+    rows = run(sql.disconnected, {"ids": list(candidates), "cutoff": now - grace}).all()
+    done = {row.id for row in rows}
     still = []
     if len(done) < len(candidates):
-        still = list(db.session.execute(
-            sa.select(_participants.c.id)
-            .where(_participants.c.id.in_([pid for pid in candidates if pid not in done]),
-                   _participants.c.presence == "connected",
-                   _participants.c.sockets_gone_at.is_(None))).scalars())
-    facts = _insert_events([{"pid": pid, "at": at} for pid, at in rows], "disconnected")
-    return facts, still
+        still = list(run(sql.still_connected,
+                         {"ids": [pid for pid in candidates if pid not in done]}).scalars())
+    return _insert_events([(row, row.presence_since) for row in rows], "disconnected"), still
 
 
-def _insert_events(rows: list[dict], kind: str) -> list[signals.PresenceFact]:
+def _insert_events(rows: list[tuple], kind: str) -> list[signals.PresenceFact]:
+    """One ``presence_events`` row per (participant row, when); returns the facts."""
     if not rows:
         return []
     from visits.presence import process_id
 
-    params = [{"participant_id": row["pid"], "kind": kind, "at": row["at"],
-               "process_id": process_id()} for row in rows]
-    inserted = db.session.execute(
-        sa.insert(_events).returning(_events.c.id, _events.c.participant_id,
-                                     sort_by_parameter_order=True), params).all()
-    who = {pid: (appointment_id, role) for pid, appointment_id, role in db.session.execute(
-        sa.select(_participants.c.id, _participants.c.appointment_id, _participants.c.role)
-        .where(_participants.c.id.in_([row["pid"] for row in rows])))}
-    return [signals.PresenceFact(event_id, pid, *who[pid], kind, row["at"])
-            for (event_id, pid), row in zip(inserted, rows)]
+    inserted = db.session.execute(_statements().events, [
+        {"participant_id": who.id, "kind": kind, "at": at, "process_id": process_id()}
+        for who, at in rows]).all()
+    return [signals.PresenceFact(event_id, who.id, who.appointment_id, who.role, kind, at)
+            for (event_id, _), (who, at) in zip(inserted, rows)]

@@ -523,6 +523,7 @@ async function main() {
     }
     await idle('empty');
   }
+  if (process.env.VV_BENCH_RAW) result.raw = sinks;  // every sample, in order, for a closer look
   if (cfg.out) fs.writeFileSync(cfg.out, JSON.stringify(result, null, 1));
   console.log(JSON.stringify(result));
   process.exit(0);

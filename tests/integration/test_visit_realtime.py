@@ -16,6 +16,13 @@ from visits.models import LiveSocket, Participant, PresenceEvent, ServerProcess
 
 
 @pytest.fixture
+def app(app_each_db):
+    """Every test here on SQLite, and on PostgreSQL too when DATABASE_URL is set: the
+    presence writer's batched statements differ by database."""
+    return app_each_db
+
+
+@pytest.fixture
 def visit(app):
     presence.reset_for_tests()
     with app.app_context():
