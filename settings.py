@@ -239,7 +239,10 @@ def _derive(app) -> None:
     app.config["SQLALCHEMY_DATABASE_URI"] = sqlalchemy_url(database_url)
     sandbox_url = app.config["SANDBOX_DATABASE_URL"] or _sqlite_url(app, "sandbox-ehr.db")
     app.config["SQLALCHEMY_BINDS"] = {"sandbox": sqlalchemy_url(sandbox_url)}
-    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": True}
+    # A pooled PostgreSQL connection can die with a server restart: test it on checkout.
+    # A SQLite file cannot, and the test is a query more on every request and socket event.
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {
+        "pool_pre_ping": not app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite")}
     if app.config["SECRET_KEY"] is None and app.config["ENV"] == "development":
         app.config["SECRET_KEY"] = _development_secret(app.instance_path)
     app.config["SESSION_COOKIE_HTTPONLY"] = True
