@@ -327,6 +327,8 @@ def test_a_patient_pass_does_not_answer_for_a_staff_socket(app, client, visit):
 # --- the sandbox's "Patient link (SMS)" -----------------------------------------------------
 
 def test_sandbox_shows_a_fresh_join_link_for_the_appointments_patient(app, client, runner):
+    # The schedule starts now, so appt-2's link is still good whatever the hour of the run.
+    app.config["SANDBOX_FIRST_VISIT"] = "now"
     runner.invoke(args=["demo"])
 
     page = client.post("/sandbox/appointments/appt-2/patient-link")
