@@ -18,7 +18,7 @@ from extensions import db, socketio
 from sandbox_ehr import store
 from tests import factories
 from tests.integration.conftest import change_launch_context
-from tests.conftest import make_config
+from tests.conftest import build_app, dispose_app, make_config
 from visits.models import Appointment, AuditLog, JoinLink, Participant
 
 JOIN_DATA = re.compile(r'<script type="application/json" id="join-data">(.*?)</script>', re.S)
@@ -326,28 +326,30 @@ def test_a_patient_pass_does_not_answer_for_a_staff_socket(app, client, visit):
 
 # --- the sandbox's "Patient link (SMS)" -----------------------------------------------------
 
-def test_sandbox_shows_a_fresh_join_link_for_the_appointments_patient(app, client, runner):
-    # The schedule starts now, so appt-2's link is still good whatever the hour of the run.
-    app.config["SANDBOX_FIRST_VISIT"] = "now"
+def test_sandbox_shows_a_fresh_join_link_for_the_appointments_patient(tmp_path, monkeypatch):
+    # The first visit starts now, so its link is still good whatever the hour of the run.
+    app = build_app(tmp_path, monkeypatch, SANDBOX_FIRST_VISIT="now")
+    client, runner = app.test_client(), app.test_cli_runner()
     runner.invoke(args=["demo"])
 
-    page = client.post("/sandbox/appointments/appt-2/patient-link")
+    page = client.post("/sandbox/appointments/appt-1/patient-link")
 
     html = page.get_data(as_text=True)
     assert page.status_code == 200
     assert page.headers["Cache-Control"] == "no-store"
     url = re.search(r'data-testid="join-link"', html) and \
         re.search(r'value="(http[^"]+/j/[^"]+)"', html).group(1)
-    assert "Ben Mockley" in html and 'id="copy-link"' in html
+    assert "Ada Testwell" in html and 'id="copy-link"' in html
     opened = client.get(urlsplit(url).path)
     assert opened.status_code == 303
     with app.app_context():
         appointment = db.session.execute(
-            db.select(Appointment).filter_by(ehr_appointment_id="appt-2")).scalar_one()
+            db.select(Appointment).filter_by(ehr_appointment_id="appt-1")).scalar_one()
         patient = next(p for p in appointment.participants if p.role == "patient")
-        assert patient.ehr_user_id == "Patient/pat-2" and patient.display_name is None
+        assert patient.ehr_user_id == "Patient/pat-1" and patient.display_name is None
     with client.session_transaction() as session:
         assert session["patient"]["participant_id"] == patient.id
+    dispose_app(app)
 
 
 def test_sandbox_schedule_offers_the_patient_link(client):
