@@ -20,8 +20,10 @@ import json  # noqa: E402
 import time  # noqa: E402
 from collections import Counter  # noqa: E402
 
+import socket  # noqa: E402
+
 import gevent  # noqa: E402
-from gevent.pywsgi import WSGIServer  # noqa: E402
+from gevent.pywsgi import WSGIHandler, WSGIServer  # noqa: E402
 
 EVENT_SYSTEM = "urn:virtual-visits:event"
 
@@ -121,6 +123,15 @@ class Standin:
         return [data]
 
 
+class NoDelayHandler(WSGIHandler):
+    """Nagle off, as a real EHR's server would have it: otherwise every keep-alive reply
+    waits ~40 ms for the delayed ACK (shared/PERFORMANCE.md)."""
+
+    def handle(self):
+        self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return super().handle()
+
+
 def _epoch(instant: str) -> float:
     from datetime import datetime
 
@@ -135,7 +146,8 @@ def main() -> None:
     args = parser.parse_args()
     base = f"http://127.0.0.1:{args.port}/fhir"
     server = WSGIServer(("127.0.0.1", args.port), Standin(base, args.delay_ms / 1000,
-                                                          args.limit_per_s), log=None)
+                                                          args.limit_per_s), log=None,
+                        handler_class=NoDelayHandler)
     print(f"fhir stand-in on {base}", flush=True)
     server.serve_forever()
 

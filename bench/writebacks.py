@@ -23,6 +23,7 @@ import cProfile  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import shutil  # noqa: E402
+import signal  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -168,6 +169,7 @@ def _outbox_loop(app) -> None:
                 outbox.deliver_due_writebacks()
             finally:
                 db.session.remove()
+        gevent.sleep(0)
 
 
 def run(args: argparse.Namespace, fhir_base: str, database_url: str, folder: str) -> dict:
@@ -251,6 +253,8 @@ def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=5.0)
     parser.add_argument("--timeout", type=float, default=300.0)
     args = parser.parse_args()
+    # Killed (a timeout, Ctrl-C): still stop the stand-in and drop the database.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with database(args.postgres) as (database_url, folder):
         if args.fhir_base:
             result = run(args, args.fhir_base, database_url, folder)

@@ -12,13 +12,13 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import requests
 
 from ehr import keys
 from ehr.errors import EhrUnavailable, SmartError, TokenRefused, UntrustedUrl
-from ehr.models import EhrEndpoint
 from settings import is_loopback
 
 log = logging.getLogger(__name__)
@@ -44,36 +44,70 @@ class BackendToken:
         return f"<BackendToken scope={self.scope!r}>"
 
 
+class Client(Protocol):
+    """What a token request needs to know of an endpoint: an ``EhrEndpoint`` row, or the
+    outbox's snapshot of one (its delivery workers run outside any database session)."""
+
+    name: str
+    fhir_base_url: str
+    client_id: str
+
+
 _cache: dict[tuple[str, str, str], BackendToken] = {}
 _lock = threading.Lock()
+# One token request per endpoint at a time: the outbox's concurrent deliveries all miss
+# the cache together (start-up, a 401) and would otherwise each ask for a token.
+_issuing: dict[tuple[str, str, str], threading.Lock] = {}
 
 
-def _cache_key(endpoint: EhrEndpoint, scope: str) -> tuple[str, str, str]:
+def _cache_key(endpoint: Client, scope: str) -> tuple[str, str, str]:
     return (endpoint.fhir_base_url.rstrip("/"), endpoint.client_id, scope)
 
 
-def access_token(endpoint: EhrEndpoint, *, scope: str = BACKEND_SCOPES,
+def cached_token(endpoint: Client, *, scope: str = BACKEND_SCOPES) -> str | None:
+    """The cached access token for ``endpoint``, or None when a request is needed (which
+    ``access_token`` makes; it needs an app context, for our signing key)."""
+    with _lock:
+        cached = _cache.get(_cache_key(endpoint, scope))
+    if cached and cached.expires_at > time.monotonic():
+        return cached.access_token
+    return None
+
+
+def access_token(endpoint: Client, *, scope: str = BACKEND_SCOPES,
                  session: requests.Session | None = None) -> str:
     """A backend-services access token for ``endpoint``, from the cache or freshly issued.
 
     Raises EhrUnavailable (retry later), TokenRefused (OAuth error from the EHR) or
     SmartError (the EHR does not offer backend services as we need them).
     """
+    token = cached_token(endpoint, scope=scope)
+    if token is not None:
+        return token
+    key = _cache_key(endpoint, scope)
+    with _lock:
+        issuing = _issuing.setdefault(key, threading.Lock())
+    with issuing:
+        token = cached_token(endpoint, scope=scope)  # issued while we waited for the lock
+        if token is not None:
+            return token
+        fresh = _request_token(endpoint, scope, session or requests.Session())
+        with _lock:
+            _cache[key] = fresh
+        return fresh.access_token
+
+
+def forget(endpoint: Client, *, scope: str = BACKEND_SCOPES, token: str | None = None) -> None:
+    """Drop the cached token (the EHR answered 401: revoked, or the EHR restarted).
+
+    With ``token``, only if that is still the cached one: of many deliveries refused
+    together, the first gets a new token and the others must not throw it away again.
+    """
     key = _cache_key(endpoint, scope)
     with _lock:
         cached = _cache.get(key)
-    if cached and cached.expires_at > time.monotonic():
-        return cached.access_token
-    fresh = _request_token(endpoint, scope, session or requests.Session())
-    with _lock:
-        _cache[key] = fresh
-    return fresh.access_token
-
-
-def forget(endpoint: EhrEndpoint, *, scope: str = BACKEND_SCOPES) -> None:
-    """Drop the cached token (the EHR answered 401: revoked, or the EHR restarted)."""
-    with _lock:
-        _cache.pop(_cache_key(endpoint, scope), None)
+        if cached is not None and (token is None or cached.access_token == token):
+            del _cache[key]
 
 
 def clear_cache() -> None:
@@ -82,7 +116,7 @@ def clear_cache() -> None:
         _cache.clear()
 
 
-def token_endpoint(endpoint: EhrEndpoint, session: requests.Session | None = None) -> str:
+def token_endpoint(endpoint: Client, session: requests.Session | None = None) -> str:
     """The token URL from the endpoint's SMART configuration, checked before we post to it."""
     url = endpoint.fhir_base_url.rstrip("/") + "/.well-known/smart-configuration"
     try:
@@ -118,7 +152,7 @@ def _check_url(url: str) -> None:
     raise UntrustedUrl(f"token endpoint must be https: {parts.scheme}://{parts.netloc}")
 
 
-def _request_token(endpoint: EhrEndpoint, scope: str, session: requests.Session) -> BackendToken:
+def _request_token(endpoint: Client, scope: str, session: requests.Session) -> BackendToken:
     url = token_endpoint(endpoint, session)
     form = {"grant_type": "client_credentials", "scope": scope,
             "client_assertion_type": ASSERTION_TYPE,

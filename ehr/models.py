@@ -172,6 +172,9 @@ class WritebackOutbox(db.Model):
                             name="uq_writeback_outbox_endpoint_id_business_identifier"),
         # The worker asks "pending and due"; this index answers it.
         sa.Index("ix_writeback_outbox_status_next_attempt_at", "status", "next_attempt_at"),
+        # ... and, for each EHR with free delivery slots, "its next due rows".
+        sa.Index("ix_writeback_outbox_endpoint_id_status_next_attempt_at",
+                 "endpoint_id", "status", "next_attempt_at"),
         one_of("resource_type", WritebackResource),
         one_of("status", WritebackStatus),
     )
@@ -195,6 +198,9 @@ class WritebackOutbox(db.Model):
     # A worker that claimed the row holds it until then; another process may take it
     # over afterwards (the claimer died). If-None-Exist makes a double send harmless.
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The server process holding the claim (``server_processes.process_id``): once its
+    # heartbeat stops, the row is taken back before the lease runs out.
+    claimed_by: Mapped[str | None] = mapped_column(sa.String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 

@@ -2,12 +2,22 @@
 transaction as the change they report, and deliver them in the background.
 
 Transactional outbox: ``enqueue_audit_event`` only adds a row to the caller's session,
-so the domain change and the promise to report it commit (or roll back) together. The
-worker claims due rows with a conditional UPDATE (a lease in ``locked_until``), so two
-processes never send the same row at once, and a process that dies mid-send leaves a
-lease that simply runs out. Every POST carries ``If-None-Exist`` on the business
+so the domain change and the promise to report it commit (or roll back) together. All
+state is in the database: a restart loses nothing.
+
+Delivery: each server process runs one dispatcher (the ``ehr.outbox`` background loop,
+or ``process_due``). It claims due rows with a conditional UPDATE that stamps a lease
+(``locked_until``), computed when that claim is made, and this process's id
+(``claimed_by``), so two processes never send the same row at once. A process that dies
+mid-send leaves a lease that runs out; sooner, once its heartbeat in
+``server_processes`` stops, another process takes its rows back. Claimed rows are
+POSTed by workers (greenlets when served, threads in tests), at most
+``OUTBOX_CONCURRENCY_PER_ENDPOINT`` per EHR in this process, over kept-alive
+connections; a 429 (or a 503 with Retry-After) pauses that EHR until Retry-After has
+passed while the others go on. Every POST carries ``If-None-Exist`` on the business
 identifier, so a retry after a lost reply finds the resource instead of duplicating it.
-All state is in the database: a restart loses nothing.
+When idle, a process asks one indexed question every ``OUTBOX_POLL_SECONDS``; a commit
+that adds outbox rows in this process calls ``wake()`` so they go out at once.
 
 Outcomes: 2xx → sent. 5xx, 408, 429, timeouts, connection errors, token trouble →
 retried with exponential backoff and jitter. 401 → the cached token is dropped and the
@@ -17,8 +27,11 @@ listed and requeued with ``flask outbox list|retry``.
 """
 from __future__ import annotations
 
+import json
 import logging
 import random
+import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -27,28 +40,40 @@ from urllib.parse import urlsplit
 
 import requests
 import sqlalchemy as sa
+import urllib3
 from flask import Flask, current_app
+from sqlalchemy.orm import Session
 
 from ehr import auditevents, backend_auth
 from ehr.errors import EhrError
-from ehr.models import LaunchSession, WritebackOutbox, WritebackResource, WritebackStatus
-from extensions import db
+from ehr.models import (
+    EhrEndpoint,
+    LaunchSession,
+    WritebackOutbox,
+    WritebackResource,
+    WritebackStatus,
+)
+from extensions import db, socketio
 from ops.background import periodic
-from visits.models import Appointment, Participant, ParticipantRole, utcnow
+from visits import presence
+from visits.models import Appointment, Participant, ParticipantRole, ServerProcess, utcnow
 
 log = logging.getLogger(__name__)
 
 FHIR_JSON = "application/fhir+json"
 
 # Worker settings, declared once here (not environment settings: operators rarely need
-# them, tests shorten them). ``init_app`` puts them into app.config.
+# them, tests shorten them). ``init_app`` puts them into app.config. The one operators
+# tune, OUTBOX_CONCURRENCY_PER_ENDPOINT, is in settings.py.
 DEFAULTS: dict[str, Any] = {
-    "OUTBOX_POLL_SECONDS": 1.0,  # how often each process looks for due write-backs
-    "OUTBOX_BATCH_SIZE": 20,  # rows one poll handles at most, so a backlog cannot starve others
+    # An idle process looks for due write-backs this often (rows queued by other
+    # processes, retries coming due); rows committed in this process go out at once.
+    "OUTBOX_POLL_SECONDS": 1.0,
     "OUTBOX_MAX_ATTEMPTS": 12,  # then the row is failed (a dead letter); ~50 min of retries
     "OUTBOX_BACKOFF_BASE_SECONDS": 2.0,  # first retry after ~2 s, doubling each time
     "OUTBOX_BACKOFF_MAX_SECONDS": 600.0,  # never wait more than 10 minutes between tries
-    # A claim lasts this long; must exceed one send (token + POST, 10 s timeouts each).
+    # A claim lasts this long from when it is made; must exceed one send (token + POST,
+    # and both again after a 401: 4 × the HTTP timeout).
     "OUTBOX_LEASE_SECONDS": 60.0,
     "OUTBOX_HTTP_TIMEOUT_SECONDS": 10.0,
 }
@@ -146,6 +171,9 @@ def _encounter_of(appointment: Appointment) -> str | None:
 
 # --- deliver ----------------------------------------------------------------------------
 
+_rows = WritebackOutbox.__table__  # delivery works on the table: no identity map to feed
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What one delivery attempt came to; ``error`` is short and free of bodies."""
@@ -158,95 +186,454 @@ class Outcome:
     retry_after: float | None = None
 
 
+@dataclass(frozen=True)
+class _Claim:
+    """A row leased to this process, with what its POST needs (read by the claim itself)."""
+
+    id: int
+    endpoint_id: int
+    resource_type: str
+    business_identifier: str
+    body: bytes  # the payload as stored: sent as is, never parsed here
+    attempts: int  # counting this one
+    lease: datetime  # our ``locked_until``; the result is recorded only while it holds
+
+
 def claim_due(now: datetime | None = None, limit: int = 1) -> list[int]:
-    """Lease up to ``limit`` due rows to this worker; returns their ids. Commits.
+    """Lease up to ``limit`` due rows to this process; returns their ids. Commits.
 
     The UPDATE repeats the "due and unclaimed" test, so of two workers racing for a row
-    only one sees rowcount 1 (PostgreSQL re-checks the WHERE after the row lock; SQLite
-    has one writer at a time). Each claim counts as an attempt, so a row that crashes
-    its worker every time still ends up failed.
+    only one gets it (PostgreSQL re-checks the WHERE after the row lock and skips rows
+    another claimer has locked; SQLite has one writer at a time). Each claim counts as
+    an attempt, so a row that crashes its worker every time still ends up failed.
     """
     now = now or utcnow()
-    lease = now + timedelta(seconds=float(current_app.config["OUTBOX_LEASE_SECONDS"]))
-    due = _due_condition(now)
-    candidates = db.session.execute(
-        db.select(WritebackOutbox.id).where(due)
-        .order_by(WritebackOutbox.next_attempt_at, WritebackOutbox.id).limit(limit)
-    ).scalars().all()
-    claimed = []
-    for row_id in candidates:
-        result = db.session.execute(
-            sa.update(WritebackOutbox)
-            .where(WritebackOutbox.id == row_id, due)
-            .values(locked_until=lease, attempts=WritebackOutbox.attempts + 1)
-            .execution_options(synchronize_session=False))
-        if result.rowcount == 1:
-            claimed.append(row_id)
+    due = db.session.execute(_DUE, {"now": now, "window": limit}).scalars().all()
+    claims = _claim(list(due), now, float(current_app.config["OUTBOX_LEASE_SECONDS"]))
     db.session.commit()
-    return claimed
+    return [claim.id for claim in claims]
 
 
-def _due_condition(now: datetime) -> sa.ColumnElement[bool]:
-    return sa.and_(
-        WritebackOutbox.status == WritebackStatus.PENDING,
-        WritebackOutbox.next_attempt_at <= now,
-        sa.or_(WritebackOutbox.locked_until.is_(None), WritebackOutbox.locked_until <= now))
+def _due_at(now: Any) -> sa.ColumnElement[bool]:
+    """Pending, due and not leased. A claim also moves ``next_attempt_at`` to the lease's
+    end, so the (status, next_attempt_at) index leaves rows in flight out by itself."""
+    return sa.and_(_rows.c.status == WritebackStatus.PENDING, _rows.c.next_attempt_at <= now,
+                   sa.or_(_rows.c.locked_until.is_(None), _rows.c.locked_until <= now))
+
+
+# Built once: a delivery runs these for every few rows, and building them cost as much
+# CPU as running them.
+_ANY_DUE = sa.select(_rows.c.id).where(_due_at(sa.bindparam("now"))).limit(1)
+_DUE = (
+    sa.select(_rows.c.id).where(_due_at(sa.bindparam("now")))
+    .order_by(_rows.c.next_attempt_at, _rows.c.id)
+    .limit(sa.bindparam("window", type_=sa.Integer))
+    # PostgreSQL: concurrent claimers pass each other's rows by instead of waiting.
+    .with_for_update(skip_locked=True))
+_CANDIDATES = _DUE.where(_rows.c.endpoint_id == sa.bindparam("endpoint"))
+_CLAIM = (
+    sa.update(_rows)
+    .where(_rows.c.id.in_(sa.bindparam("ids", expanding=True)), _due_at(sa.bindparam("now")))
+    .values(locked_until=sa.bindparam("lease"), next_attempt_at=sa.bindparam("lease"),
+            claimed_by=sa.bindparam("claimer"), attempts=_rows.c.attempts + 1)
+    .returning(_rows.c.id, _rows.c.endpoint_id, _rows.c.resource_type,
+               _rows.c.business_identifier, sa.cast(_rows.c.payload, sa.Text),
+               _rows.c.attempts))
+_RECORD = (
+    sa.update(_rows)
+    .where(_rows.c.id == sa.bindparam("row_id"), _rows.c.locked_until == sa.bindparam("lease"))
+    .values(status=sa.bindparam("new_status"), sent_at=sa.bindparam("new_sent_at"),
+            remote_id=sa.bindparam("new_remote_id"), last_error=sa.bindparam("new_error"),
+            next_attempt_at=sa.bindparam("new_next"), locked_until=None, claimed_by=None))
+
+
+def _claim(ids: list[int], now: datetime, lease_seconds: float) -> list[_Claim]:
+    """Lease ``ids`` (those still due) to this process, in the caller's transaction."""
+    if not ids:
+        return []
+    lease = now + timedelta(seconds=lease_seconds)
+    result = db.session.execute(_CLAIM, {"ids": ids, "now": now, "lease": lease,
+                                         "claimer": presence.process_id()})
+    return [_Claim(row_id, endpoint_id, resource_type, identifier, payload.encode(), attempts,
+                   lease)
+            for row_id, endpoint_id, resource_type, identifier, payload, attempts in result]
+
+
+def release_abandoned(now: datetime | None = None) -> int:
+    """Put rows claimed by a process whose heartbeat stopped back in the queue now, rather
+    than when their lease runs out (it died, or restarted under a new id); returns how
+    many. Commits.
+
+    Only claims older than ``PROCESS_TIMEOUT_SECONDS`` are taken, so a process that claims
+    before its first heartbeat (or without the presence loop, as the CLI and tests do)
+    keeps its rows that long. If the claimer was alive after all, it finds its lease gone
+    and does not record its result; If-None-Exist makes the second POST harmless.
+    """
+    now = now or utcnow()
+    config = current_app.config
+    timeout = float(config["PROCESS_TIMEOUT_SECONDS"])
+    lease = float(config["OUTBOX_LEASE_SECONDS"])
+    alive = sa.select(ServerProcess.process_id).where(
+        ServerProcess.heartbeat_at >= now - timedelta(seconds=timeout))
+    result = db.session.execute(
+        sa.update(_rows)
+        .where(_rows.c.status == WritebackStatus.PENDING, _rows.c.next_attempt_at > now,
+               _rows.c.locked_until > now,
+               _rows.c.locked_until <= now + timedelta(seconds=lease - timeout),
+               _rows.c.claimed_by.is_not(None), _rows.c.claimed_by != presence.process_id(),
+               _rows.c.claimed_by.not_in(alive))
+        .values(locked_until=None, claimed_by=None, next_attempt_at=now))
+    db.session.commit()
+    if result.rowcount:
+        log.warning("write-backs taken back from a stopped process",
+                    extra={"count": result.rowcount})
+    return result.rowcount
 
 
 def process_due(now: datetime | None = None, limit: int | None = None) -> int:
-    """Deliver up to ``limit`` due write-backs, one claim at a time; returns how many were
-    attempted. Safe to run in every process at once."""
-    now = now or utcnow()
-    limit = limit if limit is not None else int(current_app.config["OUTBOX_BATCH_SIZE"])
-    handled = 0
-    with requests.Session() as http:
-        while handled < limit:
-            claimed = claim_due(now, limit=1)
-            if not claimed:
-                break
-            _deliver(claimed[0], now, http)
-            handled += 1
-    return handled
+    """Deliver what is due, concurrently, until nothing due is left and nothing is in
+    flight; returns how many rows were attempted (at most ``limit``). ``now`` fixes the
+    pass's time (tests); otherwise each claim's lease starts when that claim is made.
+    Safe to run in every process at once."""
+    with _Delivery(current_app._get_current_object(), now, limit) as delivery:
+        return delivery.run()
 
 
-@periodic("OUTBOX_POLL_SECONDS", name="ehr.outbox")
+@periodic(0.0, name="ehr.outbox")
 def deliver_due_writebacks() -> None:
-    """Background loop body: send whatever is due."""
-    process_due()
+    """Background loop body: deliver what is due, then wait for ``wake()`` or the next
+    poll (the wait is here rather than in the loop's interval so a wake can cut it short)."""
+    with _Delivery(current_app._get_current_object(), None, None) as delivery:
+        delivery.run()
+        delivery.wait()
 
 
-def _deliver(row_id: int, now: datetime, http: requests.Session) -> None:
-    row = db.session.get(WritebackOutbox, row_id, populate_existing=True)
-    if row is None:
-        return
-    lease = row.locked_until
-    extra: dict[str, Any] = {"outbox_id": row_id, "resource_type": row.resource_type,
-                             "endpoint_id": row.endpoint_id, "attempts": row.attempts}
-    outcome = _attempt(row, http)
-    values: dict[str, Any] = {"locked_until": None, "last_error": outcome.error}
-    if outcome.sent:
-        values.update(status=WritebackStatus.SENT, sent_at=now, remote_id=outcome.remote_id,
-                      last_error=None, next_attempt_at=None)
-    elif outcome.retry and row.attempts < int(current_app.config["OUTBOX_MAX_ATTEMPTS"]):
-        values.update(next_attempt_at=now + timedelta(
-            seconds=backoff_seconds(row.attempts, outcome.retry_after)))
-    else:
-        values.update(status=WritebackStatus.FAILED, next_attempt_at=None)
-    # Only if our lease still holds: a worker that took over after it ran out owns the row.
-    db.session.rollback()  # end the read transaction; nothing of ours is pending
-    result = db.session.execute(
-        sa.update(WritebackOutbox)
-        .where(WritebackOutbox.id == row_id, WritebackOutbox.locked_until == lease)
-        .values(**values).execution_options(synchronize_session=False))
-    db.session.commit()
-    extra.update(status=str(values.get("status", WritebackStatus.PENDING)),
-                 error=outcome.error)
-    if result.rowcount != 1:
-        log.warning("write-back lease lost before the result was recorded", extra=extra)
-    elif outcome.sent:
-        log.info("write-back sent", extra=extra)
-    else:
-        log.warning("write-back not delivered", extra=extra)
+def wake() -> None:
+    """Outbox rows were just committed in this process: deliver them now, not at the next
+    poll. Cheap, from any thread or greenlet; commits that add rows call it themselves."""
+    with _state_lock:
+        inboxes = list(_inboxes)
+    for inbox in inboxes:
+        inbox.put(_WAKE)
+
+
+@sa.event.listens_for(Session, "after_flush")
+def _note_new_rows(session: Session, _context: Any) -> None:
+    if any(isinstance(obj, WritebackOutbox) for obj in session.new):
+        session.info["outbox_wake"] = True
+
+
+@sa.event.listens_for(Session, "after_commit")
+def _wake_after_commit(session: Session) -> None:
+    if session.info.pop("outbox_wake", False):
+        wake()
+
+
+@sa.event.listens_for(Session, "after_rollback")
+def _forget_new_rows(session: Session) -> None:
+    session.info.pop("outbox_wake", None)
+
+
+def reset() -> None:
+    """Forget this process's delivery state: connections, pauses, timers (tests)."""
+    with _state_lock:
+        endpoints = list(_endpoints.values())
+        _endpoints.clear()
+        _released_at.clear()
+    for endpoint in endpoints:
+        endpoint.close()
+
+
+# This process's delivery state, shared by its passes (a test may run two at once).
+_state_lock = threading.Lock()
+_endpoints: dict[tuple[str, int], _Endpoint] = {}  # by (database URL, endpoint id)
+_released_at: dict[str, float] = {}  # database URL → last release_abandoned (monotonic)
+_inboxes: set[Any] = set()  # the queues of running passes, for wake()
+_WAKE = object()
+# How often a long pass re-reads the endpoints (an admin may add one or edit its URL).
+_ENDPOINT_REREAD_S = 60.0
+
+
+class _Endpoint:
+    """This process's line to one EHR: the endpoint's settings, kept-alive connections,
+    busy slots and any pause the EHR asked for. Workers use it outside any database
+    session; ``backend_auth`` takes it in place of the ``EhrEndpoint`` row."""
+
+    def __init__(self, row: EhrEndpoint, pool_size: int) -> None:
+        self.id, self.name = row.id, row.name
+        self.fhir_base_url, self.client_id = row.fhir_base_url, row.client_id
+        self.http = requests.Session()  # discovery and tokens, and the POSTs' connections
+        self._adapter = requests.adapters.HTTPAdapter(pool_maxsize=pool_size)
+        self.http.mount("https://", self._adapter)
+        self.http.mount("http://", self._adapter)
+        self._targets: dict[str, tuple[urllib3.HTTPConnectionPool, str]] = {}
+        self.in_flight = 0  # guarded by _state_lock
+        self.paused_until: datetime | None = None
+
+    def same_as(self, row: EhrEndpoint) -> bool:
+        """Whether ``row`` still has the settings this state was made with."""
+        return (self.fhir_base_url, self.client_id, self.name) == (
+            row.fhir_base_url, row.client_id, row.name)
+
+    def target(self, resource_type: str) -> tuple[urllib3.HTTPConnectionPool, str]:
+        """The connection pool and request target for POSTs of ``resource_type``.
+
+        Set up once as requests would (proxies and CA bundle from the environment, TLS
+        checks), then used without requests' per-call work, which cost more CPU than the
+        rest of a delivery together.
+        """
+        found = self._targets.get(resource_type)
+        if found is None:
+            url = f"{self.fhir_base_url.rstrip('/')}/{resource_type}"
+            prepared = requests.Request("POST", url).prepare()
+            env = self.http.merge_environment_settings(url, {}, None, None, None)
+            pool = self._adapter.get_connection_with_tls_context(
+                prepared, env["verify"], env["proxies"], env["cert"])
+            self._adapter.cert_verify(pool, url, env["verify"], env["cert"])
+            found = self._targets[resource_type] = (
+                pool, self._adapter.request_url(prepared, env["proxies"]))
+        return found
+
+    def release(self, slots: int = 1) -> None:
+        with _state_lock:
+            self.in_flight -= slots
+
+    def close(self) -> None:
+        self.http.close()
+
+
+class _Delivery:
+    """One dispatcher pass: claims due rows as slots free up, hands each to a worker, and
+    records what the workers report, until nothing due is left and nothing is in flight.
+
+    Work follows what changed, not the table's size: each claim asks one endpoint for as
+    many due rows as it has free slots (an index on endpoint, status, due time answers
+    it), and an endpoint that had fewer is not asked again until a wake, a poll interval
+    or the end of the pass. Outcomes and new claims share one transaction, and a busy
+    pass waits for a quarter of an endpoint's slots worth of outcomes before it writes,
+    so it commits once per handful of rows rather than several times per row.
+    """
+
+    def __init__(self, app: Flask, now: datetime | None, limit: int | None) -> None:
+        config = app.config
+        self.app = app
+        self.database = str(config["SQLALCHEMY_DATABASE_URI"])
+        self.concurrency = max(1, int(config["OUTBOX_CONCURRENCY_PER_ENDPOINT"]))
+        self.lease_seconds = float(config["OUTBOX_LEASE_SECONDS"])
+        self.timeout = float(config["OUTBOX_HTTP_TIMEOUT_SECONDS"])
+        self.poll = float(config["OUTBOX_POLL_SECONDS"])
+        self.max_attempts = int(config["OUTBOX_MAX_ATTEMPTS"])
+        self.pause_default = float(config["OUTBOX_BACKOFF_BASE_SECONDS"])
+        self.pause_cap = float(config["OUTBOX_BACKOFF_MAX_SECONDS"])
+        self.release_every = float(config["PROCESS_TIMEOUT_SECONDS"]) / 2
+        self.now = now
+        self.limit = limit
+        self.inbox = socketio.server.eio.create_queue()
+        self.empty = socketio.server.eio.get_queue_empty_exception()
+        self.in_flight = 0
+        self.attempted = 0
+        self.endpoints: list[_Endpoint] = []
+        self.endpoints_read_at: float | None = None
+        self.drained: set[int] = set()  # endpoints that had no more due rows just now
+        self.drained_at = time.monotonic()
+
+    def __enter__(self) -> _Delivery:
+        with _state_lock:
+            _inboxes.add(self.inbox)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        with _state_lock:
+            _inboxes.discard(self.inbox)
+
+    def clock(self) -> datetime:
+        """The time now: read afresh for each claim and result, unless the caller fixed
+        this pass's time (tests move it forward by passing ``now``)."""
+        return self.now or utcnow()
+
+    def run(self) -> int:
+        self._release_abandoned()
+        if not db.session.execute(_ANY_DUE, {"now": self.clock()}).first():
+            db.session.commit()
+            return 0  # the idle case: that one indexed question was all
+        refill = max(1, self.concurrency // 4)
+        finished: list[tuple[_Claim, Outcome]] = []
+        while True:
+            woken = self._collect(finished) if self.in_flight else False
+            if woken or time.monotonic() - self.drained_at >= self.poll:
+                self.drained.clear()  # rows may have been queued or come due meanwhile
+                self.drained_at = time.monotonic()
+            if self.in_flight and not woken and len(finished) < refill:
+                continue
+            started = self._round(finished)
+            finished = []
+            for endpoint, claim in started:
+                self._start(endpoint, claim)
+            if not self.in_flight:
+                return self.attempted
+
+    def wait(self) -> None:
+        """Until ``wake()`` or the poll interval, whichever comes first."""
+        try:
+            self.inbox.get(timeout=self.poll)
+        except self.empty:
+            pass
+
+    def _collect(self, finished: list[tuple[_Claim, Outcome]]) -> bool:
+        """Wait for outcomes and take all that are there; True when woken or the poll
+        interval passed (time to look for due rows again)."""
+        try:
+            item = self.inbox.get(timeout=self.poll)
+        except self.empty:
+            return True
+        woken = False
+        while True:
+            if item is _WAKE:
+                woken = True
+            else:
+                finished.append(item)
+                self.in_flight -= 1
+            try:
+                item = self.inbox.get(block=False)
+            except self.empty:
+                return woken
+
+    def _round(self, finished: list[tuple[_Claim, Outcome]]) -> list[tuple[_Endpoint, _Claim]]:
+        """Record outcomes, then claim rows for free slots; one transaction."""
+        now = self.clock()
+        if finished:
+            self._record(finished, now)
+        room = self.limit - self.attempted if self.limit is not None else None
+        started = self._claim(now, room) if room is None or room > 0 else []
+        db.session.commit()
+        return started
+
+    def _claim(self, now: datetime, room: int | None) -> list[tuple[_Endpoint, _Claim]]:
+        """Ask each endpoint with free slots (and not drained) for that many due rows,
+        then lease them all with one UPDATE."""
+        picked: dict[int, _Endpoint] = {}
+        for endpoint in self._current_endpoints():
+            if endpoint.id in self.drained:
+                continue
+            with _state_lock:  # take the slots now, so a concurrent pass cannot take them
+                wanted = self._free_slots(endpoint, now)
+                if room is not None:
+                    wanted = min(wanted, room - len(picked))
+                endpoint.in_flight += wanted
+            if wanted <= 0:
+                continue
+            try:
+                ids = db.session.execute(_CANDIDATES, {
+                    "endpoint": endpoint.id, "now": now, "window": wanted}).scalars().all()
+            except BaseException:
+                endpoint.release(wanted)
+                raise
+            endpoint.release(wanted - len(ids))
+            if len(ids) < wanted:
+                self.drained.add(endpoint.id)
+            picked.update((row_id, endpoint) for row_id in ids)
+        try:
+            claims = _claim(list(picked), now, self.lease_seconds)
+        except BaseException:
+            for endpoint in picked.values():
+                endpoint.release(1)
+            raise
+        for row_id in picked.keys() - {claim.id for claim in claims}:
+            picked[row_id].release(1)  # another process was faster
+        return [(picked[claim.id], claim) for claim in claims]
+
+    def _free_slots(self, endpoint: _Endpoint, now: datetime) -> int:
+        if endpoint.paused_until is not None and endpoint.paused_until > now:
+            return 0
+        return max(0, self.concurrency - endpoint.in_flight)
+
+    def _current_endpoints(self) -> list[_Endpoint]:
+        """Every endpoint, as this process's state for it; read from the database once per
+        pass and every minute, so an added endpoint or an edited URL takes effect."""
+        if self.endpoints_read_at is not None and \
+                time.monotonic() - self.endpoints_read_at < _ENDPOINT_REREAD_S:
+            return self.endpoints
+        rows = db.session.execute(sa.select(EhrEndpoint).order_by(EhrEndpoint.id)).scalars().all()
+        endpoints = []
+        with _state_lock:  # no database work under the lock: wake() takes it too
+            for row in rows:
+                key = (self.database, row.id)
+                current = _endpoints.get(key)
+                if current is None or not current.same_as(row):
+                    current = _endpoints[key] = _Endpoint(row, self.concurrency)
+                endpoints.append(current)
+        self.endpoints, self.endpoints_read_at = endpoints, time.monotonic()
+        return endpoints
+
+    def _start(self, endpoint: _Endpoint, claim: _Claim) -> None:
+        self.in_flight += 1
+        self.attempted += 1
+        socketio.start_background_task(_work, self, endpoint, claim)
+
+    def _record(self, finished: list[tuple[_Claim, Outcome]], now: datetime) -> None:
+        """One UPDATE per row, sent as one batch; each only if our lease still holds (a
+        process that took the row over after the lease ran out owns it now)."""
+        params = []
+        for claim, outcome in finished:
+            values = {"row_id": claim.id, "lease": claim.lease, "new_status": None,
+                      "new_sent_at": None, "new_remote_id": None, "new_error": outcome.error,
+                      "new_next": None}
+            if outcome.sent:
+                values.update(new_status=WritebackStatus.SENT, new_sent_at=now,
+                              new_remote_id=outcome.remote_id, new_error=None)
+            elif outcome.retry and claim.attempts < self.max_attempts:
+                values.update(new_status=WritebackStatus.PENDING, new_next=now + timedelta(
+                    seconds=backoff_seconds(claim.attempts, outcome.retry_after)))
+            else:
+                values.update(new_status=WritebackStatus.FAILED)
+            params.append(values)
+            extra = {"outbox_id": claim.id, "resource_type": claim.resource_type,
+                     "endpoint_id": claim.endpoint_id, "attempts": claim.attempts,
+                     "status": str(values["new_status"]), "error": outcome.error}
+            if outcome.sent:
+                log.debug("write-back sent", extra=extra)
+            else:
+                log.warning("write-back not delivered", extra=extra)
+        recorded = db.session.execute(_RECORD, params).rowcount
+        if recorded != len(params):
+            log.warning("write-back results not recorded: lease lost",
+                        extra={"count": len(params) - recorded})
+
+    def _release_abandoned(self) -> None:
+        """``release_abandoned`` every half process timeout at most (it is one query)."""
+        started = time.monotonic()
+        with _state_lock:
+            last = _released_at.get(self.database)
+            if last is not None and started - last < self.release_every:
+                return
+            _released_at[self.database] = started
+        release_abandoned(self.clock())
+
+    def pause(self, endpoint: _Endpoint, retry_after: float | None) -> None:
+        """The EHR asked us to slow down: no new POSTs to it until Retry-After passed."""
+        seconds = min(self.pause_cap, retry_after if retry_after is not None
+                      else self.pause_default)
+        until = self.clock() + timedelta(seconds=seconds)
+        with _state_lock:
+            if endpoint.paused_until is None or endpoint.paused_until < until:
+                endpoint.paused_until = until
+        log.warning("write-backs to an endpoint paused",
+                    extra={"endpoint_id": endpoint.id, "seconds": seconds})
+
+
+def _work(delivery: _Delivery, endpoint: _Endpoint, claim: _Claim) -> None:
+    """A worker: one write-back's POST (two after a 401). It always frees its slot and
+    reports back, or the row would wait for its lease to run out."""
+    outcome = Outcome(sent=False, retry=True, error="internal error")
+    try:
+        outcome = _attempt(delivery.app, endpoint, claim, delivery.timeout)
+        if outcome.status == 429 or (outcome.status == 503 and outcome.retry_after is not None):
+            delivery.pause(endpoint, outcome.retry_after)
+    except Exception:  # the worker's edge: log it, the row is retried like any failure
+        log.exception("write-back worker failed", extra={"outbox_id": claim.id})
+    finally:
+        endpoint.release()
+        delivery.inbox.put((claim, outcome))
 
 
 def backoff_seconds(attempts: int, retry_after: float | None = None) -> float:
@@ -259,77 +646,92 @@ def backoff_seconds(attempts: int, retry_after: float | None = None) -> float:
     return min(cap, max(delay, retry_after or 0.0))
 
 
-def _attempt(row: WritebackOutbox, http: requests.Session) -> Outcome:
-    endpoint = row.endpoint
+def _attempt(app: Flask, endpoint: _Endpoint, claim: _Claim, timeout: float) -> Outcome:
     try:
-        outcome = _post(row, backend_auth.access_token(endpoint, session=http), http)
+        token = _token(app, endpoint)
+        outcome = _post(endpoint, claim, token, timeout)
         if outcome.status == 401:
             # Expired or revoked (the EHR restarted, say): a fresh token, one more try now.
-            backend_auth.forget(endpoint)
-            outcome = _post(row, backend_auth.access_token(endpoint, session=http), http)
+            backend_auth.forget(endpoint, token=token)
+            outcome = _post(endpoint, claim, _token(app, endpoint), timeout)
         return outcome
     except EhrError as exc:  # discovery or token trouble: fixable on the EHR side, retry
         return Outcome(sent=False, retry=True, error=f"token: {exc}"[:200])
 
 
-def _post(row: WritebackOutbox, token: str, http: requests.Session) -> Outcome:
-    url = f"{row.endpoint.fhir_base_url.rstrip('/')}/{row.resource_type}"
+def _token(app: Flask, endpoint: _Endpoint) -> str:
+    token = backend_auth.cached_token(endpoint)
+    if token is not None:
+        return token
+    with app.app_context():  # the client assertion is signed with our key, in the database
+        try:
+            return backend_auth.access_token(endpoint, session=endpoint.http)
+        finally:
+            db.session.remove()
+
+
+def _post(endpoint: _Endpoint, claim: _Claim, token: str, timeout: float) -> Outcome:
+    pool, target = endpoint.target(claim.resource_type)
     headers = {"Authorization": f"Bearer {token}", "Content-Type": FHIR_JSON,
                "Accept": FHIR_JSON,
-               "If-None-Exist": auditevents.if_none_exist(row.business_identifier)}
+               "If-None-Exist": auditevents.if_none_exist(claim.business_identifier)}
     try:
-        response = http.post(url, json=row.payload, headers=headers,
-                             timeout=float(current_app.config["OUTBOX_HTTP_TIMEOUT_SECONDS"]))
-    except requests.Timeout:
+        response = pool.urlopen("POST", target, body=claim.body, headers=headers,
+                                retries=False, redirect=False, assert_same_host=False,
+                                timeout=timeout, preload_content=True)
+    except urllib3.exceptions.NewConnectionError:  # a subclass of the timeout, oddly
+        return Outcome(sent=False, retry=True, error="ConnectionError")
+    except urllib3.exceptions.TimeoutError:
         return Outcome(sent=False, retry=True, error="timeout")
-    except requests.RequestException as exc:
-        return Outcome(sent=False, retry=True, error=type(exc).__name__)
-    status = response.status_code
+    except (urllib3.exceptions.HTTPError, OSError):
+        return Outcome(sent=False, retry=True, error="ConnectionError")
+    status = response.status
     if 200 <= status < 300:
         return Outcome(sent=True, retry=False, status=status,
-                       remote_id=_remote_id(response, row.resource_type))
+                       remote_id=_remote_id(response.headers, response.data,
+                                            claim.resource_type))
     error = f"HTTP {status}"
-    code = _outcome_code(response)
+    code = _outcome_code(response.data)
     if code:
         error += f" {code}"
     retry = status >= 500 or status in _RETRYABLE_4XX
     return Outcome(sent=False, retry=retry, error=error, status=status,
-                   retry_after=_retry_after(response))
+                   retry_after=_retry_after(response.headers.get("Retry-After")))
 
 
-def _remote_id(response: requests.Response, resource_type: str) -> str | None:
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:  # UnicodeDecodeError included
+        return None
+
+
+def _remote_id(headers: Any, body: bytes, resource_type: str) -> str | None:
     """The new resource's id from Location (``…/Type/id/_history/n``) or else the body."""
-    location = response.headers.get("Location") or response.headers.get("Content-Location")
+    location = headers.get("Location") or headers.get("Content-Location")
     if location:
         parts = urlsplit(location).path.rstrip("/").split("/")
         if "_history" in parts:
             parts = parts[:parts.index("_history")]
         if len(parts) >= 2 and parts[-2] == resource_type:
             return parts[-1][:200]
-    try:
-        body = response.json()
-    except ValueError:
-        return None
-    resource_id = body.get("id") if isinstance(body, dict) else None
+    document = _json(body)
+    resource_id = document.get("id") if isinstance(document, dict) else None
     return str(resource_id)[:200] if resource_id else None
 
 
-def _outcome_code(response: requests.Response) -> str | None:
+def _outcome_code(body: bytes) -> str | None:
     """The first OperationOutcome issue code, and nothing else: bodies may echo PHI."""
-    try:
-        body = response.json()
-    except ValueError:
+    document = _json(body)
+    if not isinstance(document, dict) or document.get("resourceType") != "OperationOutcome":
         return None
-    if not isinstance(body, dict) or body.get("resourceType") != "OperationOutcome":
-        return None
-    issues = body.get("issue")
+    issues = document.get("issue")
     code = issues[0].get("code") if isinstance(issues, list) and issues and \
         isinstance(issues[0], dict) else None
     return str(code)[:40] if isinstance(code, str) and code.isascii() else None
 
 
-def _retry_after(response: requests.Response) -> float | None:
-    value = response.headers.get("Retry-After")
+def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
     if value.strip().isdigit():
@@ -361,9 +763,11 @@ def requeue(ids: list[int] | None = None, *, all_failed: bool = False,
         query = query.where(WritebackOutbox.id.in_(ids or []))
     result = db.session.execute(
         query.values(status=WritebackStatus.PENDING, attempts=0, locked_until=None,
-                     next_attempt_at=now or utcnow())
+                     claimed_by=None, next_attempt_at=now or utcnow())
         .execution_options(synchronize_session=False))
     db.session.commit()
+    if result.rowcount:
+        wake()
     return result.rowcount
 
 
@@ -376,4 +780,5 @@ def as_dict(row: WritebackOutbox) -> dict[str, Any]:
             "resource_type": row.resource_type, "business_identifier": row.business_identifier,
             "status": row.status, "attempts": row.attempts, "last_error": row.last_error,
             "next_attempt_at": iso(row.next_attempt_at), "remote_id": row.remote_id,
-            "created_at": iso(row.created_at), "sent_at": iso(row.sent_at)}
+            "created_at": iso(row.created_at), "sent_at": iso(row.sent_at),
+            "locked_until": iso(row.locked_until), "claimed_by": row.claimed_by}

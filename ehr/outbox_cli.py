@@ -18,7 +18,8 @@ outbox_cli = AppGroup("outbox", help="EHR write-backs (AuditEvent, Observation) 
 @click.option("--limit", type=int, default=200, show_default=True, help="Newest rows first.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
 def list_command(status: str | None, limit: int, as_json: bool) -> None:
-    """List write-backs: status, attempts, last error, created (never the payload)."""
+    """List write-backs: status, attempts, last error, created, the process holding a claim
+    (never the payload)."""
     rows = [outbox.as_dict(row) for row in outbox.list_rows(status, limit)]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -29,7 +30,9 @@ def list_command(status: str | None, limit: int, as_json: bool) -> None:
         click.echo(f"{row['id']:>6}  {row['status']:<7}  {row['resource_type']:<11}  "
                    f"attempts={row['attempts']:<2}  created={row['created_at']}  "
                    f"{row['business_identifier']}"
-                   + (f"  error={row['last_error']}" if row["last_error"] else ""))
+                   + (f"  error={row['last_error']}" if row["last_error"] else "")
+                   + (f"  claimed_by={row['claimed_by']} until={row['locked_until']}"
+                      if row["claimed_by"] else ""))
 
 
 @outbox_cli.command("retry")

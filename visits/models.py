@@ -189,8 +189,8 @@ class Participant(db.Model):
                                           server_default=PresenceState.NEVER.value)
     presence_since: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # Set when the participant's last socket closed; the disconnect becomes final once
-    # the grace period has passed without a new socket.
-    sockets_gone_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # the grace period has passed without a new socket. Indexed: the sweep reads only these.
+    sockets_gone_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     appointment: Mapped[Appointment] = relationship(back_populates="participants")

@@ -3,17 +3,22 @@
 Failures are staged with a small forwarding proxy in front of the sandbox: it passes
 everything through (discovery, searches) and, when told to, answers POSTs to
 /AuditEvent with a 500 or a 400, or forwards them and then "loses" the reply. Time is
-advanced by passing ``now`` to ``process_due``, never by sleeping.
+advanced by passing ``now`` to ``process_due``, never by sleeping. Concurrency, pauses
+and leases are watched from a FHIR stand-in that counts what is in flight and can hold
+POSTs back or answer 429.
 """
 from __future__ import annotations
 
 import json
 import os
 import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -29,7 +34,8 @@ from extensions import db
 from sandbox_ehr.models import SandboxAccessToken
 from settings import sqlalchemy_url
 from tests import factories
-from visits.models import utcnow
+from tests.local_http import JsonHandler, serving
+from visits.models import ServerProcess, utcnow
 
 EVENT_SYSTEM = "urn:virtual-visits:event"
 POSTGRES_URL = os.environ.get("DATABASE_URL")
@@ -64,11 +70,13 @@ def ctx(live_server):
     """An app context on the live server's app, with an empty outbox and token cache (the
     server, and so its database, is shared by the module's tests)."""
     backend_auth.clear_cache()
+    outbox.reset()
     with live_server.app.app_context():
         db.session.execute(sa.delete(WritebackOutbox))
         db.session.commit()
         yield live_server.app
         db.session.remove()
+    outbox.reset()
 
 
 # --- the forwarding proxy -----------------------------------------------------------------
@@ -148,6 +156,97 @@ def proxy(live_server) -> Iterator[Proxy]:
     server.server_close()
 
 
+# --- the FHIR stand-in ---------------------------------------------------------------------
+
+@dataclass
+class Ehr:
+    """A FHIR server of its own: discovery, tokens, and POST /AuditEvent, counted per
+    business identifier and by how many are in flight at once."""
+
+    url: str = ""
+    delay: float = 0.0  # the EHR's answer time
+    retry_after: int | None = None  # set: every POST is answered 429 with this Retry-After
+    released: threading.Event = field(default_factory=threading.Event)  # clear: POSTs wait
+    on_post: Callable[[str], None] | None = None  # called with each POST's identifier
+    arrived: Counter = field(default_factory=Counter)  # created, per business identifier
+    throttled: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
+    changed: threading.Condition = field(default_factory=threading.Condition)
+
+    @property
+    def fhir_base(self) -> str:
+        return self.url + "/fhir"
+
+    def wait_for_posts(self, count: int, seconds: float = 10.0) -> bool:
+        """Until ``count`` POSTs were answered (created or throttled), at most ``seconds``."""
+        with self.changed:
+            return self.changed.wait_for(
+                lambda: sum(self.arrived.values()) + self.throttled >= count, seconds)
+
+
+class _EhrHandler(JsonHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as the outbox's connection pools expect
+    ehr: Ehr
+
+    def do_GET(self):  # noqa: N802
+        if self.path.endswith("/.well-known/smart-configuration"):
+            return self.send_json(200, {"token_endpoint": self.ehr.fhir_base + "/token",
+                                        "grant_types_supported": ["client_credentials"]})
+        return self.send_json(404, {})
+
+    def do_POST(self):  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path.endswith("/token"):
+            return self.send_json(200, {"access_token": "t", "token_type": "Bearer",
+                                        "expires_in": 3600})
+        ehr, identifier = self.ehr, self.headers["If-None-Exist"].rsplit("|", 1)[-1]
+        with ehr.changed:
+            ehr.in_flight += 1
+            ehr.max_in_flight = max(ehr.max_in_flight, ehr.in_flight)
+        try:
+            if ehr.on_post:
+                ehr.on_post(identifier)
+            ehr.released.wait(timeout=30)
+            time.sleep(ehr.delay)
+        finally:
+            with ehr.changed:
+                ehr.in_flight -= 1
+        with ehr.changed:
+            if ehr.retry_after is not None:
+                ehr.throttled += 1
+            else:
+                ehr.arrived[identifier] += 1
+            ehr.changed.notify_all()
+        if ehr.retry_after is not None:
+            body = b"{}"
+            self.send_response(429)
+            self.send_header("Retry-After", str(ehr.retry_after))
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return None
+        return self.send_json(201, {"resourceType": "AuditEvent",
+                                    "id": str(sum(ehr.arrived.values()))})
+
+
+@pytest.fixture
+def standin() -> Iterator[Callable[..., Ehr]]:
+    """Starts FHIR stand-ins (``standin(delay=0.05)``); all stop after the test."""
+    started: list[Ehr] = []
+    with ExitStack() as stack:
+        def start(**options) -> Ehr:
+            ehr = Ehr(**options)
+            ehr.released.set()
+            ehr.url = stack.enter_context(serving(type("Handler", (_EhrHandler,), {"ehr": ehr})))
+            started.append(ehr)
+            return ehr
+
+        yield start
+        for ehr in started:  # let held POSTs finish, so the servers can stop
+            ehr.released.set()
+
+
 # --- helpers ------------------------------------------------------------------------------
 
 def _endpoint(fhir_base: str):
@@ -178,6 +277,29 @@ def _enqueue_three(visit) -> list[WritebackOutbox]:
     ]
     db.session.commit()
     return rows
+
+
+def _enqueue(visit, count: int) -> list[int]:
+    key, now = uuid.uuid4().hex[:8], utcnow()
+    rows = [outbox.enqueue_audit_event(visit.appointment, "participant-connected", at=now,
+                                       event_key=f"{key}-{number}", participant=visit.patient)
+            for number in range(count)]
+    db.session.commit()
+    return [row.id for row in rows]
+
+
+def _in_background(app, work: Callable[[], int]) -> tuple[threading.Thread, list[int]]:
+    """Runs ``work`` in its own thread and app context, as another worker would."""
+    results: list[int] = []
+
+    def run() -> None:
+        with app.app_context():
+            results.append(work())
+            db.session.remove()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, results
 
 
 def _sandbox_events(live_server, identifier: str) -> list[dict]:
@@ -444,3 +566,150 @@ def test_state_survives_a_restart(ctx, live_server, proxy):
         db.engine.dispose()
 
     assert statuses == {"sent"}
+
+
+# --- delivery at volume: concurrency, pauses, leases ----------------------------------------
+
+def test_posts_to_one_ehr_are_concurrent_up_to_its_limit_and_no_further(
+        ctx, standin, monkeypatch):
+    monkeypatch.setitem(ctx.config, "OUTBOX_CONCURRENCY_PER_ENDPOINT", 3)
+    ehr = standin(delay=0.05)
+    ids = _enqueue(_visit(ehr.fhir_base), 12)
+
+    handled = outbox.process_due()
+
+    assert handled == 12
+    assert ehr.max_in_flight == 3
+    assert {(r.status, r.attempts) for r in _rows(ids)} == {("sent", 1)}
+
+
+def test_a_slow_ehr_does_not_hold_up_deliveries_to_another(ctx, standin, monkeypatch):
+    monkeypatch.setitem(ctx.config, "OUTBOX_CONCURRENCY_PER_ENDPOINT", 2)
+    slow, fast = standin(), standin()
+    slow.released.clear()  # it answers nothing until told to
+    slow_ids = _enqueue(_visit(slow.fhir_base), 4)
+    fast_ids = _enqueue(_visit(fast.fhir_base), 4)
+
+    thread, results = _in_background(ctx, outbox.process_due)
+
+    assert fast.wait_for_posts(4)
+    assert slow.in_flight == 2  # its two slots, and no more
+    slow.released.set()
+    thread.join(timeout=30)
+    assert not thread.is_alive() and results == [8]
+    assert {r.status for r in _rows(slow_ids + fast_ids)} == {"sent"}
+
+
+def test_a_429_pauses_that_ehr_until_retry_after_then_its_backlog_drains(
+        ctx, standin, monkeypatch):
+    monkeypatch.setitem(ctx.config, "OUTBOX_CONCURRENCY_PER_ENDPOINT", 2)
+    busy, other = standin(retry_after=30), standin()
+    busy_ids = _enqueue(_visit(busy.fhir_base), 6)
+    other_ids = _enqueue(_visit(other.fhir_base), 3)
+    t0 = utcnow()
+
+    handled = outbox.process_due(now=t0)
+
+    tried = [r for r in _rows(busy_ids) if r.attempts]
+    assert 1 <= len(tried) <= 2
+    assert busy.throttled == len(tried)  # the first answers paused it: nothing more was sent
+    assert {(r.status, r.last_error) for r in tried} == {("pending", "HTTP 429")}
+    assert all(r.next_attempt_at >= t0 + timedelta(seconds=30) for r in tried)
+    assert {r.status for r in _rows(other_ids)} == {"sent"}  # the other EHR went on
+    assert handled == len(tried) + 3
+
+    assert outbox.process_due(now=t0 + timedelta(seconds=10)) == 0  # still paused
+    assert busy.throttled == len(tried)
+
+    busy.retry_after = None
+    assert outbox.process_due(now=t0 + timedelta(seconds=31)) == 6
+
+    assert {r.status for r in _rows(busy_ids)} == {"sent"}
+    assert set(busy.arrived.values()) == {1} and len(busy.arrived) == 6
+
+
+def test_two_delivery_passes_at_once_send_every_row_exactly_once(ctx, standin, monkeypatch):
+    monkeypatch.setitem(ctx.config, "OUTBOX_CONCURRENCY_PER_ENDPOINT", 4)
+    ehr = standin(delay=0.01)
+    ids = _enqueue(_visit(ehr.fhir_base), 40)
+    barrier = threading.Barrier(2)
+
+    def deliver() -> int:
+        barrier.wait()
+        return outbox.process_due()
+
+    passes = [_in_background(ctx, deliver) for _ in range(2)]
+    for thread, _ in passes:
+        thread.join(timeout=60)
+
+    assert sum(results[0] for _, results in passes) == 40
+    assert len(ehr.arrived) == 40 and set(ehr.arrived.values()) == {1}
+    assert {(r.status, r.attempts) for r in _rows(ids)} == {("sent", 1)}
+    assert ehr.max_in_flight <= 4  # the limit is the process's, whichever pass claims
+
+
+def test_each_claim_has_a_lease_of_its_own_that_holds_while_the_row_is_sent(
+        ctx, live_server, standin, monkeypatch):
+    """A pass that takes longer than a lease must not send rows whose lease ran out."""
+    monkeypatch.setitem(ctx.config, "OUTBOX_LEASE_SECONDS", 1.0)
+    monkeypatch.setitem(ctx.config, "OUTBOX_CONCURRENCY_PER_ENDPOINT", 1)
+    remaining: dict[str, float] = {}
+
+    def lease_left(identifier: str) -> None:
+        with live_server.app.app_context():
+            lease = db.session.execute(sa.select(WritebackOutbox.locked_until).filter_by(
+                business_identifier=identifier)).scalar_one()
+            remaining[identifier] = (lease - utcnow()).total_seconds()
+            db.session.remove()
+
+    ehr = standin(delay=0.3, on_post=lease_left)
+    ids = _enqueue(_visit(ehr.fhir_base), 5)
+
+    outbox.process_due()  # about 1.5 s, one row at a time
+
+    assert len(remaining) == 5
+    assert min(remaining.values()) > 0.5, remaining
+    assert {(r.status, r.attempts) for r in _rows(ids)} == {("sent", 1)}
+
+
+def test_rows_of_a_stopped_process_are_taken_back_before_their_lease_ends(ctx, live_server):
+    visit = _visit(live_server.url + "/sandbox/fhir")
+    stopped, running = _enqueue(visit, 2), _enqueue(visit, 1)
+    now = utcnow()
+    alive = f"alive-host:1:{uuid.uuid4().hex[:6]}"
+    db.session.add(ServerProcess(process_id=alive, started_at=now, heartbeat_at=now))
+    leased = now + timedelta(seconds=40)  # claimed 20 s ago with the 60 s lease
+    for ids, claimer in ((stopped, "gone-host:1:abc"), (running, alive)):
+        db.session.execute(sa.update(WritebackOutbox).where(WritebackOutbox.id.in_(ids))
+                           .values(claimed_by=claimer, locked_until=leased,
+                                   next_attempt_at=leased))
+    db.session.commit()
+
+    handled = outbox.process_due()
+
+    assert handled == 2
+    assert [(r.status, r.claimed_by) for r in _rows(stopped + running)] == [
+        ("sent", None), ("sent", None), ("pending", alive)]
+    db.session.execute(sa.delete(ServerProcess).filter_by(process_id=alive))
+    db.session.commit()
+
+
+def test_committing_an_outbox_row_wakes_the_waiting_delivery_loop(
+        ctx, live_server, monkeypatch):
+    monkeypatch.setitem(ctx.config, "OUTBOX_POLL_SECONDS", 60.0)
+    visit = _visit(live_server.url + "/sandbox/fhir")
+    started = time.monotonic()
+
+    def one_loop_turn() -> int:
+        outbox.deliver_due_writebacks()  # delivers, then waits for a wake or 60 s
+        return 0
+
+    thread, _ = _in_background(ctx, one_loop_turn)
+    ids: list[int] = []
+    while thread.is_alive() and time.monotonic() - started < 10:
+        ids += _enqueue(visit, 1)  # the loop may not be waiting yet: commit until it wakes
+        thread.join(timeout=0.05)
+
+    assert not thread.is_alive()
+    outbox.process_due()
+    assert {r.status for r in _rows(ids)} == {"sent"}
