@@ -145,9 +145,20 @@ def flush_if_immediate() -> None:
         flush()
 
 
+# One flush at a time: on PostgreSQL a flush waits for the database and another greenlet
+# could start the next one; committed out of order, a socket's close could land before
+# its open and leave a row behind.
+_flush_lock = threading.RLock()
+
+
 def flush(now: datetime | None = None) -> FlushResult:
     """Write everything queued in one transaction; see the module docstring for the order.
     On a database error the batch is put back in front of what came since, and raised."""
+    with _flush_lock:
+        return _flush(now)
+
+
+def _flush(now: datetime | None) -> FlushResult:
     global _batch
     with _lock:
         batch, _batch = _batch, _Batch()
