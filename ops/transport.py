@@ -229,6 +229,7 @@ class LeanSocket(engineio.socket.Socket):
             self.upgraded = True
 
         self._ws = ws
+        _trim_environ(ws._sock.environ)  # the server's own; Socket.IO keeps a copy
         if not self.queue.empty() and not self._writing:
             self._writing = True
             self.server.start_background_task(self._drain)
@@ -255,6 +256,18 @@ class LeanSocket(engineio.socket.Socket):
         except Exception:
             pass
         return []
+
+
+# Request headers the connection keeps no use for once it is a WebSocket; the server's
+# environ lives as long as the connection (Socket.IO's own copy is trimmed on connect).
+_UPGRADE_ONLY = ("HTTP_COOKIE", "HTTP_USER_AGENT", "HTTP_ACCEPT", "HTTP_ACCEPT_ENCODING",
+                 "HTTP_ACCEPT_LANGUAGE", "HTTP_SEC_WEBSOCKET_KEY", "HTTP_SEC_WEBSOCKET_EXTENSIONS",
+                 "HTTP_CACHE_CONTROL", "HTTP_PRAGMA", "HTTP_ORIGIN", "HTTP_REFERER")
+
+
+def _trim_environ(environ: dict) -> None:
+    for key in _UPGRADE_ONLY:
+        environ.pop(key, None)
 
 
 def _frame(message: str | bytes) -> bytes:
