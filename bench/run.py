@@ -332,6 +332,11 @@ def run_app(plan: Plan, workdir: Path, variant: str) -> dict:
         if variant == "redis2":  # the cross-process hop only
             phases = [p for p in phases if p in ("probe", "idle")]
         spy = None
+        if os.environ.get("VV_BENCH_STRACE"):
+            spy = subprocess.Popen(["strace", "-f", "-T", "-tt", "-e",
+                                    "trace=fsync,fdatasync,nanosleep,clock_nanosleep,futex",
+                                    "-o", os.environ["VV_BENCH_STRACE"], "-p", str(server.pids[0])],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if plan.profile:
             # py-spy samples the server (the first process) for the whole driver run.
             spy = subprocess.Popen(
@@ -395,6 +400,8 @@ ROWS = [
     ("write-backs/s during churn", "phases.churn.writebacks_per_s"),
     ("write-back backlog during churn, max", "phases.churn.backlog_max"),
     ("CPU per write-back (ms)", "phases.drain.server_cpu_ms_per_writeback"),
+    ("longest GC pause, young generation (ms)", "gc.longest_ms.0"),
+    ("longest GC pause, middle generation (ms)", "gc.longest_ms.1"),
     ("longest GC pause, full collection (ms)", "gc.longest_ms.2"),
     ("/join requests/s", "phases.join.requests_per_s"),
     ("/join CPU per request (ms)", "phases.join.server_cpu_ms_per_request"),

@@ -1,7 +1,6 @@
 """The gevent server behind ``python app.py``: real WebSockets, no delayed-ACK stall."""
 from __future__ import annotations
 
-import gc
 import logging
 import signal
 import socket
@@ -66,14 +65,9 @@ def serve(app: Flask) -> None:
 
 
 def freeze_startup_heap() -> None:
-    """Socket.IO messages create reference cycles, and full collections over the start-up
-    heap paused the server 140-240 ms (shared/PERFORMANCE.md). Move that heap out of the
-    collector's reach and collect the young generation less often."""
+    """Keep the garbage collector's pauses short (ops/gc_pauses.py)."""
     from ops import gc_pauses
 
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(20_000, 20, 50)
     gc_pauses.watch()
 
 

@@ -23,6 +23,8 @@ import collections
 import logging
 import time
 
+import gevent
+
 import engineio.server
 import engineio.socket
 import socketio
@@ -128,9 +130,17 @@ class _PingClock:
 
 
 class LeanSocket(engineio.socket.Socket):
-    """An Engine.IO socket without its two long-lived helper greenlets."""
+    """An Engine.IO socket without its two long-lived helper greenlets.
+
+    Writing: what a handler emits is queued, and written right after the handler yields,
+    from the event loop, in one non-blocking system call for everything queued by then
+    (a connect's acknowledgement and first state go out together; on loopback a send
+    costs the sender the receiver's TCP work too). Only a peer that reads slowly (its
+    buffer full) gets a greenlet of its own, until it has caught up. No greenlet is made
+    per message: each made reference cycles that kept the collector busy."""
 
     _ws = None
+    _raw = None  # the connection's own non-blocking socket
     _writing = False
 
     def schedule_ping(self):
@@ -141,9 +151,12 @@ class LeanSocket(engineio.socket.Socket):
 
     def send(self, pkt):
         super().send(pkt)
+        self._kick()
+
+    def _kick(self) -> None:
         if self._ws is not None and not self._writing:
             self._writing = True
-            self.server.start_background_task(self._drain)
+            _soon(self._flush)
 
     def close(self, wait=True, abort=False, reason=None):
         """engine.io's close, with a writer started for its end-of-stream marker (which
@@ -158,41 +171,65 @@ class LeanSocket(engineio.socket.Socket):
             self.send(packet.Packet(packet.CLOSE))
         self.closed = True
         self.queue.put(None)
-        if self._ws is not None and not self._writing:
-            self._writing = True
-            self.server.start_background_task(self._drain)
+        self._kick()
         # Wait for the queue only while something can still write it out: a WebSocket
         # whose reader has ended has no writer left, and joining would block for good.
         if wait and (self._ws is not None or not self.upgraded):
             self.queue.join()
 
-    def _drain(self) -> None:
-        """Write what is queued, several frames per system call, then end; the next
-        ``send`` starts another. On loopback a send costs the sender the receiver's TCP
-        work too, so a connect's acknowledgement and first state go out together."""
-        ws = self._ws
+    def _take(self) -> tuple[bytes, bool]:
+        """Everything queued, as frames; and whether engine.io's end-of-stream came."""
         queue_empty = self.server.get_queue_empty_exception()
+        frames = []
+        while True:
+            try:
+                pkt = self.queue.get(block=False)
+            except queue_empty:
+                return b"".join(frames), False
+            self.queue.task_done()
+            if pkt is None:
+                return b"".join(frames), True
+            frames.append(_frame(pkt.encode()))
+
+    def _flush(self) -> None:
+        """From the event loop: never waits."""
+        ws = self._ws
+        if ws is None:
+            self._writing = False
+            return
+        try:
+            data, closing = self._take()
+            sent = 0
+            if data and self._raw is not None:
+                try:
+                    sent = self._raw.send(data)
+                except BlockingIOError:
+                    sent = 0
+            if sent < len(data):  # a slow reader: wait for it in a greenlet of its own
+                self.server.start_background_task(self._drain, data[sent:], closing)
+                return
+            if closing:
+                ws.close()
+        except Exception:  # the peer went away; the reader sees it too
+            _close_quietly(ws)
+        self._writing = False
+
+    def _drain(self, rest: bytes, closing: bool) -> None:
+        """Write to a peer that reads slowly, waiting as long as it takes, then whatever
+        was queued meanwhile; then hand back to ``_flush``."""
+        ws = self._ws
         try:
             while ws is not None:
-                frames, closing = [], False
-                while True:
-                    try:
-                        pkt = self.queue.get(block=False)
-                    except queue_empty:
-                        break
-                    self.queue.task_done()
-                    if pkt is None:  # closing: engine.io's own end-of-stream marker
-                        closing = True
-                        break
-                    frames.append(_frame(pkt.encode()))
-                if frames:
-                    _write(ws, b"".join(frames))
+                if rest:
+                    _write(ws, rest)
                 if closing:
                     ws.close()
-                if closing or not frames:
                     break
-        except Exception:  # the peer went away mid-write; the reader sees it too
-            ws.close()
+                rest, closing = self._take()
+                if not rest and not closing:
+                    break
+        except Exception:
+            _close_quietly(ws)
         finally:
             self._writing = False
 
@@ -229,10 +266,10 @@ class LeanSocket(engineio.socket.Socket):
             self.upgraded = True
 
         self._ws = ws
+        self._raw = _raw_socket(ws)
         _trim_environ(ws._sock.environ)  # the server's own; Socket.IO keeps a copy
-        if not self.queue.empty() and not self._writing:
-            self._writing = True
-            self.server.start_background_task(self._drain)
+        if not self.queue.empty():
+            self._kick()
         while True:
             try:
                 data = websocket_wait()
@@ -285,6 +322,27 @@ def _write(ws, data: bytes) -> None:
     if sock.closed:
         raise ConnectionError("websocket closed")
     sock.raw_write(data)
+
+
+def _raw_socket(ws):
+    """The connection's socket under gevent's wrapper: sends on it never wait (it is
+    non-blocking), they send what fits. None if the libraries' shape is unexpected."""
+    try:
+        return ws._sock.stream.handler.socket._sock
+    except AttributeError:
+        return None
+
+
+def _soon(func) -> None:
+    """Run ``func`` from the event loop as soon as the running greenlet yields."""
+    gevent.get_hub().loop.run_callback(func)
+
+
+def _close_quietly(ws) -> None:
+    try:
+        ws.close()
+    except Exception:
+        pass
 
 
 def _clock(server) -> _PingClock:

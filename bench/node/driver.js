@@ -490,11 +490,11 @@ async function gcPauses() {
     }
     return out;
   };
-  const longest = pick('vv_gc_pause_max_seconds');
-  const count = pick('vv_gc_pause_seconds_count');
+  const ms = (m) => Object.fromEntries(Object.entries(m).map(([g, s]) => [g, +(s * 1000).toFixed(1)]));
   return {
-    longest_ms: Object.fromEntries(Object.entries(longest).map(([g, s]) => [g, +(s * 1000).toFixed(1)])),
-    collections: count,
+    longest_ms: ms(pick('vv_gc_pause_max_seconds')),
+    longest_cpu_ms: ms(pick('vv_gc_pause_cpu_max_seconds')),
+    collections: pick('vv_gc_pause_seconds_count'),
   };
 }
 
