@@ -38,6 +38,8 @@ def connect(auth=None):
     if identity is None:
         log.info("socket refused", extra={"reason": "not recognised"})
         raise ConnectionRefusedError("not_authorized")
+    if identity.is_staff:
+        return _staff_connected(identity)
     context = state.context(identity.participant_id)
     if context is None:
         raise ConnectionRefusedError("not_authorized")
@@ -54,17 +56,32 @@ def connect(auth=None):
         waiting_since = now
         presence.entered_lobby(identity.participant_id, now)
     change = presence.socket_opened(identity.participant_id, identity.appointment_id,
-                                    identity.is_staff, sid, now,
+                                    False, sid, now,
                                     waiting_since=waiting_since if context.needs_admission
                                     else None)
-    if identity.is_staff:
-        socketio.emit("visit_state", state.staff_view(identity.appointment_id, now), to=sid)
-    else:
-        socketio.emit("lobby_state", state.lobby_state(context, now, waiting_since), to=sid)
+    socketio.emit("lobby_state", state.lobby_state(context, now, waiting_since), to=sid)
     if change is not None:
         realtime.push_presence(change, skip_sid=sid,
                                lobby_entered_at=waiting_since if context.needs_admission
                                else None)
+    writer.flush_if_immediate()
+    return True
+
+
+def _staff_connected(identity: realtime.Identity) -> bool:
+    """A provider's visit page: the whole picture to this socket; the other staff hear
+    a ``presence`` delta when this provider had no socket open."""
+    now = _now()
+    sid = request.sid
+    _trim_environ(request.environ)
+    realtime.remember(sid, identity)
+    for room in realtime.rooms_for(identity):
+        join_room(room)
+    change = presence.socket_opened(identity.participant_id, identity.appointment_id, True,
+                                    sid, now)
+    socketio.emit("visit_state", state.staff_view(identity.appointment_id, now), to=sid)
+    if change is not None:
+        realtime.push_presence(change, skip_sid=sid)
     writer.flush_if_immediate()
     return True
 

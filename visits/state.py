@@ -138,16 +138,25 @@ def participant_view(participant: Participant | int, now: datetime) -> dict:
 
 
 @functools.cache
-def _visit_query() -> sa.Select:
-    return sa.select(_a.c.ended_at, _a.c.lobby_note).where(_a.c.id == sa.bindparam("aid"))
+def _staff_query() -> sa.Select:
+    """The whole visit in one query: a row per participant, with the visit's own columns,
+    the open lobby place and the latest device test (device_test/'s table, read by name
+    so visits/ does not import it)."""
+    tests = db.metadata.tables["device_test_results"]
 
+    def latest(column):
+        return (sa.select(column).where(tests.c.participant_id == _p.c.id)
+                .order_by(tests.c.created_at.desc(), tests.c.id.desc()).limit(1)
+                .scalar_subquery())
 
-@functools.cache
-def _people_query() -> sa.Select:
     return (sa.select(_p.c.id, _p.c.role, _p.c.display_name, _p.c.presence,
                       _p.c.presence_since, _p.c.sockets_gone_at, _p.c.admitted_at,
-                      _open_entry(_p.c.id).label("waiting_since"))
-            .where(_p.c.appointment_id == sa.bindparam("aid")).order_by(_p.c.id))
+                      _open_entry(_p.c.id).label("waiting_since"),
+                      latest(tests.c.overall).label("test_overall"),
+                      latest(tests.c.created_at).label("test_at"),
+                      _a.c.ended_at, _a.c.lobby_note)
+            .join(_a, _a.c.id == _p.c.appointment_id)
+            .where(_a.c.id == sa.bindparam("aid")).order_by(_p.c.id))
 
 
 def staff_view(appointment: Appointment | int, now: datetime) -> dict:
@@ -157,9 +166,7 @@ def staff_view(appointment: Appointment | int, now: datetime) -> dict:
     memory (sockets, lobby places) is laid over them, so the picture is current without
     forcing a write."""
     appointment_id = appointment if isinstance(appointment, int) else appointment.id
-    visit = db.session.execute(_visit_query(), {"aid": appointment_id}).one()
-    rows = db.session.execute(_people_query(), {"aid": appointment_id}).all()
-    tests = _latest_device_tests([row.id for row in rows])
+    rows = db.session.execute(_staff_query(), {"aid": appointment_id}).all()
     participants, lobby = [], []
     for row in rows:
         shown, since = _presence(row)
@@ -167,18 +174,21 @@ def staff_view(appointment: Appointment | int, now: datetime) -> dict:
         participants.append({
             "id": row.id, "role": row.role, "display_name": row.display_name,
             "presence": shown, "presence_since": _iso(since), "admitted": admitted,
-            "device_test": tests.get(row.id),
+            # The latest device-test grade, so staff can call ahead.
+            "device_test": {"overall": row.test_overall, "at": _iso(row.test_at)}
+            if row.test_overall else None,
         })
         waiting_since = row.waiting_since or presence.waiting_since(row.id)
         if waiting_since is not None and not admitted and shown in ("connected", "reconnecting"):
             lobby.append({"participant_id": row.id, "role": row.role,
                           "entered_at": _iso(waiting_since)})
     lobby.sort(key=lambda entry: entry["entered_at"])
+    first = rows[0] if rows else None
     return {
         "appointment_id": appointment_id,
-        "ended": visit.ended_at is not None,
+        "ended": first is not None and first.ended_at is not None,
         "server_time": now.isoformat(),
-        "lobby_note": visit.lobby_note,
+        "lobby_note": first.lobby_note if first is not None else None,
         "participants": participants,
         "lobby": lobby,
     }
@@ -195,18 +205,3 @@ def _presence(row) -> tuple[str, datetime | None]:
     if here == "reconnecting" or (row.presence == "connected" and row.sockets_gone_at):
         return "reconnecting", presence.gone_at(row.id) or row.sockets_gone_at
     return row.presence, row.presence_since
-
-
-def _latest_device_tests(participant_ids: list[int]) -> dict[int, dict]:
-    """Each participant's latest device-test grade, so staff can call ahead. The table
-    belongs to device_test/, read by name so visits/ does not import it."""
-    table = db.metadata.tables.get("device_test_results")
-    if table is None or not participant_ids:
-        return {}
-    latest: dict[int, dict] = {}
-    for participant_id, overall, at in db.session.execute(
-            sa.select(table.c.participant_id, table.c.overall, table.c.created_at)
-            .where(table.c.participant_id.in_(participant_ids))
-            .order_by(table.c.created_at, table.c.id)):
-        latest[participant_id] = {"overall": overall, "at": _iso(at)}
-    return latest
