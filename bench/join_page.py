@@ -8,13 +8,14 @@ Seeds a throw-away SQLite database with one visit per patient (bench/seed.py), s
 written to a file), opens each patient's join link once for their session cookie, then
 drives ``GET /join`` closed-loop over keep-alive connections, each request with the next
 patient's cookie: with ``wrk`` when it is installed (apt-get install wrk), else with a
-small Python client in another process, which itself needs CPU on this 2-core box and so
-caps the rate lower. One patient measures a page reloaded; many (``--patients 200``)
-measure patients arriving, which nothing kept for one visit can help.
+small Python client in another process, which needs a core of this 2-core box itself, so
+the server is not kept busy and both figures come out worse. One patient is one page
+reloaded; ``--patients 200`` spreads the same load over 200 visits and session cookies.
 
 Prints requests/s and the server's CPU per request (utime + stime from /proc/<pid>/stat
-over the run, divided by the requests answered). Other work shares the machine: CPU per
-request is the figure to quote; requests/s is noisy, so re-run before quoting it.
+over the run, divided by the requests answered), the idle server's CPU before (background
+loops, counted in the runs too). Other work shares the machine and only adds to the CPU
+figure: quote the lowest of a few runs, and re-run before quoting requests/s.
 """
 from __future__ import annotations
 
@@ -73,10 +74,11 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _cpu_seconds(pid: int) -> float:
+def _cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds the process has used."""
     with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
         fields = handle.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+    return int(fields[11]) / TICKS, int(fields[12]) / TICKS  # utime, stime
 
 
 def _wait_for(port: int, server: subprocess.Popen) -> None:
@@ -112,17 +114,19 @@ def _session_cookie(connection: http.client.HTTPConnection, token: str) -> tuple
 def _wrk_script(folder: str, cookies: list[str], lang: str) -> str:
     """A wrk script sending each request with the next patient's cookie."""
     path = os.path.join(folder, "join.lua")
+    listed, language = ", ".join(json.dumps(cookie) for cookie in cookies), json.dumps(lang)
     with open(path, "w", encoding="utf-8") as handle:
-        handle.write("local cookies = {%s}\nlocal sent = 0\n" % ", ".join(
-            json.dumps(cookie) for cookie in cookies))
-        handle.write("request = function()\n  sent = sent + 1\n"
+        handle.write(f"local cookies = {{{listed}}}\n"
+                     "local sent = 0\n"
+                     "request = function()\n"
+                     "  sent = sent + 1\n"
                      "  return wrk.format(\"GET\", \"/join\", {[\"Cookie\"] = "
-                     "cookies[sent %% #cookies + 1], [\"Accept-Language\"] = %s})\nend\n"
-                     % json.dumps(lang))
+                     f"cookies[sent % #cookies + 1], [\"Accept-Language\"] = {language}}})\n"
+                     "end\n")
     return path
 
 
-def _drive(port: int, cookies: list[str], lang: str, connections: int, seconds: float,
+def _drive(port: int, cookies: list[str], lang: str, connections: int, seconds: int,
            folder: str) -> tuple[int, int]:
     """Closed-loop load on /join; returns (requests answered, non-200 answers)."""
     if shutil.which("wrk"):
@@ -140,7 +144,7 @@ def _drive(port: int, cookies: list[str], lang: str, connections: int, seconds: 
     return int(total), int(bad)
 
 
-def measure(patients: int, seconds: float, connections: int, lang: str, log_level: str,
+def measure(patients: int, seconds: int, connections: int, lang: str, log_level: str,
             runs: int) -> None:
     port = _free_port()
     with tempfile.TemporaryDirectory() as folder:
@@ -165,21 +169,24 @@ def measure(patients: int, seconds: float, connections: int, lang: str, log_leve
                 cookies, sizes = zip(*(_session_cookie(connection, token) for token in tokens))
                 connection.close()
                 _drive(port, cookies, lang, connections, 1, folder)  # warm-up
-                idle_before = _cpu_seconds(server.pid)
+                idle_before = sum(_cpu_seconds(server.pid))
                 time.sleep(1)
-                idle_ms = (_cpu_seconds(server.pid) - idle_before) * 1000
+                idle_ms = (sum(_cpu_seconds(server.pid)) - idle_before) * 1000
                 print(f"/join: {max(sizes)} bytes, {patients} patient(s), lang {lang}, "
                       f"log level {log_level}, "
                       f"{connections} connections, {seconds:g} s per run, "
                       f"{'wrk' if shutil.which('wrk') else 'python client'}; "
                       f"idle server CPU {idle_ms:.0f} ms/s")
                 for _ in range(runs):
-                    cpu_before, started = _cpu_seconds(server.pid), time.monotonic()
+                    (user, system), started = _cpu_seconds(server.pid), time.monotonic()
                     total, bad = _drive(port, cookies, lang, connections, seconds, folder)
                     elapsed = time.monotonic() - started
-                    cpu_ms = (_cpu_seconds(server.pid) - cpu_before) * 1000
-                    print(f"{total / elapsed:8.0f} requests/s   {cpu_ms / total:6.3f} ms CPU "
-                          f"per request   ({total} requests, {bad} not 200)")
+                    user_after, system_after = _cpu_seconds(server.pid)
+                    user_ms = (user_after - user) * 1000 / total
+                    system_ms = (system_after - system) * 1000 / total
+                    print(f"{total / elapsed:8.0f} requests/s   {user_ms + system_ms:6.3f} ms CPU "
+                          f"per request (user {user_ms:.3f}, system {system_ms:.3f})   "
+                          f"({total} requests, {bad} not 200)")
             finally:
                 server.terminate()
                 server.wait()
@@ -188,7 +195,7 @@ def measure(patients: int, seconds: float, connections: int, lang: str, log_leve
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patients", type=int, default=1)
-    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--lang", default="en", help="Accept-Language sent (en, es, pt-BR)")
     parser.add_argument("--log-level", default="INFO")

@@ -12,6 +12,8 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import sqlalchemy as sa
+
 from ehr import launch as ehr_launch
 from ehr import smart
 from ehr.fhir import FhirClient
@@ -20,8 +22,15 @@ from ehr.models import EhrEndpoint
 from extensions import db
 from visits.appointments import AppointmentUnusable, upsert_from_fhir
 from visits.errors import LinkExpired, LinkUnknown, VisitError
-from visits.links import check_link, default_expiry, link_for_token
-from visits.models import Appointment, AppointmentStatus, AuditLog, Participant
+from visits.links import default_expiry, link_for_token
+from visits.models import (
+    Appointment,
+    AppointmentStatus,
+    AuditLog,
+    JoinLink,
+    Participant,
+    ParticipantRole,
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,21 +92,114 @@ def open_link(token: str, now: datetime) -> PatientPass:
     return PatientPass(participant.id, participant.appointment_id, link.expires_at, link.id)
 
 
-def check_pass(data: Any, now: datetime) -> Participant:
-    """The participant a session's pass stands for, if it still holds: not expired, its
-    link neither revoked nor expired, the person still in that visit."""
+@dataclass(frozen=True)
+class LobbyWindow:
+    """The endpoint setting the lobby rules read (``EhrEndpoint.lobby_opens_before_minutes``)."""
+
+    lobby_opens_before_minutes: int
+
+
+@dataclass(frozen=True)
+class AppointmentFacts:
+    """An appointment's columns the join page shows, shaped like ``Appointment`` where the
+    visit rules read it (``lobby.lobby_opens_at``, ``lobby.is_lobby_open``, ``is_joinable``)
+    so those rules apply unchanged, without loading ORM objects."""
+
+    id: int
+    endpoint_id: int
+    start_at: datetime
+    end_at: datetime
+    timezone: str
+    department_display: str | None
+    status: str
+    ended_at: datetime | None
+    endpoint: LobbyWindow
+
+
+@dataclass(frozen=True)
+class ParticipantFacts:
+    """Who holds the pass (``device_test.context.make_token`` reads it like a Participant)."""
+
+    id: int
+    role: str
+    appointment: AppointmentFacts
+
+
+@dataclass(frozen=True)
+class JoinVisit:
+    """Who holds the pass, their visit, and the names of its providers (in participant
+    order), as the join page shows them."""
+
+    participant: ParticipantFacts
+    providers: tuple[str, ...]
+
+    @property
+    def appointment(self) -> AppointmentFacts:
+        return self.participant.appointment
+
+
+def _join_visit_query() -> sa.Select:
+    """Participant, appointment, endpoint window, the pass's link (if any) and the named
+    providers: one row per provider, at least one row when the participant exists."""
+    participant, appointment = Participant.__table__, Appointment.__table__
+    endpoint, link = EhrEndpoint.__table__, JoinLink.__table__
+    provider = Participant.__table__.alias("provider")
+    return (
+        sa.select(participant.c.id, participant.c.role, participant.c.appointment_id,
+                  appointment.c.endpoint_id, appointment.c.start_at, appointment.c.end_at,
+                  appointment.c.timezone, appointment.c.department_display,
+                  appointment.c.status, appointment.c.ended_at,
+                  endpoint.c.lobby_opens_before_minutes,
+                  link.c.id.label("link_id"), link.c.participant_id.label("link_participant_id"),
+                  link.c.revoked_at, link.c.expires_at,
+                  provider.c.display_name.label("provider_name"))
+        .select_from(
+            participant
+            .join(appointment, appointment.c.id == participant.c.appointment_id)
+            .join(endpoint, endpoint.c.id == appointment.c.endpoint_id)
+            .outerjoin(link, link.c.id == sa.bindparam("link_id"))
+            .outerjoin(provider, sa.and_(provider.c.appointment_id == appointment.c.id,
+                                         provider.c.role == ParticipantRole.PROVIDER.value,
+                                         provider.c.display_name.is_not(None),
+                                         provider.c.display_name != "")))
+        .where(participant.c.id == sa.bindparam("participant_id"))
+        .order_by(provider.c.id))
+
+
+_JOIN_VISIT = _join_visit_query()
+
+
+def join_visit(data: Any, now: datetime) -> JoinVisit:
+    """The visit a session's pass stands for, if the pass still holds: not expired, its
+    link this participant's and neither revoked nor expired, the person still in that
+    visit (NoPatientSession, LinkExpired, LinkUnknown otherwise). The checks and what the
+    join page shows take one query on a plain connection, instead of five ORM round
+    trips; nothing is cached, so a revoked or expired link stops the page at once."""
     patient_pass = PatientPass.from_session(data)
     if now >= patient_pass.expires_at:
         raise LinkExpired("This visit has ended.")
+    with db.engine.connect() as connection:
+        rows = connection.execute(_JOIN_VISIT, {"participant_id": patient_pass.participant_id,
+                                                "link_id": patient_pass.link_id}).all()
+    first = rows[0] if rows else None
     if patient_pass.link_id is not None:
-        check_link(patient_pass.link_id, patient_pass.participant_id, now)
-    participant = db.session.get(Participant, patient_pass.participant_id)
-    if participant is None or participant.appointment_id != patient_pass.appointment_id:
+        # check_link's rules: the link exists, is this participant's and still usable.
+        if first is None or first.link_id is None \
+                or first.link_participant_id != patient_pass.participant_id:
+            raise LinkUnknown("This link isn't valid.")
+        if not JoinLink.is_usable_at(first, now):  # reads revoked_at and expires_at
+            raise LinkExpired("This visit has ended.")
+    if first is None or first.appointment_id != patient_pass.appointment_id:
         raise LinkUnknown("This link isn't valid.")
-    return participant
+    appointment = AppointmentFacts(
+        first.appointment_id, first.endpoint_id, first.start_at, first.end_at, first.timezone,
+        first.department_display, first.status, first.ended_at,
+        LobbyWindow(first.lobby_opens_before_minutes))
+    return JoinVisit(ParticipantFacts(first.id, first.role, appointment),
+                     tuple(row.provider_name for row in rows if row.provider_name is not None))
 
 
-def is_joinable(appointment: Appointment) -> bool:
+def is_joinable(appointment: Appointment | AppointmentFacts) -> bool:
     """Not ended by a provider, not cancelled or a no-show."""
     return appointment.ended_at is None and appointment.status not in (
         AppointmentStatus.CANCELLED, AppointmentStatus.NOSHOW)

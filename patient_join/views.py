@@ -4,8 +4,11 @@ join page ``/join``. They read the request, keep a ``PatientPass`` in the signed
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from babel.dates import format_date, format_time, get_timezone_name
@@ -14,6 +17,8 @@ from flask_babel import get_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_limiter import RateLimitExceeded
+from jinja2.utils import htmlsafe_json_dumps
+from markupsafe import Markup
 from werkzeug.routing import BuildError
 
 from ehr.launch import LaunchFailed, safe_error_code
@@ -23,7 +28,7 @@ from ops.errors import http_error
 from patient_join import bp, services
 from visits import lobby
 from visits.errors import LinkExpired, LinkUnknown
-from visits.models import Appointment, AppointmentStatus, ParticipantRole
+from visits.models import AppointmentStatus
 
 log = logging.getLogger(__name__)
 
@@ -178,19 +183,17 @@ def join():
     waiting room's opening time), then the lobby and the call on the same page."""
     now = _now()
     try:
-        participant = services.check_pass(session.get(SESSION_KEY), now)
+        visit = services.join_visit(session.get(SESSION_KEY), now)
     except services.NoPatientSession:
         return problem("no_session")
     except (LinkUnknown, LinkExpired):
         session.pop(SESSION_KEY, None)
         return problem("visit_ended")
-    appointment = participant.appointment
-    if appointment.status == AppointmentStatus.CANCELLED:
+    if visit.appointment.status == AppointmentStatus.CANCELLED:
         return problem("cancelled")
-    if not services.is_joinable(appointment):
+    if not services.is_joinable(visit.appointment):
         return problem("visit_ended")
-    return render_template("patient_join/join.html", **_join_context(appointment, participant,
-                                                                     now))
+    return render_template("patient_join/join.html", **_join_context(visit, now))
 
 
 @bp.get("/patient/launch")
@@ -251,11 +254,34 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _device_test_url(participant) -> str | None:
+def _device_test_url(participant: services.ParticipantFacts) -> str | None:
     """The device test for this participant, with a context token so a patient's result
-    reaches their chart (once the endpoint exists; a later issue built it)."""
+    reaches their chart (once the endpoint exists; a later issue built it).
+
+    Signing the token was a tenth of the page's cost, and patients reload the page, so a
+    participant's URL is reused for up to a minute (a hundredth of the token's lifetime,
+    if that is shorter): the token carries only row ids and its age, which the device
+    test checks again when it is used."""
     if "device_test.device_test" not in current_app.view_functions:
         return None
+    lifetime = min(60.0, current_app.config["DEVICE_TEST_CONTEXT_TTL_SECONDS"] / 100)
+    period = int(time.monotonic() // lifetime) if lifetime > 0 else None
+    made = current_app.extensions.get("patient_join.device_test_urls")
+    if made is None or made[0] != period:
+        # A new period starts empty, so the cache holds one minute's visitors at most.
+        made = current_app.extensions["patient_join.device_test_urls"] = (period, {})
+    appointment = participant.appointment
+    # What the token and the URL are made of.
+    key = (participant.id, appointment.id, appointment.endpoint_id, request.script_root)
+    url = made[1].get(key)
+    if url is None:
+        url = _make_device_test_url(participant)
+        if period is not None:
+            made[1][key] = url
+    return url or None
+
+
+def _make_device_test_url(participant: services.ParticipantFacts) -> str:
     from device_test.context import make_token
 
     try:
@@ -263,7 +289,7 @@ def _device_test_url(participant) -> str | None:
                        ctx=make_token(current_app.config["SECRET_KEY"], participant),
                        next=url_for("patient_join.join"))
     except BuildError:
-        return None
+        return ""
 
 
 def browser_help() -> list[tuple[str, str, str]]:
@@ -296,28 +322,99 @@ def browser_help() -> list[tuple[str, str, str]]:
     ]
 
 
-def _join_context(appointment: Appointment, participant, now: datetime) -> dict:
-    locale = str(get_locale() or "en")
-    zone = ZoneInfo(appointment.timezone)
-    start = appointment.start_at.astimezone(zone)
-    opens_at = lobby.lobby_opens_at(appointment)
+@dataclass(frozen=True)
+class _PageKit:
+    """What the join page shows the same way for every visit in one language. Translating
+    and rendering it was most of the page's cost, so it is made once per language."""
+
+    preview: Markup  # the camera and microphone preview card
+    lobby_and_call: Markup  # the waiting room and the call, hidden until used
+    # The page script's strings (its own, media and browser help) as |tojson writes them.
+    strings_json: Markup
+    # The page's stylesheet and script: each url_for cost a tenth of rendering the page.
+    join_css: str
+    join_js: str
+
+
+def _page_kit(locale: str) -> _PageKit:
+    """The kit for ``locale``, made in this request (whose locale it is) when new. Not kept
+    while templates auto-reload, so edits show at once."""
+    kits = current_app.extensions.setdefault("patient_join.page_kits", {})
+    # The script root is in every URL the kit holds.
+    key = (locale, request.script_root)
+    kit = kits.get(key)
+    if kit is None:
+        kit = _make_page_kit()
+        if not current_app.jinja_env.auto_reload:
+            kits[key] = kit
+    return kit
+
+
+def _make_page_kit() -> _PageKit:
     help_texts = browser_help()
-    providers = [p.display_name for p in appointment.participants
-                 if p.role == ParticipantRole.PROVIDER and p.display_name]
+    environment = current_app.jinja_env
+    # Modules made here, in this request: `{% import %}` would reuse the module from the
+    # first request, in that request's language.
+    strings = dict(environment.get_template("patient_join/_strings.html").make_module().strings)
+    strings.update(environment.get_template("_media_help.html").make_module().strings)
+    strings.update({f"help_{key}": text for key, _name, text in help_texts})
+    return _PageKit(
+        preview=Markup(render_template("patient_join/_preview.html",
+                                       browser_help=help_texts).strip()),
+        lobby_and_call=Markup(render_template("visits/_lobby.html") + "\n"
+                              + render_template("visits/_call.html")),
+        strings_json=htmlsafe_json_dumps(
+            {key: str(text) for key, text in strings.items()},
+            dumps=environment.policies["json.dumps_function"],
+            **environment.policies["json.dumps_kwargs"]),
+        join_css=url_for("patient_join.static", filename="join.css"),
+        join_js=url_for("patient_join.static", filename="join.js"))
+
+
+@lru_cache(maxsize=1024)
+def _time_labels(start_at: datetime, opens_at: datetime, time_zone: str,
+                 locale: str) -> tuple[str, str, str, str]:
+    """(date, time, zone name, lobby opening time) in the clinic's zone, worded for
+    ``locale``; the same for every reload of a visit's page."""
+    zone = ZoneInfo(time_zone)
+    start = start_at.astimezone(zone)
+    return (format_date(start, format="full", locale=locale),
+            format_time(start, format="short", tzinfo=zone, locale=locale),
+            get_timezone_name(zone, width="long", zone_variant="generic", locale=locale),
+            format_time(opens_at, format="short", tzinfo=zone, locale=locale))
+
+
+def _join_context(visit: services.JoinVisit, now: datetime) -> dict:
+    locale = str(get_locale() or "en")
+    appointment = visit.appointment
+    opens_at = lobby.lobby_opens_at(appointment)
+    date_label, time_label, zone_label, opens_label = _time_labels(
+        appointment.start_at, opens_at, appointment.timezone, locale)
+    lobby_open = lobby.is_lobby_open(appointment, now)
+    device_test_url = _device_test_url(visit.participant)
     return {
         "appointment": appointment,
-        "participant": participant,
-        "providers": providers,
-        "date_label": format_date(start, format="full", locale=locale),
-        "time_label": format_time(start, format="short", tzinfo=zone, locale=locale),
-        "zone_label": get_timezone_name(zone, width="long", zone_variant="generic",
-                                        locale=locale),
-        "opens_label": format_time(opens_at, format="short", tzinfo=zone, locale=locale),
-        "lobby_open": lobby.is_lobby_open(appointment, now),
-        "opens_at": opens_at,
-        "now": now,
-        "device_test_url": _device_test_url(participant),
-        "browser_help": help_texts,
-        "browser_help_strings": {f"help_{key}": text for key, _name, text in help_texts},
+        "providers": visit.providers,
+        "date_label": date_label,
+        "time_label": time_label,
+        "zone_label": zone_label,
+        "opens_label": opens_label,
+        "lobby_open": lobby_open,
+        "device_test_url": device_test_url,
+        "kit": _page_kit(locale),
+        # For the page script (#join-data), with kit.strings_json; built here rather than
+        # in the template, where each value's lookup cost as much as a line of markup.
+        "join_data": {
+            "participant_id": visit.participant.id,
+            "appointment_id": appointment.id,
+            "role": visit.participant.role,
+            "time_zone": appointment.timezone,
+            "start": appointment.start_at.isoformat(),
+            "end": appointment.end_at.isoformat(),
+            "lobby_opens_at": opens_at.isoformat(),
+            "lobby_open": lobby_open,
+            "server_time": now.isoformat(),
+            "socket_auth": {"patient": True},
+            "device_test_url": device_test_url,
+        },
     }
-

@@ -226,6 +226,21 @@ def test_join_page_is_translated(app, client):
     assert '<html lang="pt-BR">' in portuguese and "Sua consulta por vídeo" in portuguese
 
 
+def test_every_string_of_the_page_script_follows_the_page_language(app, client):
+    # The media help once stayed in the language of the first page the server rendered.
+    with app.app_context():
+        token = token_for(app, factories.make_visit().patient)
+    client.get(f"/j/{token}")
+
+    english = join_data(client.get("/join?lang=en").get_data(as_text=True))["strings"]
+    spanish = join_data(client.get("/join?lang=es").get_data(as_text=True))["strings"]
+
+    assert english["denied_title"] == "Camera and microphone are blocked"
+    assert spanish["denied_title"] == "La cámara y el micrófono están bloqueados"
+    assert spanish["join"] == "Entrar" and spanish["help_chrome"] != english["help_chrome"]
+    assert set(spanish) == set(english)
+
+
 @pytest.mark.parametrize("change, status, expected", [
     ({"ended_at": True}, 410, "visit_ended"),
     ({"status": "cancelled"}, 410, "cancelled"),
@@ -260,10 +275,35 @@ def test_an_expired_pass_is_refused_and_forgotten(app, client, visit):
 
 def test_revoking_the_link_ends_the_pass_it_gave(app, client, visit):
     client.get(f"/j/{token_for(app, visit.patient)}")
+    assert client.get("/join").status_code == 200
     db.session.execute(db.update(JoinLink).values(revoked_at=_now()))
     db.session.commit()
 
     assert client.get("/join").status_code == 410
+
+
+@pytest.mark.parametrize("change", ["another_participant", "another_appointment",
+                                    "unknown_link", "participant_removed"])
+def test_a_pass_that_no_longer_matches_its_visit_is_refused(app, client, visit, change):
+    client.get(f"/j/{token_for(app, visit.patient)}")
+    with client.session_transaction() as session:
+        held = dict(session["patient"])
+        if change == "another_participant":  # the link is the patient's, not the provider's
+            held["participant_id"] = visit.provider.id
+        elif change == "another_appointment":
+            held["appointment_id"] = visit.appointment.id + 1
+        elif change == "unknown_link":
+            held["link_id"] += 1
+        session["patient"] = held
+    if change == "participant_removed":
+        db.session.delete(visit.patient)
+        db.session.commit()
+
+    response = client.get("/join")
+
+    assert response.status_code == 410 and reason(response) == "visit_ended"
+    with client.session_transaction() as session:
+        assert "patient" not in session
 
 
 @pytest.mark.parametrize("held", [None, "garbage", {"participant_id": "1"},
