@@ -29,6 +29,9 @@ def create_app(config: dict | None = None) -> Flask:
 
     logs.configure(app)
 
+    from extensions import CachedSigningSessionInterface
+
+    app.session_interface = CachedSigningSessionInterface()
     db.init_app(app)
     migrate.init_app(app, db, directory=MIGRATIONS, render_as_batch=True)
 
