@@ -258,7 +258,12 @@ def fhir_standin(workdir: Path):
 def database(kind: str, workdir: Path):
     """A fresh database URL: a SQLite file, or a PostgreSQL database made for this run."""
     if kind == "sqlite":
-        yield f"sqlite:///{workdir / 'bench.db'}"
+        path = workdir / f"bench-{secrets.token_hex(4)}.db"
+        try:
+            yield f"sqlite:///{path}"
+        finally:
+            for leftover in workdir.glob(path.name + "*"):
+                leftover.unlink()
         return
     import sqlalchemy as sa
 
