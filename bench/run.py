@@ -326,7 +326,8 @@ def run_app(plan: Plan, workdir: Path, variant: str) -> dict:
             raise RuntimeError(f"seeding failed:\n{seeded.stdout}\n{seeded.stderr}")
         manifest = json.loads(manifest_path.read_text())
         # Each process its own port (VV_PORT; `env` execs, so the pid is the server's).
-        commands = [["env", f"VV_PORT={port}", PYTHON, "app.py"] for port in ports]
+        entry = os.environ.get("VV_BENCH_SERVER_SCRIPT", "app.py")  # for diagnosis only
+        commands = [["env", f"VV_PORT={port}", PYTHON, entry] for port in ports]
         server = Server(variant, commands, ports, env, "/healthz", workdir)
         server.start()
         stack.callback(server.stop)

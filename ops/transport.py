@@ -352,12 +352,26 @@ def _clock(server) -> _PingClock:
     return clock
 
 
+class _NoCloseHooks:
+    """What gevent-websocket calls when a socket closes or fails to read: nothing to do."""
+
+    def on_close(self, *_args) -> None:
+        pass
+
+
+_NO_CLOSE_HOOKS = _NoCloseHooks()
+
+
 def install(sio) -> None:
     """Use the lean sockets for this Socket.IO server's engine (gevent only)."""
     eio = sio.server.eio if hasattr(sio, "server") else sio.eio
     if eio.async_mode != "gevent":
         return
     engineio.server.socket.Socket = LeanSocket
+    # gevent-websocket builds a new class for every close and read error when the served
+    # app has no `current_app` hook; under a drop or a storm that is a heap of cyclic
+    # garbage for the collector to pause on.
+    WebSocket.current_app = _NO_CLOSE_HOOKS
     # The ping clock checks timeouts; engine.io's service task would do it again, with a
     # timer per socket.
     eio.start_service_task = False

@@ -5,7 +5,7 @@ import logging
 import os
 import time
 
-from flask import Response, current_app, jsonify, render_template
+from flask import Response, abort, current_app, jsonify, render_template
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
@@ -71,3 +71,14 @@ def _redis_ok(url: str) -> bool:
     except Exception:  # connection refused, auth, timeout: all mean "down"
         log.warning("redis check failed", exc_info=True)
         return False
+
+
+@bp.route("/socket.io/", methods=["GET", "POST"])
+def socketio_transport():
+    """Never reached: the Socket.IO middleware answers this path before Flask does.
+
+    The rule is here because every Socket.IO event runs in a request context built from
+    the socket's handshake URL; without a matching rule, Flask raises (and keeps) a
+    NotFound per event, whose traceback is cyclic garbage the collector pauses on.
+    """
+    abort(404)
