@@ -82,7 +82,13 @@ class RedisManager(_RoomIndex, socketio.RedisManager):
 
 
 def client_manager(redis_url: str | None, channel: str):
-    return RedisManager(redis_url, channel=channel) if redis_url else Manager()
+    if not redis_url:
+        return Manager()
+    from extensions import redis_client_options
+
+    # Fail fast while Redis is down, so an emit (which also publishes) is not held for
+    # seconds of redis-py retries; the listener reconnects with its own backoff.
+    return RedisManager(redis_url, channel=channel, redis_options=redis_client_options())
 
 
 # --- Engine.IO sockets under gevent -----------------------------------------------------
@@ -103,9 +109,15 @@ class _PingClock:
         if self.task is None:
             self.task = self.server.start_background_task(self._run)
 
+    # A tick every quarter second, yielding every few dozen pings: thousands of sockets
+    # that connected together (after a restart) come due together, and sending all their
+    # pings in one go would hold every other greenlet for tens of milliseconds.
+    TICK_SECONDS = 0.25
+    PINGS_PER_SLICE = 64
+
     def _run(self) -> None:
         while True:
-            self.server.sleep(1.0)
+            self.server.sleep(self.TICK_SECONDS)
             try:
                 self._tick(time.monotonic())
             except Exception:  # the clock must outlive any one socket's trouble
@@ -113,10 +125,14 @@ class _PingClock:
 
     def _tick(self, now: float) -> None:
         pings, timeouts = self.pings, self.timeouts
+        sent = 0
         while pings and pings[0][0] <= now:
+            if sent and sent % self.PINGS_PER_SLICE == 0:
+                self.server.sleep(0)
             _, sock = pings.popleft()
             if sock.closing or sock.closed or sock.last_ping is not None:
                 continue
+            sent += 1
             sock.last_ping = time.time()
             sock.send(packet.Packet(packet.PING))
             # A second late, so engine.io's own "more than ping_timeout" test holds.
