@@ -112,6 +112,11 @@ SETTINGS: tuple[Setting, ...] = (
             "the connections of processes that stopped, and makes overdue disconnects final. "
             "Each process also times its own disconnects to the grace period, so this is only "
             "the safety net.", float),
+    Setting("GC_FULL_COLLECTION_SECONDS", 3600.0, "How often a server process runs one full "
+            "garbage collection over everything, long-lived connection objects included "
+            "(about 0.1-0.2 s with thousands of sockets open). In between, objects that "
+            "survived are left out of collections to keep pauses short; this returns what "
+            "they leaked. 0 turns it off.", float),
     Setting("OUTBOX_CONCURRENCY_PER_ENDPOINT", 16, "EHR write-backs in flight to one EHR at "
             "once, per server process: about 300 a second when the EHR answers in 50 ms. A "
             "slow EHR only ever holds its own slots. Several processes multiply it.", int),

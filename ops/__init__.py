@@ -3,4 +3,4 @@ from flask import Blueprint
 
 bp = Blueprint("ops", __name__, template_folder="templates")
 
-from ops import errors, events, views  # noqa: E402,F401
+from ops import errors, events, gc_pauses, views  # noqa: E402,F401

@@ -17,7 +17,10 @@ from __future__ import annotations
 import gc
 import time
 
+from flask import current_app
 from prometheus_client import Gauge, Histogram
+
+from ops.background import periodic
 
 pauses = Histogram("vv_gc_pause_seconds", "Garbage-collector pauses", ["generation"],
                    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1))
@@ -35,6 +38,8 @@ _longest_cpu = [0.0, 0.0, 0.0]
 # every 5 of those; the oldest holds only what survived since the last freeze.
 THRESHOLDS = (10_000, 5, 10)
 _freeze_pending = [False]
+_watching = [False]
+_last_full = [float("-inf")]
 
 
 def _callback(phase: str, info: dict) -> None:
@@ -74,8 +79,25 @@ def _later(func) -> None:
 def watch() -> None:
     """Freeze the start-up heap, set the thresholds, start timing collections (once per
     process)."""
+    _watching[0] = True
+    _last_full[0] = time.monotonic()
     gc.collect()
     gc.freeze()
     gc.set_threshold(*THRESHOLDS)
     if _callback not in gc.callbacks:
         gc.callbacks.append(_callback)
+
+
+@periodic(60.0, name="ops.gc_full_collection")
+def full_collection() -> None:
+    """Every ``GC_FULL_COLLECTION_SECONDS``, collect everything, frozen objects included,
+    and freeze again: cycles among connections that closed since are reclaimed, so memory
+    after a busy day comes back down. One long pause (timed as generation 2) instead of
+    many."""
+    every = float(current_app.config["GC_FULL_COLLECTION_SECONDS"])
+    if not _watching[0] or every <= 0 or time.monotonic() - _last_full[0] < every:
+        return
+    _last_full[0] = time.monotonic()
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
