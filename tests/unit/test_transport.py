@@ -36,3 +36,18 @@ def test_rooms_of_a_client_follow_enter_and_leave():
     manager.disconnect(alice, "/")
     assert manager.rooms.get("/", {}) == {}
     assert manager._rooms_of == {}
+
+
+def test_a_socket_event_request_context_matches_a_route(tmp_path):
+    """Each Socket.IO event runs in a request context built from the handshake; a route
+    must match it, or every event leaves an exception's traceback for the collector."""
+    from app import create_app
+
+    app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}"})
+    upgrade = {"HTTP_UPGRADE": "websocket", "HTTP_CONNECTION": "Upgrade"}
+    for environ in ({}, upgrade):
+        with app.test_request_context("/socket.io/?EIO=4&transport=websocket",
+                                      environ_base=environ) as context:
+            assert context.request.routing_exception is None
+    # The middleware still answers the path itself.
+    assert app.test_client().get("/socket.io/").status_code == 400
