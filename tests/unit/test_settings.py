@@ -106,3 +106,26 @@ def test_every_setting_is_documented():
                                    "configuration.md"), encoding="utf-8").read()
 
     assert settings.markdown_table() in documented, "run `python settings.py` into docs/configuration.md"
+
+
+def test_behind_https_the_session_cookie_survives_a_cross_site_ehr_frame(tmp_path):
+    """SameSite=None (sent in the EHR's frame), Secure, and Partitioned (CHIPS) so a browser
+    that blocks third-party cookies still keeps it there; plain http keeps Lax."""
+    def session_cookie(public_url: str) -> str:
+        from app import create_app
+
+        app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}",
+                          "PUBLIC_BASE_URL": public_url})
+
+        @app.get("/_touch_session")
+        def touch():
+            from flask import session
+            session["seen"] = True
+            return "ok"
+
+        return app.test_client().get("/_touch_session").headers["Set-Cookie"]
+
+    framed = session_cookie("https://visits.example.org")
+    assert "SameSite=None" in framed and "Secure" in framed and "Partitioned" in framed
+    local = session_cookie("http://127.0.0.1:5000")
+    assert "SameSite=Lax" in local and "Partitioned" not in local and "Secure" not in local
