@@ -52,6 +52,7 @@ def create_app(config: dict | None = None) -> Flask:
     import admin
     import device_test
     import ehr
+    import hl7feed
     import notifications
     import ops
     import patient_join
@@ -64,6 +65,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(provider_launch.bp)
     app.register_blueprint(device_test.bp)
     app.register_blueprint(ehr.bp)
+    app.register_blueprint(hl7feed.bp)
     app.register_blueprint(notifications.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(staff_sso.bp)
@@ -95,11 +97,10 @@ def create_app(config: dict | None = None) -> Flask:
 def _register_cli(app: Flask) -> None:
     """The operational `flask` commands, grouped per area (see DESIGN.md's contract)."""
     from admin.cli import admin_cli
-    from ehr.certs_cli import certs_cli
     from ehr.cli import endpoints_cli
-    from ehr.hl7_cli import hl7_cli
     from ehr.keys_cli import keys_cli
     from ehr.outbox_cli import outbox_cli
+    from hl7feed.cli import certs_cli, hl7_cli
     from notifications.cli import sms_cli
     from sandbox_ehr.cli import demo_command
     from visits.cli import appointments_cli, links_cli

@@ -1,7 +1,7 @@
 """Admin: the certificates an endpoint signs its HL7 messages with.
 
 Upload takes the same files and makes the same checks as ``flask certs add``
-(``ehr.certificates``): PEM or DER, several files or a PEM bundle, all or nothing;
+(``hl7feed.certificates``): PEM or DER, several files or a PEM bundle, all or nothing;
 expired certificates, private keys and keys other than RSA or EC are refused with the
 reason. The list warns from 30 days before a certificate expires, so the EHR team can
 send the next one while both still overlap.
@@ -19,9 +19,9 @@ from admin import bp
 from admin.auth import current_user, record, require_role
 from admin.lookup import endpoint_or_404
 from admin.models import AdminRole
-from ehr import certificates as ehr_certificates
 from ehr.models import EhrEndpoint, EndpointCertificate
 from extensions import db
+from hl7feed import certificates as hl7_certificates
 from visits.models import utcnow
 
 # From this many days before expiry the list warns.
@@ -107,8 +107,8 @@ def certificates_upload(name):
                 file=label, kib=MAX_FILE_BYTES // 1024))
         files.append((label, data))
     try:
-        added = ehr_certificates.add_certificates(endpoint.name, files)
-    except ehr_certificates.CertificateRefused as exc:
+        added = hl7_certificates.add_certificates(endpoint.name, files)
+    except hl7_certificates.CertificateRefused as exc:
         db.session.rollback()
         return _render(endpoint, error=_("Nothing was added. %(reason)s", reason=str(exc)),
                        status=400)

@@ -30,8 +30,9 @@ import requests
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 
-from ehr.models import EhrEndpoint, EndpointCertificate, Hl7MessageReceipt
+from ehr.models import EhrEndpoint, EndpointCertificate
 from extensions import db
+from hl7feed.models import Hl7MessageReceipt
 from settings import is_loopback
 from visits.models import Appointment, utcnow
 

@@ -78,7 +78,7 @@ def integration_records(endpoint: EhrEndpoint, *, public_base_url: str,
         "join": _path("patient_join.link", token="TOKEN"),
         "device_test": _path("device_test.device_test"),
         "jwks": _path("ehr.jwks"),
-        "hl7": _path("ehr.hl7_intake", endpoint=endpoint.name),
+        "hl7": _path("hl7feed.intake", endpoint=endpoint.name),
     }
     if paths["provider_launch"]:
         records.append(Record("provider_launch_url", _("Provider launch URL"),

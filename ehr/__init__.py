@@ -1,4 +1,5 @@
-"""EHR integration: SMART client, FHIR client, write-back outbox, HL7 v2 intake."""
+"""EHR integration: endpoints, SMART client, FHIR client, write-back outbox (the HL7 v2
+feed is `hl7feed/`)."""
 from flask import Blueprint
 
 bp = Blueprint("ehr", __name__)

@@ -1,4 +1,4 @@
-"""EHR rows: the endpoints we trust, our signing keys, write-backs waiting to go, HL7 receipts.
+"""EHR rows: the endpoints we trust, our signing keys, write-backs waiting to go.
 
 Nothing here names a patient. Write-back payloads reference FHIR ids (Patient/…,
 Appointment/…), and outbox errors are kept short and free of response bodies.
@@ -34,12 +34,6 @@ class WritebackStatus(enum.StrEnum):
     PENDING = "pending"
     SENT = "sent"
     FAILED = "failed"
-
-
-class AckCode(enum.StrEnum):
-    ACCEPT = "AA"
-    ERROR = "AE"
-    REJECT = "AR"
 
 
 class EhrEndpoint(db.Model):
@@ -212,37 +206,6 @@ class WritebackOutbox(db.Model):
     def __repr__(self) -> str:
         return (f"<WritebackOutbox {self.id} {self.resource_type} endpoint={self.endpoint_id} "
                 f"status={self.status} attempts={self.attempts}>")
-
-
-class Hl7MessageReceipt(db.Model):
-    """An HL7 message we accepted, keyed by sender and control id, so a resend is
-    acknowledged again with the same code but applied only once."""
-
-    __tablename__ = "hl7_message_receipts"
-    __table_args__ = (
-        sa.UniqueConstraint("endpoint_id", "sender", "control_id",
-                            name="uq_hl7_message_receipts_endpoint_id_sender_control_id"),
-        one_of("ack_code", AckCode),
-    )
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    endpoint_id: Mapped[int] = mapped_column(
-        sa.ForeignKey("ehr_endpoints.id", ondelete="CASCADE"))
-    # MSH-3 and MSH-4 (sending application and facility), e.g. "EPIC^CLINIC".
-    sender: Mapped[str] = mapped_column(sa.String(200))
-    # MSH-10; up to 199 characters from HL7 v2.5 on.
-    control_id: Mapped[str] = mapped_column(sa.String(199))
-    # MSH-9, e.g. "SIU^S12".
-    message_type: Mapped[str] = mapped_column(sa.String(32))
-    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    # NULL while the message is being applied; then the MSA-1 we replied with.
-    ack_code: Mapped[str | None] = mapped_column(sa.String(2))
-
-    endpoint: Mapped[EhrEndpoint] = relationship()
-
-    def __repr__(self) -> str:
-        return (f"<Hl7MessageReceipt {self.id} endpoint={self.endpoint_id} "
-                f"{self.message_type} control_id={self.control_id!r} ack={self.ack_code}>")
 
 
 class LaunchSession(db.Model):

@@ -20,8 +20,7 @@ from dataclasses import dataclass
 
 from flask import Flask
 
-from ehr import hl7
-from ehr import hl7_intake
+from hl7feed import hl7, services
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +61,13 @@ def ack_for(app: Flask, endpoint_name: str, frame: bytes) -> bytes:
     """The ACK for one framed message (never raises: every frame is answered)."""
     with app.app_context():
         try:
-            result = hl7_intake.receive(endpoint_name, frame, None, trusted_transport=True)
+            result = services.receive(endpoint_name, frame, None, trusted_transport=True)
         except hl7.UnreadableMessage as exc:
             log.info("mllp message unreadable", extra={"endpoint": endpoint_name,
                                                         "reason": str(exc)})
             return hl7.ack(None, "AR", error="no readable MSH segment",
                            error_code="100").encode()
-        except hl7_intake.UnknownEndpoint:
+        except services.UnknownEndpoint:
             return hl7.ack(None, "AR", error="unknown or unapproved endpoint").encode()
         except Exception:  # the feed must never stall on one message: AR makes it resend
             log.exception("mllp message failed", extra={"endpoint": endpoint_name})

@@ -14,10 +14,11 @@ from datetime import datetime
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 import at_rest
-from ehr import hl7
-from ehr.certificates import verify_signature
-from ehr.models import AckCode, EhrEndpoint, Hl7MessageReceipt
+from ehr.models import EhrEndpoint
 from extensions import db
+from hl7feed import hl7
+from hl7feed.certificates import verify_signature
+from hl7feed.models import AckCode, Hl7MessageReceipt
 from notifications import scheduling
 from notifications.models import PHONE_PURPOSE, SmsRecipient
 from notifications.scheduling import Change

@@ -97,9 +97,9 @@ def ensure_signing_certificate(endpoint_name: str = ENDPOINT_NAME) -> Certificat
     """Make the sandbox's HL7 signing key and self-signed certificate if it has none (or
     its certificate is about to expire) and make sure the app's endpoint trusts it.
 
-    Idempotent: the upload goes through ``ehr.certificates.add_certificates``, which
+    Idempotent: the upload goes through ``hl7feed.certificates.add_certificates``, which
     reports a certificate already present instead of adding it twice."""
-    from ehr.certificates import add_certificates
+    from hl7feed.certificates import add_certificates
 
     row = _current_key()
     created = row is None or row.not_after - utcnow() < RENEW_BEFORE

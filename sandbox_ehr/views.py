@@ -17,7 +17,7 @@ FEATURE_ENDPOINTS = {
     "provider_launch": ("provider_launch.launch",),
     "patient_launch": ("patient_join.patient_launch",),
     "patient_link": ("patient_join.link",),
-    "hl7": ("ehr.hl7_intake", "sandbox_ehr.send_appointment_message"),
+    "hl7": ("hl7feed.intake", "sandbox_ehr.send_appointment_message"),
     "device_test": ("device_test.device_test",),
 }
 

@@ -16,8 +16,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from admin import checks
-from ehr.models import EndpointCertificate, Hl7MessageReceipt
+from ehr.models import EndpointCertificate
 from extensions import db
+from hl7feed.models import Hl7MessageReceipt
 from tests.admin_helpers import create_account, csrf_from, signed_in_session
 from tests.local_http import JsonHandler, serving
 from visits.models import Appointment, AuditLog
@@ -39,7 +40,7 @@ def _certificate_pem(days: int) -> bytes:
 @pytest.fixture(scope="module")
 def sandbox(live_server):
     """The sandbox registered as `flask demo` does, with an HL7 certificate uploaded."""
-    from ehr import certificates
+    from hl7feed import certificates
     from ehr.services import ensure_endpoint
     from sandbox_ehr.clients import APP_CLIENT_ID, register_app_client
     from sandbox_ehr.common import fhir_base

@@ -15,8 +15,9 @@ from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from app import create_app
-from ehr import certificates, hl7, services
+from ehr import services
 from extensions import db
+from hl7feed import certificates, hl7
 from tests.conftest import make_config
 from tests.unit.test_hl7_fuzz import FIXTURES, damaged, odd_stored_values
 

@@ -14,10 +14,11 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
 import at_rest
-from ehr import certificates, services
-from ehr.hl7_intake import PHONE_PURPOSE
-from ehr.models import Hl7MessageReceipt
+from ehr import services
 from extensions import db
+from hl7feed import certificates
+from hl7feed.models import Hl7MessageReceipt
+from hl7feed.services import PHONE_PURPOSE
 from notifications.models import SmsRecipient
 from visits.models import Appointment, ParticipantRole
 
@@ -359,7 +360,7 @@ def backend_app(tmp_path, database_url, monkeypatch):
 
 
 def test_intake_dedupes_and_applies_on_each_backend(backend_app, keys):
-    from ehr import hl7_intake
+    from hl7feed import services as hl7_intake
 
     services.ensure_endpoint("pg-ehr", "https://pg.example.org/fhir", client_id="vv",
                              scopes="launch openid", approved_by="tester")

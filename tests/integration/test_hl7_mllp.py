@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from ehr.mllp import END_BLOCK, START_BLOCK, MllpRefused, MllpServer, TlsFiles
 from extensions import db
+from hl7feed.mllp import END_BLOCK, START_BLOCK, MllpRefused, MllpServer, TlsFiles
 from tests import factories
 from visits.models import Appointment
 

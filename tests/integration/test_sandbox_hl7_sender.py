@@ -9,9 +9,9 @@ import pytest
 import requests
 
 import at_rest
-from ehr import hl7
 from ehr.models import EhrEndpoint, EndpointCertificate
 from extensions import db
+from hl7feed import hl7
 from notifications.models import BODY_PURPOSE, PHONE_PURPOSE, SmsMessage, SmsRecipient
 from sandbox_ehr import hl7_sender
 from sandbox_ehr.models import SandboxHl7Key

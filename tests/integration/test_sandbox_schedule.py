@@ -24,7 +24,7 @@ ROW = re.compile(r'<tr data-testid="sandbox-appointment".*?</tr>', re.S)
 BUTTONS = {  # label -> the app endpoint that enables it
     "Start virtual visit": "provider_launch.launch",
     "Open in MyChart": "patient_join.patient_launch",
-    "Send appointment message": "ehr.hl7_intake",
+    "Send appointment message": "hl7feed.intake",
     "Device test": "device_test.device_test",
 }
 

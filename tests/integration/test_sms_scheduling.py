@@ -15,9 +15,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from app import create_app
-from ehr import certificates, services
+from ehr import services
 from ehr.models import EhrEndpoint
 from extensions import db
+from hl7feed import certificates
 from notifications.models import SmsMessage, SmsRecipient
 from notifications.senders import MemorySender
 from notifications.sending import send_due

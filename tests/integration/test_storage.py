@@ -22,12 +22,12 @@ from device_test.models import DeviceTestResult
 from ehr.models import (
     EhrEndpoint,
     EndpointCertificate,
-    Hl7MessageReceipt,
     LaunchSession,
     SigningKey,
     WritebackOutbox,
 )
 from extensions import db
+from hl7feed.models import Hl7MessageReceipt
 from notifications.models import SmsMessage, SmsOptOut, SmsRecipient
 from staff_sso.models import StaffIdentityLink
 from tests.conftest import make_config

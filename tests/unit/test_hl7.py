@@ -1,4 +1,4 @@
-"""ehr/hl7.py over every shared fixture (copied to tests/data/hl7) plus edge cases."""
+"""hl7feed/hl7.py over every shared fixture (copied to tests/data/hl7) plus edge cases."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from ehr import hl7
+from hl7feed import hl7
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "hl7"
 CHICAGO = "America/Chicago"

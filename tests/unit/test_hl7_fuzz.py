@@ -1,4 +1,4 @@
-"""Property tests: whatever bytes arrive, ``ehr.hl7`` answers with a result or one of its
+"""Property tests: whatever bytes arrive, ``hl7feed.hl7`` answers with a result or one of its
 documented exceptions (``Hl7Error``: unreadable, unusable, unsupported), never a crash.
 
 Every shared fixture in tests/data/hl7 is the seed; hypothesis mutates it the ways
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
-from ehr import hl7
+from hl7feed import hl7
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "hl7"
 FIXTURES = sorted(path.read_bytes() for path in DATA.glob("*.hl7"))
