@@ -2,8 +2,10 @@
 
 Rules live here, not in the socket handlers: only a provider on the same appointment may
 admit or end the visit; nobody is admitted into an ended visit; an admitted participant
-stays admitted across reconnects; a participant who drops and comes back keeps their
-place (the same lobby entry, so the wait time keeps counting from the first arrival).
+stays admitted across reconnects; a participant who drops and comes back within the
+presence grace period (a reload, a network blip) keeps their place (the same lobby entry,
+so the wait time keeps counting). Once their disconnect is final the entry is closed
+(visits/writer.py), and coming back later is a new wait, timed from then.
 """
 from __future__ import annotations
 

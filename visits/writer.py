@@ -17,7 +17,8 @@ batch, a reconnect within the batch):
 3. participants whose last socket closed get ``sockets_gone_at`` (only when no live
    socket of theirs is left on any process);
 4. new lobby places, links used;
-5. disconnects made final: the grace period passed with no socket anywhere.
+5. disconnects made final: the grace period passed with no socket anywhere; an open
+   lobby place of theirs is closed then (``left_at``), so a later return waits anew.
 
 When the server runs, a background loop flushes ``PRESENCE_WRITE_DELAY_SECONDS`` after the
 first queued change (default 20 ms); with 0 (the tests), the socket handlers flush at
@@ -230,6 +231,12 @@ def _statements() -> SimpleNamespace:
                                         _no_live_socket)
         .values(presence="disconnected", presence_since=p.c.sockets_gone_at,
                 sockets_gone_at=None).returning(*who, p.c.presence_since),
+        # A final disconnect ends a wait in the lobby: coming back later is a new wait,
+        # timed from then (a reload or a blip within the grace keeps the place).
+        left_lobby=sa.update(_lobby).where(_lobby.c.participant_id == sa.bindparam("pid"),
+                                           _lobby.c.admitted_at.is_(None),
+                                           _lobby.c.left_at.is_(None))
+        .values(left_at=sa.bindparam("gone")),
         still_connected=sa.select(p.c.id).where(p.c.id.in_(ids), p.c.presence == "connected",
                                                 p.c.sockets_gone_at.is_(None)),
         events=sa.insert(_events).returning(_events.c.id, _events.c.participant_id,
@@ -278,6 +285,8 @@ def _record_disconnected(candidates: set[int], now: datetime
     run, sql = db.session.execute, _statements()
     grace = timedelta(seconds=float(current_app.config["PRESENCE_GRACE_SECONDS"]))
     rows = run(sql.disconnected, {"ids": list(candidates), "cutoff": now - grace}).all()
+    if rows:
+        run(sql.left_lobby, [{"pid": row.id, "gone": row.presence_since} for row in rows])
     done = {row.id for row in rows}
     still = []
     if len(done) < len(candidates):

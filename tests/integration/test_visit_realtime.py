@@ -197,6 +197,20 @@ def test_reconnect_within_grace_keeps_presence_and_lobby_place(app, visit):
     assert staff.picture()["lobby"][0]["entered_at"] == entered
 
 
+def test_coming_back_after_a_final_disconnect_is_a_new_wait(app, visit):
+    staff = staff_socket(app, visit.provider)
+    first = patient_socket(app, visit.patient)
+    entered = last(first.get_received(), "lobby_state")["waiting_since"]
+    first.disconnect()
+    upkeep_after(app, 6)
+
+    second = patient_socket(app, visit.patient)
+
+    again = last(second.get_received(), "lobby_state")["waiting_since"]
+    assert again is not None and again != entered
+    assert staff.picture()["lobby"][0]["entered_at"] == again
+
+
 def test_two_tabs_one_closed_still_connected(app, visit):
     staff = staff_socket(app, visit.provider)
     tab_one = patient_socket(app, visit.patient)
