@@ -30,6 +30,8 @@ _DTM = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(?:\.\d{1,4}
 # real feeds (renalware's MOBILE/HOME/EMAIL in XTN-2).
 _NOT_A_PHONE = {"NET", "INTERNET", "X.400", "FX", "EMAIL", "E-MAIL", "FAX", "BP"}
 _MOBILE = {"CP", "MOBILE", "CELL", "PRS"}
+# Line types some feeds write in XTN-2 where XTN-3 belongs: they type an entry as well.
+_TYPED_USES = {"MOBILE", "CELL"}
 _LANDLINE = {"PH", "HOME", "PRN", "WPN", "ORN", "VHN"}
 _HL7_NULL = '""'
 # ISO 639-2 (and the odd English name) to the BCP 47 primary tags our templates use.
@@ -345,13 +347,18 @@ def _patient_id(reader: _Reader, pid) -> str | None:
 
 def _phone(reader: _Reader, pid, region: str) -> tuple[str | None, str | None]:
     """The number to text, in E.164, from PID-13 only: mobile entries first, then entries
-    of unknown line type, then landlines; e-mail, fax and the HL7 null are skipped."""
-    candidates: list[tuple[int, int, str, str]] = []
+    of unknown line type, then landlines; e-mail, fax and the HL7 null are skipped.
+
+    XTN-2 says what a number is for (home, work), not what rings: an entry with a use code
+    and no equipment type (XTN-3) is of unknown line type, and texted. Only when another
+    entry of the field is typed has the sender shown that it marks its mobiles, and then a
+    home or work number it left untyped is taken for a landline."""
+    entries: list[tuple[int, str, str, str]] = []
     for position, rep in enumerate(reader.repetitions(pid, 13)):
         if not rep or rep == _HL7_NULL:
             continue
-        use = reader.component(rep, 2).upper()
-        equipment = reader.component(rep, 3).upper()
+        use = _code(reader.component(rep, 2))
+        equipment = _code(reader.component(rep, 3))
         legacy = reader.component(rep, 1)
         if use in _NOT_A_PHONE or equipment in _NOT_A_PHONE or "@" in legacy:
             continue
@@ -364,13 +371,18 @@ def _phone(reader: _Reader, pid, region: str) -> tuple[str | None, str | None]:
         built = built or legacy
         if not built or built == _HL7_NULL:
             continue
+        entries.append((position, built, use, equipment))
+    candidates: list[tuple[int, int, str, str]] = []
+    for position, number, use, equipment in entries:
+        typed_beside = any(other != position and (other_equipment or other_use in _TYPED_USES)
+                           for other, _number, other_use, other_equipment in entries)
         if equipment in _MOBILE or use in _MOBILE:
             line_type, rank = "mobile", 0
-        elif equipment in _LANDLINE or (not equipment and use in _LANDLINE):
+        elif equipment in _LANDLINE or (not equipment and use in _LANDLINE and typed_beside):
             line_type, rank = "landline", 2
         else:
             line_type, rank = "unknown", 1
-        candidates.append((rank, position, built, line_type))
+        candidates.append((rank, position, number, line_type))
     for _rank, _position, number, line_type in sorted(candidates):
         try:
             parsed = phonenumbers.parse(number, region.upper())
@@ -380,6 +392,11 @@ def _phone(reader: _Reader, pid, region: str) -> tuple[str | None, str | None]:
             return (phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164),
                     line_type)
     return None, None
+
+
+def _code(value: str) -> str:
+    """A code component upper-cased, the HL7 null read as absent."""
+    return "" if value == _HL7_NULL else value.upper()
 
 
 def _language(reader: _Reader, pid) -> str | None:

@@ -165,11 +165,51 @@ def test_times_without_offset_are_site_time_dst_aware(local, expected):
     ("(608)555-0100^PRN^CP^^^^^^^^^6085550123", ("+16085550123", "mobile")),
     ('""~(608)555-0199^ORN^PH', ("+16085550199", "landline")),
     ("(123) 123-1234^PRN^PH", (None, None)),
+    ("(608)555-0123^PRN", ("+16085550123", "unknown")),
+    ('(608)555-0123^WPN^""', ("+16085550123", "unknown")),
+    ("(608)555-0100^PRN~(608)555-0123^PRN^CP", ("+16085550123", "mobile")),
+    ("(608)555-0100^PRN~^NET^Internet^jane@example.org", ("+16085550100", "unknown")),
 ])
 def test_phone_rules(phones, expected):
     parsed = _minimal(phones=phones)
 
     assert (parsed.phone, parsed.phone_line_type) == expected
+
+
+def with_field(name: str, segment: str, position: int, value: str) -> str:
+    """A shared fixture with one field of its first ``segment`` replaced (``|`` files)."""
+    lines = _text(name).split("\r")
+    index = next(i for i, line in enumerate(lines) if line.startswith(segment + "|"))
+    fields = lines[index].split("|")
+    fields += [""] * (position + 1 - len(fields))
+    fields[position - 1 if segment == "MSH" else position] = value
+    lines[index] = "|".join(fields)
+    return "\r".join(lines)
+
+
+@pytest.mark.parametrize(("name", "region", "pid13", "expected"), [
+    # Corepoint's legacy number, given the use code a feed adds without an equipment type.
+    ("siu_s14_corepoint_v23.hl7", "US", "(832)795-8259^PRN", ("+18327958259", "unknown")),
+    ("siu_s14_corepoint_v23.hl7", "US", "(832)795-8259^WPN", ("+18327958259", "unknown")),
+    # Renalware's feed without its MOBILE entry: HOME alone says where, not what rings.
+    ("siu_s12_renalware_v24.hl7", "GB", "02011110111^HOME~testrenal@test.co^EMAIL",
+     ("+442011110111", "unknown")),
+])
+def test_an_entry_with_only_a_use_code_is_of_unknown_line_type(name, region, pid13,
+                                                                expected):
+    text = with_field(name, "PID", 13, pid13)
+
+    parsed = _parse(name, region, text=text)
+
+    assert (parsed.phone, parsed.phone_line_type) == expected
+
+
+def test_an_untyped_home_number_beside_a_typed_entry_is_a_landline():
+    # Renalware as sent: its feed marks mobiles (MOBILE, here too short to be valid), so
+    # the HOME number it left unmarked is the house phone.
+    parsed = _parse("siu_s12_renalware_v24.hl7", "GB")
+
+    assert (parsed.phone, parsed.phone_line_type) == ("+442011110111", "landline")
 
 
 @pytest.mark.parametrize(("lang", "expected"), [

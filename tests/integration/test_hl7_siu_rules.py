@@ -1,0 +1,71 @@
+"""The shared SIU fixtures, each with one field changed, through the signed HTTP intake:
+which phone is kept and texted (PID-13), who becomes a participant (AIP, AIG)."""
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from extensions import db
+from notifications.models import SmsRecipient
+from tests.integration.test_sms_scheduling import (  # noqa: F401  (hl7_key is a fixture)
+    hl7_key,
+    post,
+    send,
+    sent,
+    sms_app,
+    texts,
+)
+from visits.models import Appointment, ParticipantRole, utcnow
+
+DATA = Path(__file__).resolve().parent.parent / "data" / "hl7"
+
+
+def fixture(name: str, **fields: str) -> tuple[bytes, str]:
+    """The fixture ``name`` with a fresh MSH-10 and SCH-1/SCH-2 (so it is a new
+    appointment, never a duplicate) and ``fields`` set, e.g. ``PID_13="..."``; returns
+    the body and its filler id. ``|``-delimited fixtures only."""
+    filler = f"F-{uuid.uuid4().hex[:8]}"
+    changes = {"MSH_10": f"C-{filler}", "SCH_1": f"P-{filler}", "SCH_2": filler, **fields}
+    lines = (DATA / name).read_bytes().decode("utf-8").split("\r")
+    for key, value in changes.items():
+        segment, position = key.split("_")[0], int(key.split("_")[1])
+        index = next(i for i, line in enumerate(lines) if line.startswith(segment + "|"))
+        parts = lines[index].split("|")
+        at = position - 1 if segment == "MSH" else position
+        parts += [""] * (at + 1 - len(parts))
+        parts[at] = value
+        lines[index] = "|".join(parts)
+    return "\r".join(lines).encode("utf-8"), filler
+
+
+def corepoint(pid13: str) -> tuple[bytes, str]:
+    """Corepoint's v2.3 S14, moved to 09:30 on 11 March 2030 so its texts are planned."""
+    return fixture("siu_s14_corepoint_v23.hl7", SCH_11="^^^203003110930", PID_13=pid13)
+
+
+def recipient(app, filler: str) -> SmsRecipient | None:
+    with app.app_context():
+        appointment = db.session.execute(
+            sa.select(Appointment).filter_by(filler_id=filler)).scalar_one()
+        patient = next(p for p in appointment.participants
+                       if p.role == ParticipantRole.PATIENT)
+        found = db.session.execute(
+            sa.select(SmsRecipient).filter_by(participant_id=patient.id)).scalar_one_or_none()
+        db.session.expunge_all()
+        return found
+
+
+@pytest.mark.parametrize("pid13", ["(832)795-8259^PRN", "(832)795-8259^WPN",
+                                   "(832)795-8259^HOME"])
+def test_a_number_with_a_use_code_and_no_equipment_type_is_texted(sms_app, hl7_key, pid13):
+    body, filler = corepoint(pid13)
+
+    assert post(sms_app, hl7_key, body) == "AA"
+    send(sms_app, utcnow())
+
+    assert recipient(sms_app, filler).phone_line_type == "unknown"
+    assert [text["to"] for text in sent(sms_app)] == ["+18327958259"]
+    assert {m.status for m in texts(sms_app, filler)} == {"sent", "scheduled"}
