@@ -347,7 +347,8 @@ def _patient_id(reader: _Reader, pid) -> str | None:
 
 def _phone(reader: _Reader, pid, region: str) -> tuple[str | None, str | None]:
     """The number to text, in E.164, from PID-13 only: mobile entries first, then entries
-    of unknown line type, then landlines; e-mail, fax and the HL7 null are skipped.
+    of unknown line type. Landlines are never texted, so never kept: a PID-13 of landlines
+    only gives no phone at all. E-mail, fax and the HL7 null are skipped.
 
     XTN-2 says what a number is for (home, work), not what rings: an entry with a use code
     and no equipment type (XTN-3) is of unknown line type, and texted. Only when another
@@ -379,7 +380,7 @@ def _phone(reader: _Reader, pid, region: str) -> tuple[str | None, str | None]:
         if equipment in _MOBILE or use in _MOBILE:
             line_type, rank = "mobile", 0
         elif equipment in _LANDLINE or (not equipment and use in _LANDLINE and typed_beside):
-            line_type, rank = "landline", 2
+            continue  # a landline: nothing to text, so nothing to keep
         else:
             line_type, rank = "unknown", 1
         candidates.append((rank, position, number, line_type))

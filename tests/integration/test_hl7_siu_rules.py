@@ -69,3 +69,19 @@ def test_a_number_with_a_use_code_and_no_equipment_type_is_texted(sms_app, hl7_k
     assert recipient(sms_app, filler).phone_line_type == "unknown"
     assert [text["to"] for text in sent(sms_app)] == ["+18327958259"]
     assert {m.status for m in texts(sms_app, filler)} == {"sent", "scheduled"}
+
+
+@pytest.mark.parametrize("pid13", [
+    "(832)795-8259^PRN^PH",
+    "(832)795-8259^PRN^PH~(713)555-0100^WPN^PH",
+    "(832)795-8259^HOME~(713)555-0100^WPN^PH",  # HOME untyped beside a typed entry
+])
+def test_landlines_only_store_no_phone_and_plan_no_text(sms_app, hl7_key, pid13):
+    body, filler = corepoint(pid13)
+
+    assert post(sms_app, hl7_key, body) == "AA"
+    send(sms_app, utcnow())
+
+    assert recipient(sms_app, filler) is None
+    assert texts(sms_app, filler) == []
+    assert sent(sms_app) == []

@@ -14,12 +14,13 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+import at_rest
 from app import create_app
 from ehr import services
 from ehr.models import EhrEndpoint
 from extensions import db
 from hl7feed import certificates
-from notifications.models import SmsMessage, SmsRecipient
+from notifications.models import PHONE_PURPOSE, SmsMessage, SmsRecipient
 from notifications.senders import MemorySender
 from notifications.sending import send_due
 from tests.conftest import make_config
@@ -254,9 +255,18 @@ def test_no_show_cancels_reminders_without_a_text(sms_app, hl7_key):
 
 
 def test_landline_texts_are_recorded_as_suppressed_and_never_sent(sms_app, hl7_key):
+    # The HL7 feed keeps no landline (tests/integration/test_hl7_siu_rules.py); a number
+    # stored as one otherwise (an older row, a carrier lookup) still plans nothing to send.
     filler = f"F-{uuid.uuid4().hex[:8]}"
+    post(sms_app, hl7_key, siu(filler, phones=""))
+    with sms_app.app_context():
+        patient = db.session.execute(sa.select(Participant).join(Appointment).where(
+            Appointment.filler_id == filler, Participant.role == "patient")).scalar_one()
+        db.session.add(SmsRecipient(participant_id=patient.id, phone_line_type="landline",
+                                    phone_encrypted=at_rest.encrypt(PHONE, PHONE_PURPOSE)))
+        db.session.commit()
 
-    post(sms_app, hl7_key, siu(filler, phones="(608)555-0123^PRN^PH"))
+    post(sms_app, hl7_key, siu(filler, trigger="S14", phones=""))
     send(sms_app, START_UTC - timedelta(minutes=15))
 
     rows = texts(sms_app, filler)

@@ -47,7 +47,7 @@ FIXTURES = [
     # 12:00 Chicago on 6 Nov 2024 is CST (-6), DST having ended on 3 Nov.
     ("siu_s12_renalware_v24.hl7", "GB", "S12", "149549015", None,
      _utc(2024, 11, 6, 18, 0), _utc(2024, 11, 6, 18, 30), "SCH-11.4", "RNJ 5C4 MRN|10769857",
-     "+442011110111", "landline", None, "RNJ Renal OPD - RNJ ROYALLONDON"),
+     None, None, None, "RNJ Renal OPD - RNJ ROYALLONDON"),
     ("siu_s13_renalware_v24.hl7", "GB", "S13", "149549023", None,
      _utc(2024, 11, 6, 17, 30), _utc(2024, 11, 6, 18, 0), "SCH-11.4", "RNJ 5C4 MRN|10769861",
      None, None, None, "RNJ Renal OPD - RNJ ROYALLONDON"),
@@ -163,7 +163,10 @@ def test_times_without_offset_are_site_time_dst_aware(local, expected):
     ("(608)555-0123", ("+16085550123", "unknown")),
     ("^PRN^PH^^1^608^5550100~^PRN^CP^^^608^5550123", ("+16085550123", "mobile")),
     ("(608)555-0100^PRN^CP^^^^^^^^^6085550123", ("+16085550123", "mobile")),
-    ('""~(608)555-0199^ORN^PH', ("+16085550199", "landline")),
+    ('""~(608)555-0199^ORN^PH', (None, None)),
+    ("^PRN^PH^^1^608^5550100~^WPN^PH^^1^608^5550101", (None, None)),
+    ("(608)555-0100^PRN~(608)555-0199^ORN^PH", (None, None)),
+    ("(608)555-0199^ORN^PH~(608)555-0100^PRN^CP^^^^^^^^^123", (None, None)),
     ("(123) 123-1234^PRN^PH", (None, None)),
     ("(608)555-0123^PRN", ("+16085550123", "unknown")),
     ('(608)555-0123^WPN^""', ("+16085550123", "unknown")),
@@ -204,12 +207,25 @@ def test_an_entry_with_only_a_use_code_is_of_unknown_line_type(name, region, pid
     assert (parsed.phone, parsed.phone_line_type) == expected
 
 
-def test_an_untyped_home_number_beside_a_typed_entry_is_a_landline():
+def test_an_untyped_home_number_beside_a_typed_entry_is_a_landline_and_not_kept():
     # Renalware as sent: its feed marks mobiles (MOBILE, here too short to be valid), so
-    # the HOME number it left unmarked is the house phone.
+    # the HOME number it left unmarked is the house phone, and nobody texts that.
     parsed = _parse("siu_s12_renalware_v24.hl7", "GB")
 
-    assert (parsed.phone, parsed.phone_line_type) == ("+442011110111", "landline")
+    assert (parsed.phone, parsed.phone_line_type) == (None, None)
+
+
+@pytest.mark.parametrize("pid13", [
+    "(832)795-8259^PRN^PH",
+    "(832)795-8259^PRN^PH^^1^832^7958259~(713)555-0100^WPN^PH",
+    '(832)795-8259^ORN^PH~""~^NET^Internet^patient@example.org',
+])
+def test_landlines_only_give_no_phone(pid13):
+    text = with_field("siu_s14_corepoint_v23.hl7", "PID", 13, pid13)
+
+    parsed = _parse("siu_s14_corepoint_v23.hl7", text=text)
+
+    assert (parsed.phone, parsed.phone_line_type) == (None, None)
 
 
 @pytest.mark.parametrize(("lang", "expected"), [
