@@ -34,6 +34,14 @@ _MOBILE = {"CP", "MOBILE", "CELL", "PRS"}
 _TYPED_USES = {"MOBILE", "CELL"}
 _LANDLINE = {"PH", "HOME", "PRN", "WPN", "ORN", "VHN"}
 _HL7_NULL = '""'
+# AIG is the segment for general resources (rooms, devices, Epic's RESOURCE records);
+# people come in AIP. An AIG resource is a Practitioner only when AIG-4 (resource type,
+# a local code) names a person: one of these words in its text, or the code "P"
+# (Ntierprise/Healthmatics). A word for a thing wins over a word for a person.
+_PERSON_WORDS = {"PERSON", "PERSONNEL", "PRACTITIONER", "PROVIDER", "PHYSICIAN", "DOCTOR",
+                 "NURSE", "CLINICIAN", "STAFF"}
+_PERSON_CODES = {"P"}
+_THING_WORDS = ("EQUIP", "ROOM", "LOCATION", "DEVICE", "MACHINE")
 # ISO 639-2 (and the odd English name) to the BCP 47 primary tags our templates use.
 _LANGUAGES = {
     "eng": "en", "english": "en", "spa": "es", "spanish": "es", "por": "pt",
@@ -410,8 +418,8 @@ def _language(reader: _Reader, pid) -> str | None:
 
 
 def _providers(reader: _Reader) -> list[Provider]:
-    """AIP-3 people, and AIG-3 resources that carry an id and a name and are not
-    equipment or rooms; identifiers are ``authority|id`` like the patient's."""
+    """AIP-3 people, and AIG-3 resources that carry an id and a name and whose AIG-4
+    says they are a person; identifiers are ``authority|id`` like the patient's."""
     found: dict[str, Provider] = {}
     for segment in reader.segments("AIP"):
         for rep in reader.repetitions(segment, 3):
@@ -423,9 +431,7 @@ def _providers(reader: _Reader) -> list[Provider]:
             key = f"{authority}|{ident}" if authority else ident
             found.setdefault(key, Provider(key, name or None))
     for segment in reader.segments("AIG"):
-        kind = " ".join(reader.component(r, i) for r in reader.repetitions(segment, 4)
-                        for i in (1, 2)).upper()
-        if any(word in kind for word in ("EQUIP", "ROOM", "LOCATION")):
+        if not _is_person(reader, segment):
             continue
         for rep in reader.repetitions(segment, 3):
             ident, text = reader.component(rep, 1), reader.component(rep, 2)
@@ -434,6 +440,18 @@ def _providers(reader: _Reader) -> list[Provider]:
                 key = f"{authority}|{ident}" if authority else ident
                 found.setdefault(key, Provider(key, text))
     return list(found.values())
+
+
+def _is_person(reader: _Reader, aig) -> bool:
+    """AIG-4 (identifier, text and their alternates) names a person, not a thing."""
+    codes = [reader.component(r, i).upper() for r in reader.repetitions(aig, 4)
+             for i in (1, 4)]
+    texts = [reader.component(r, i).upper() for r in reader.repetitions(aig, 4)
+             for i in (1, 2, 4, 5)]
+    if any(thing in text for text in texts for thing in _THING_WORDS):
+        return False
+    words = {word for text in texts for word in re.split(r"[^A-Z]+", text)}
+    return bool(words & _PERSON_WORDS) or any(code in _PERSON_CODES for code in codes)
 
 
 def _department(reader: _Reader) -> str | None:

@@ -46,6 +46,15 @@ def corepoint(pid13: str) -> tuple[bytes, str]:
     return fixture("siu_s14_corepoint_v23.hl7", SCH_11="^^^203003110930", PID_13=pid13)
 
 
+def participants(app, filler: str) -> list[tuple[str, str, str | None]]:
+    """(role, EHR user id, display name) of the appointment's participants, sorted."""
+    with app.app_context():
+        appointment = db.session.execute(
+            sa.select(Appointment).filter_by(filler_id=filler)).scalar_one()
+        return sorted((p.role, p.ehr_user_id, p.display_name)
+                      for p in appointment.participants)
+
+
 def recipient(app, filler: str) -> SmsRecipient | None:
     with app.app_context():
         appointment = db.session.execute(
@@ -85,3 +94,29 @@ def test_landlines_only_store_no_phone_and_plan_no_text(sms_app, hl7_key, pid13)
     assert recipient(sms_app, filler) is None
     assert texts(sms_app, filler) == []
     assert sent(sms_app) == []
+
+
+@pytest.mark.parametrize(("name", "fields"), [
+    # Epic-style: AIG-4 2^RESOURCE, the FastCare clinic's own schedule, not a person.
+    ("siu_s12_rethinkhealth_epiclike_v251.hl7", {}),
+    # FHIR-Converter's colonoscope, typed as a device rather than "Equipment".
+    ("siu_s12_fhirconverter_v28.hl7", {"AIG_4": "D^Device^L"}),
+    ("siu_s12_fhirconverter_v28.hl7", {"AIG_3": "R12^Video room 12^L", "AIG_4": "RM^Room"}),
+])
+def test_a_general_resource_in_aig_is_no_practitioner(sms_app, hl7_key, name, fields):
+    body, filler = fixture(name, **fields)
+
+    assert post(sms_app, hl7_key, body) == "AA"
+
+    providers = [p for p in participants(sms_app, filler) if p[0] != ParticipantRole.PATIENT]
+    assert providers == ([("provider", "Practitioner?identifier=1210", "Robert GE")]
+                         if "fhirconverter" in name else [])
+
+
+def test_a_person_in_aig_is_a_practitioner(sms_app, hl7_key):
+    body, filler = fixture("siu_s12_rethinkhealth_epiclike_v251.hl7", AIG_4="1^PERSON")
+
+    assert post(sms_app, hl7_key, body) == "AA"
+
+    assert ("provider", "Practitioner?identifier=EPC|102204", "FASTCARE, MEIJER SUSSEX") \
+        in participants(sms_app, filler)

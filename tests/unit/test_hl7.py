@@ -116,12 +116,45 @@ def test_providers_come_from_aip_and_personal_aig_not_equipment():
     assert [(p.identifier, p.display_name) for p in parsed.providers] == [("1210", "Robert GE")]
 
 
-def test_epic_style_aig_resource_is_a_provider_and_z_segments_are_ignored():
+def test_epic_style_aig_resource_is_not_a_provider_and_z_segments_are_ignored():
+    # AIG-4 2^RESOURCE: Epic's non-person resource (here the FastCare clinic itself).
     parsed = _parse("siu_s12_rethinkhealth_epiclike_v251.hl7")
+
+    assert parsed.providers == []
+    assert parsed.header.sender == "^APPT_NEW"
+
+
+def test_epic_style_aig_person_is_a_provider():
+    name = "siu_s12_rethinkhealth_epiclike_v251.hl7"
+    text = with_field(name, "AIG", 4, "1^PERSON")
+
+    parsed = _parse(name, text=text)
 
     assert [(p.identifier, p.display_name) for p in parsed.providers] == [
         ("EPC|102204", "FASTCARE, MEIJER SUSSEX")]
-    assert parsed.header.sender == "^APPT_NEW"
+
+
+AIP_ONLY = [("1210", "Robert GE")]
+
+
+@pytest.mark.parametrize(("aig3", "aig4", "expected"), [
+    ("5001^EVIS X12 Video Colonoscope^L^5002^Video", "101^Equipment^L", AIP_ONLY),
+    ("5001^EVIS X12 Video Colonoscope^L^5002^Video", "D^Device^L", AIP_ONLY),
+    ("5001^EVIS X12 Video Colonoscope^L^5002^Video", "2^RESOURCE", AIP_ONLY),
+    ("5001^EVIS X12 Video Colonoscope^L^5002^Video", "", AIP_ONLY),
+    ("R12^Video room 12^L", "RM^Exam room^L", AIP_ONLY),
+    ("R12^Video room 12^L", "1^PERSON^^^Room", AIP_ONLY),
+    ("4455^Chen, Dana^L", "1^PERSON", AIP_ONLY + [("L|4455", "Chen, Dana")]),
+    ("4455^Chen, Dana^L", "NRS^Nurse^L", AIP_ONLY + [("L|4455", "Chen, Dana")]),
+    ("4455^Chen, Dana^L", "P", AIP_ONLY + [("L|4455", "Chen, Dana")]),
+])
+def test_only_an_aig_resource_whose_type_names_a_person_is_a_provider(aig3, aig4, expected):
+    name = "siu_s12_fhirconverter_v28.hl7"
+    text = with_field(name, "AIG", 4, aig4, text=with_field(name, "AIG", 3, aig3))
+
+    parsed = _parse(name, text=text)
+
+    assert [(p.identifier, p.display_name) for p in parsed.providers] == expected
 
 
 @pytest.mark.parametrize("ending", ["\n", "\r\n", "\r"])
@@ -179,9 +212,11 @@ def test_phone_rules(phones, expected):
     assert (parsed.phone, parsed.phone_line_type) == expected
 
 
-def with_field(name: str, segment: str, position: int, value: str) -> str:
-    """A shared fixture with one field of its first ``segment`` replaced (``|`` files)."""
-    lines = _text(name).split("\r")
+def with_field(name: str, segment: str, position: int, value: str, *,
+               text: str | None = None) -> str:
+    """A shared fixture (or ``text``, an edited one) with one field of its first
+    ``segment`` replaced (``|`` files)."""
+    lines = (text if text is not None else _text(name)).split("\r")
     index = next(i for i, line in enumerate(lines) if line.startswith(segment + "|"))
     fields = lines[index].split("|")
     fields += [""] * (position + 1 - len(fields))
