@@ -42,6 +42,8 @@ _PERSON_WORDS = {"PERSON", "PERSONNEL", "PRACTITIONER", "PROVIDER", "PHYSICIAN",
                  "NURSE", "CLINICIAN", "STAFF"}
 _PERSON_CODES = {"P"}
 _THING_WORDS = ("EQUIP", "ROOM", "LOCATION", "DEVICE", "MACHINE")
+# The FHIR identifier system of the US National Provider Identifier (XCN-13 type "NPI").
+_NPI_SYSTEM = "http://hl7.org/fhir/sid/us-npi"
 # ISO 639-2 (and the odd English name) to the BCP 47 primary tags our templates use.
 _LANGUAGES = {
     "eng": "en", "english": "en", "spa": "es", "spanish": "es", "por": "pt",
@@ -419,14 +421,17 @@ def _language(reader: _Reader, pid) -> str | None:
 
 def _providers(reader: _Reader) -> list[Provider]:
     """AIP-3 people, and AIG-3 resources that carry an id and a name and whose AIG-4
-    says they are a person; identifiers are ``authority|id`` like the patient's."""
+    says they are a person; identifiers are ``authority|id`` like the patient's, and
+    ``http://hl7.org/fhir/sid/us-npi|id`` for an AIP-3 whose XCN-13 type is NPI."""
     found: dict[str, Provider] = {}
     for segment in reader.segments("AIP"):
         for rep in reader.repetitions(segment, 3):
             ident = reader.component(rep, 1)
             if not ident or ident == _HL7_NULL:
                 continue
-            authority = reader.component(rep, 9)
+            # An NPI's system is fixed, whatever XCN-9 names (often nothing, or "CMS").
+            npi = reader.component(rep, 13).upper() == "NPI"
+            authority = _NPI_SYSTEM if npi else reader.component(rep, 9)
             name = " ".join(p for p in (reader.component(rep, 3), reader.component(rep, 2)) if p)
             key = f"{authority}|{ident}" if authority else ident
             found.setdefault(key, Provider(key, name or None))

@@ -120,3 +120,15 @@ def test_a_person_in_aig_is_a_practitioner(sms_app, hl7_key):
 
     assert ("provider", "Practitioner?identifier=EPC|102204", "FASTCARE, MEIJER SUSSEX") \
         in participants(sms_app, filler)
+
+
+def test_an_npi_typed_in_xcn_13_keeps_the_us_npi_system(sms_app, hl7_key):
+    # FHIR-Converter's S12 with its own SCH-12 person (NPI in XCN-13) as the AIP.
+    aip3 = ("9941339109^Smith&Mr.&Smith^Adam^Mellie^Jr^Dr^MD^^NPIID&2.16.840.1.113883.4.6"
+            "&ISO^L^^^NPI^^^^^^20100115^20200115^GP")
+    body, filler = fixture("siu_s12_fhirconverter_v28.hl7", AIP_3=aip3)
+
+    assert post(sms_app, hl7_key, body) == "AA"
+
+    assert ("provider", "Practitioner?identifier=http://hl7.org/fhir/sid/us-npi|9941339109",
+            "Adam Smith") in participants(sms_app, filler)

@@ -157,6 +157,29 @@ def test_only_an_aig_resource_whose_type_names_a_person_is_a_provider(aig3, aig4
     assert [(p.identifier, p.display_name) for p in parsed.providers] == expected
 
 
+# FHIR-Converter's own SCH-12 XCN: NPI typed in XCN-13, a local namespace in XCN-9.
+CONVERTER_NPI = ("9941339109^Smith&Mr.&Smith^Adam^Mellie^Jr^Dr^MD^^NPIID&2.16.840.1.113883.4.6"
+                 "&ISO^L^^^NPI^^^^^^20100115^20200115^GP")
+
+
+@pytest.mark.parametrize(("aip3", "expected"), [
+    (CONVERTER_NPI, ("http://hl7.org/fhir/sid/us-npi|9941339109", "Adam Smith")),
+    ("1234567893^GE^Robert^C^^^^^^^^^NPI", ("http://hl7.org/fhir/sid/us-npi|1234567893",
+                                            "Robert GE")),
+    ("1234567893^GE^Robert^C^^^^^CMS^^^^npi", ("http://hl7.org/fhir/sid/us-npi|1234567893",
+                                               "Robert GE")),
+    ("1210^GE^Robert^C^^^^^EPI^^^^PRN", ("EPI|1210", "Robert GE")),
+    ("1210^GE^Robert^C", ("1210", "Robert GE")),
+])
+def test_an_xcn_typed_npi_gets_the_us_npi_system(aip3, expected):
+    name = "siu_s12_fhirconverter_v28.hl7"
+    text = with_field(name, "AIP", 3, aip3)
+
+    parsed = _parse(name, text=text)
+
+    assert [(p.identifier, p.display_name) for p in parsed.providers] == [expected]
+
+
 @pytest.mark.parametrize("ending", ["\n", "\r\n", "\r"])
 def test_segment_endings_are_normalised(ending):
     text = _text("siu_s12_renalware_v24.hl7").replace("\r", ending)
