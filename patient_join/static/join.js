@@ -14,6 +14,17 @@ const clockOffsetMs = Date.now() - Date.parse(data.server_time);
 let stream = null;
 let stopLevel = () => {};
 let joining = false;
+// Set by the visit session while this tab is in the visit ("joined", or "left" the
+// call): a reload then goes straight back there, without another tap.
+const stageKey = `vv-visit-stage:${data.appointment_id}:${data.participant_id}`;
+
+function savedStage() {
+  try {
+    return sessionStorage.getItem(stageKey);
+  } catch {
+    return null; // storage off (private mode): Join as usual
+  }
+}
 
 function localTimes() {
   const mine = Intl.DateTimeFormat().resolvedOptions().timeZone;
@@ -59,7 +70,16 @@ function showLevel(level) {
   $("preview-level").value = level;
 }
 
-async function startPreview() {
+// One preview at a time: Join pressed while the preview is still starting waits for it,
+// rather than opening a second camera stream that nobody would stop.
+let previewing = null;
+
+function startPreview() {
+  previewing = previewing || openCameraAndMicrophone().finally(() => { previewing = null; });
+  return previewing;
+}
+
+async function openCameraAndMicrophone() {
   $("media-problem").hidden = true;
   $("preview-start").disabled = true;
   setStatus(S.preview_starting);
@@ -113,19 +133,21 @@ function watchOpening() {
   }, 5000);
 }
 
-async function join() {
+// `left`: back after a reload in a tab that had left the call; the camera stays off
+// until Rejoin.
+async function join({ left = false } = {}) {
   if (joining) return;
   joining = true;
   const button = $("join-button");
   button.disabled = true;
   button.textContent = S.joining;
-  if (!stream) await startPreview();
+  if (!stream && !left) await startPreview();
   stopLevel();
   try {
     const { startVisitSession } = await import("../js/visit_session.js");
     $("prejoin").hidden = true;
     document.body.dataset.stage = "visit";
-    startVisitSession({ data, localStream: stream });
+    startVisitSession({ data, localStream: stream, stageKey, left });
   } catch (error) {
     $("prejoin").hidden = false;
     $("join-error").textContent = S.join_failed;
@@ -151,7 +173,13 @@ localTimes();
 watchOpening();
 $("preview-start").addEventListener("click", startPreview);
 $("media-retry").addEventListener("click", startPreview);
-$("join-button").addEventListener("click", join);
+$("join-button").addEventListener("click", () => join());
 window.addEventListener("pagehide", () => { stopLevel(); if (!joining) stopStream(stream); });
-// Allowed before (a returning patient): show the picture at once, no button to find.
-permissionsGranted().then((granted) => { if (granted && !stream) startPreview(); });
+const resumeStage = data.lobby_open ? savedStage() : null;
+if (resumeStage) {
+  // Reloaded in the waiting room or the call: straight back in.
+  join({ left: resumeStage === "left" });
+} else {
+  // Allowed before (a returning patient): show the picture at once, no button to find.
+  permissionsGranted().then((granted) => { if (granted && !stream) startPreview(); });
+}

@@ -16,6 +16,7 @@ let clockOffsetMs = Date.now() - Date.parse(snapshot.server_time);
 let knownWaiting = new Set(snapshot.lobby.map((entry) => entry.participant_id));
 let audio = null;
 let call = null; // the provider's Call while they are in it
+let arrivalText = ""; // what the live region last said about arrivals
 
 function nameOf(participant) {
   if (participant.display_name) return participant.display_name;
@@ -81,7 +82,7 @@ function renderLobby() {
     admit.setAttribute("data-testid", "admit");
     admit.textContent = S.admit;
     admit.setAttribute("aria-label", fill(S.admit_who, { name: nameOf(participant) }));
-    admit.addEventListener("click", () => act("admit", { participant_id: entry.participant_id }));
+    admit.addEventListener("click", () => admitAndJoin("admit", { participant_id: entry.participant_id }));
     item.append(who, waited, admit);
     return item;
   }));
@@ -102,6 +103,9 @@ function tickWaitTimes() {
 
 function renderEnded() {
   $("ended-banner").hidden = !snapshot.ended;
+  // "Live" is about this page's connection; next to "This visit has ended" it reads as
+  // if the visit were still on.
+  $("connection-text").parentElement.hidden = snapshot.ended;
   for (const id of ["end-visit", "admit-all"]) $(id).disabled = snapshot.ended;
   $("join-call").disabled = snapshot.ended || call !== null;
 }
@@ -116,9 +120,15 @@ function announceArrivals() {
   const waitingNow = new Set(snapshot.lobby.map((entry) => entry.participant_id));
   const arrived = [...waitingNow].filter((id) => !knownWaiting.has(id));
   knownWaiting = waitingNow;
+  if (snapshot.ended || !waitingNow.size) {
+    // Nobody waits any more (admitted, gone, or the visit ended): a screen reader must
+    // not find "… is waiting" in the live region later.
+    clearArrivals();
+  }
   if (!arrived.length || snapshot.ended) return;
   const byId = new Map(snapshot.participants.map((p) => [p.id, p]));
-  $("announcer").textContent = arrived.map((id) => fill(S.arrived, { name: nameOf(byId.get(id) || { id, role: "patient" }) })).join(". ");
+  arrivalText = arrived.map((id) => fill(S.arrived, { name: nameOf(byId.get(id) || { id, role: "patient" }) })).join(". ");
+  $("announcer").textContent = arrivalText;
   chime();
   if ("Notification" in window && Notification.permission === "granted" && document.visibilityState !== "visible") {
     // No names on the desktop: a notification may show on a shared screen.
@@ -146,6 +156,12 @@ function chime() {
   }
 }
 
+function clearArrivals() {
+  // Only our own words: a later "Copied" or "note saved" stays.
+  if (arrivalText && $("announcer").textContent === arrivalText) $("announcer").textContent = "";
+  arrivalText = "";
+}
+
 async function act(event, payload = {}) {
   $("action-error").hidden = true;
   const reply = await request(socket, event, payload);
@@ -153,6 +169,16 @@ async function act(event, payload = {}) {
     $("action-error").textContent = reply.error;
     $("action-error").hidden = false;
   }
+  return reply;
+}
+
+// Admitting someone means seeing them: a provider who is not in the call joins it (the
+// click is the gesture the browser wants before it opens the camera).
+async function admitAndJoin(event, payload = {}) {
+  const reply = await act(event, payload);
+  if (!reply.ok) return;
+  clearArrivals();
+  if (!call && !snapshot.ended && !$("join-call").disabled) joinCall();
 }
 
 function setConnection(status) {
@@ -199,7 +225,7 @@ socket.on("connect_error", (error) => {
   if (error.message === "not_authorized") setConnection("reconnecting");
 });
 
-$("admit-all").addEventListener("click", () => act("admit_all"));
+$("admit-all").addEventListener("click", () => admitAndJoin("admit_all"));
 $("end-visit").addEventListener("click", () => {
   if (window.confirm(S.confirm_end)) act("end_visit");
 });
@@ -213,7 +239,9 @@ $("alerts").addEventListener("click", async () => {
   $("alerts").disabled = true;
 });
 
-$("join-call").addEventListener("click", async () => {
+$("join-call").addEventListener("click", () => joinCall());
+
+async function joinCall() {
   $("join-call").disabled = true;
   let stream = null;
   try {
@@ -240,7 +268,7 @@ $("join-call").addEventListener("click", async () => {
   });
   bindCallControls(call, root, callStrings);
   if (await call.join()) root.scrollIntoView({ block: "start" });
-});
+}
 
 $("note-form").addEventListener("submit", async (event) => {
   event.preventDefault();

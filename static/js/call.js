@@ -198,6 +198,10 @@ export class Call {
     clearInterval(this.qualityTimer);
     for (const sid of [...this.peers.keys()]) this.close(sid);
     for (const [event, handler] of Object.entries(this.handlers)) this.socket.off(event, handler);
+    // No frozen last frame of your own camera once the call is over.
+    const self = this.root.querySelector(".self video");
+    if (self) self.srcObject = null;
+    this.endReason = reason; // "left" (this person hung up) or "ended" (the visit is over)
     this.setState("ended", reason === "left" ? this.S.you_left : this.S.visit_ended);
   }
 
@@ -245,27 +249,38 @@ export class Call {
   }
 }
 
-// Wire the call's buttons (mute, camera off, switch camera, leave) inside `root`.
+// Wire the call's buttons (mute, camera off, switch camera, leave) inside `root` to
+// `call`. A page may make several calls in the same root (leave, then rejoin): the
+// buttons are bound once and act on the latest call, and start unpressed for each.
 export function bindCallControls(call, root, S) {
   const mic = root.querySelector(".toggle-mic");
   const camera = root.querySelector(".toggle-camera");
   const flip = root.querySelector(".switch-camera");
   const leave = root.querySelector(".leave-call");
+  mic.setAttribute("aria-pressed", "false");
+  mic.textContent = S.mute;
+  camera.setAttribute("aria-pressed", "false");
+  camera.textContent = S.camera_off;
+  if (root.callControls) {
+    root.callControls.call = call;
+    return;
+  }
+  const bound = root.callControls = { call };
   mic.addEventListener("click", () => {
     const muted = mic.getAttribute("aria-pressed") !== "true";
-    call.setMuted(muted);
+    bound.call.setMuted(muted);
     mic.setAttribute("aria-pressed", String(muted));
     mic.textContent = muted ? S.unmute : S.mute;
   });
   camera.addEventListener("click", () => {
     const off = camera.getAttribute("aria-pressed") !== "true";
-    call.setCameraOff(off);
+    bound.call.setCameraOff(off);
     camera.setAttribute("aria-pressed", String(off));
     camera.textContent = off ? S.camera_on : S.camera_off;
   });
   navigator.mediaDevices?.enumerateDevices().then((devices) => {
     flip.hidden = devices.filter((d) => d.kind === "videoinput").length < 2;
   });
-  flip.addEventListener("click", () => call.switchCamera().catch((e) => console.warn(e)));
-  leave.addEventListener("click", () => call.leave());
+  flip.addEventListener("click", () => bound.call.switchCamera().catch((e) => console.warn(e)));
+  leave.addEventListener("click", () => bound.call.leave());
 }

@@ -1,13 +1,25 @@
 // A patient's (or guest's) visit after they press Join: the waiting room, then the call.
 // The server pushes `lobby_state` (waiting | admitted | ended); this page only reflects
 // it, so reloading or losing the network and coming back lands in the same place.
+// Where this tab was (in the visit, or left the call) is kept in sessionStorage under
+// `stageKey`, so the join page can come back here by itself after a reload.
 import { connectSocket } from "./socket.js";
 import { Call, bindCallControls } from "./call.js";
+import { openPreview, stopStream } from "./media.js";
 import { duration, fill } from "./format.js";
 
 const readJson = (id) => JSON.parse(document.getElementById(id).textContent);
 
-export function startVisitSession({ data, localStream }) {
+function remember(key, stage) {
+  if (!key) return;
+  try {
+    if (stage) sessionStorage.setItem(key, stage);
+    else sessionStorage.removeItem(key);
+  } catch { /* storage off (private mode): a reload then asks for Join again */ }
+}
+
+// `left`: this tab had left the call before a reload; wait for Rejoin instead of calling.
+export function startVisitSession({ data, localStream, stageKey = null, left = false }) {
   const S = readJson("lobby-strings");
   const callStrings = readJson("call-strings");
   const lobby = document.getElementById("lobby");
@@ -16,11 +28,15 @@ export function startVisitSession({ data, localStream }) {
   let lobbyState = null;
   let clockOffsetMs = 0;
   let call = null;
+  let stream = localStream || null;
+  let hasLeft = left;
+  let ended = false;
 
+  remember(stageKey, hasLeft ? "left" : "joined");
   lobby.hidden = false;
   $("lobby-title").focus();
-  $("lobby-preview").srcObject = localStream || null;
-  const stopMeter = startMicMeter(localStream, $("mic-level"));
+  $("lobby-preview").srcObject = stream;
+  let stopMeter = startMicMeter(stream, $("mic-level"));
 
   const socket = connectSocket({ patient: true }, (status) => {
     $("lobby-connection").textContent = status === "reconnecting" ? S.reconnecting : "";
@@ -30,7 +46,10 @@ export function startVisitSession({ data, localStream }) {
     lobbyState = state;
     clockOffsetMs = Date.now() - Date.parse(state.server_time);
     render(state);
-    if (state.state === "admitted" && !call) startCall();
+    if (state.state === "admitted" && !call) {
+      if (hasLeft) showLeft();
+      else startCall();
+    }
     if (state.state === "ended") finish();
   });
 
@@ -43,7 +62,11 @@ export function startVisitSession({ data, localStream }) {
     } else {
       $("lobby-status").textContent = state.state === "admitted" ? S.admitted : S.ended;
     }
-    $("lobby-note").hidden = !state.note || state.state !== "waiting";
+    const waiting = state.state === "waiting";
+    // The wait time, the camera check and the note only mean something while waiting.
+    lobby.querySelector(".lobby-waited").hidden = !waiting;
+    lobby.querySelector(".lobby-check").hidden = !waiting;
+    $("lobby-note").hidden = !state.note || !waiting;
     $("lobby-note").textContent = state.note ? fill(S.note, { note: state.note }) : "";
     tick();
   }
@@ -55,35 +78,98 @@ export function startVisitSession({ data, localStream }) {
   }
   const ticker = setInterval(tick, 1000);
 
-  async function startCall() {
+  function stopLobbyMedia() {
     clearInterval(ticker);
     stopMeter();
-    lobby.hidden = true;
-    callRoot.hidden = false;
-    call = new Call({
-      socket, localStream, root: callRoot, strings: callStrings,
-      onState: (_state, message) => { $("call-status").textContent = message || ""; },
-    });
-    bindCallControls(call, callRoot, callStrings);
-    await call.join();
+    $("lobby-preview").srcObject = null;
   }
 
+  // Camera and microphone again after leaving (they were released): sound only when
+  // there is no camera, nothing at all when both are refused (others still see and hear
+  // nothing from us, but we see and hear them).
+  async function reopenMedia() {
+    try {
+      return await openPreview(null, { audio: true, video: true });
+    } catch (error) {
+      if (error.name !== "NotFoundError") return null;
+      try {
+        return await openPreview(null, { audio: true, video: false });
+      } catch {
+        return null;
+      }
+    }
+  }
+
+  async function startCall() {
+    stopLobbyMedia();
+    lobby.hidden = true;
+    callRoot.hidden = false;
+    $("call-rejoin").hidden = true;
+    if (!stream || stream.getTracks().every((track) => track.readyState === "ended")) {
+      stream = await reopenMedia();
+      if (ended) { stopStream(stream); return; } // the visit ended meanwhile
+    }
+    const current = new Call({
+      socket, localStream: stream, root: callRoot, strings: callStrings,
+      onState: (state, message) => {
+        $("call-status").textContent = message || "";
+        if (state === "ended" && current.endReason === "left") onLeft();
+      },
+    });
+    call = current;
+    bindCallControls(current, callRoot, callStrings);
+    await current.join();
+  }
+
+  // "Leave call": the camera and microphone are released, and Rejoin is offered while
+  // the visit is open.
+  function onLeft() {
+    hasLeft = true;
+    stopStream(stream);
+    stream = null;
+    remember(stageKey, "left");
+    showLeft();
+  }
+
+  function showLeft() {
+    stopLobbyMedia();
+    if (ended || !lobbyState || lobbyState.state !== "admitted") return;
+    lobby.hidden = true;
+    callRoot.hidden = false;
+    callRoot.dataset.state = "ended";
+    $("call-status").textContent = callStrings.you_left;
+    $("call-rejoin").hidden = false;
+    if (!call) $("rejoin").focus(); // after a reload, the one thing to do
+  }
+
+  $("rejoin").addEventListener("click", () => {
+    if (ended || (call && call.state !== "ended")) return;
+    hasLeft = false;
+    remember(stageKey, "joined");
+    startCall();
+  });
+
   function finish() {
-    clearInterval(ticker);
-    stopMeter();
+    ended = true;
+    stopLobbyMedia();
     if (call && call.state !== "ended") call.end("ended");
-    if (call) {
+    $("call-rejoin").hidden = true;
+    if (call || hasLeft) {
       // Keep the call card for its "ended" state; the lobby card says goodbye.
+      callRoot.dataset.state = "ended";
+      $("call-status").textContent = callStrings.visit_ended;
       lobby.hidden = false;
     }
-    for (const track of localStream?.getTracks() || []) track.stop();
+    stopStream(stream);
+    stream = null;
+    remember(stageKey, null);
   }
 
   return { socket };
 }
 
 // A live microphone level (0..1) in a <meter>, so people can check they are heard while
-// they wait. Returns a function that stops it.
+// they wait. Returns a function that stops it (once; later calls do nothing).
 function startMicMeter(stream, meter) {
   const track = stream?.getAudioTracks()[0];
   if (!track || !window.AudioContext) return () => {};
@@ -93,6 +179,7 @@ function startMicMeter(stream, meter) {
   audio.createMediaStreamSource(new MediaStream([track])).connect(analyser);
   const samples = new Float32Array(analyser.fftSize);
   let frame = 0;
+  let stopped = false;
   const draw = () => {
     analyser.getFloatTimeDomainData(samples);
     let peak = 0;
@@ -102,7 +189,10 @@ function startMicMeter(stream, meter) {
   };
   draw();
   return () => {
+    if (stopped) return;
+    stopped = true;
     cancelAnimationFrame(frame);
-    audio.close();
+    meter.value = 0;
+    audio.close().catch(() => {});
   };
 }

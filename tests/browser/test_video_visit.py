@@ -78,8 +78,7 @@ def test_patient_lobby_admit_call_and_end(live_app, browser, provider_page, sand
     screenshot(patient, f"patient-lobby-{lang}")
     provider_page.get_by_test_id("admit").click()
 
-    expect(lobby).to_have_attribute("data-state", "admitted")
-    provider_page.locator("#join-call").click()
+    expect(lobby).to_have_attribute("data-state", "admitted")  # the provider joins the call too
     expect_in_call(patient)
     expect_in_call(provider_page)
     assert serious_violations(patient) == []
@@ -127,8 +126,7 @@ def test_guest_invited_by_provider_joins_the_call(live_app, browser, provider_pa
     expect(guest_row).to_have_attribute("data-presence", "connected")
     expect(guest_row).to_contain_text("Maria Example")
     provider_page.get_by_test_id("admit").click()
-    expect(lobby).to_have_attribute("data-state", "admitted")
-    provider_page.locator("#join-call").click()
+    expect(lobby).to_have_attribute("data-state", "admitted")  # the provider joins the call too
     expect_in_call(guest)
     expect_in_call(provider_page)
 
