@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 SUDO := $(shell [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null && echo sudo)
 
-.PHONY: messages demo test bench nodejs install install-test translations migrate chromium coturn serve clean help
+.PHONY: messages demo test bench nodejs install install-test translations migrate chromium coturn redis-server serve clean help
 
 help:
 	@echo "make demo   - set up and start the app with the sandbox EHR on http://127.0.0.1:$(PORT)"
@@ -30,7 +30,7 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	@touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed translations
-install-test: $(VENV)/.installed-test translations chromium coturn
+install-test: $(VENV)/.installed-test translations chromium coturn redis-server
 
 translations: $(VENV)/.installed
 	@$(BIN)/pybabel -q compile -d translations
@@ -46,6 +46,13 @@ coturn:
 	@if [ ! -x /usr/bin/turnserver ]; then \
 	  echo "Installing Debian coturn for the device-test browser tests..."; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq coturn >/dev/null; \
+	fi
+
+# The Redis outage tests start, stop and restart a private redis-server of their own.
+redis-server:
+	@if ! command -v redis-server >/dev/null; then \
+	  echo "Installing Debian redis-server for the Redis outage tests..."; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server >/dev/null; \
 	fi
 
 # The load driver and the Node socket.io reference need Node.js 20+ and npm.

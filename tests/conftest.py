@@ -17,6 +17,7 @@ from sqlalchemy import create_engine, text
 from app import create_app
 from extensions import db
 from settings import sqlalchemy_url
+from tests.redis_server import private_redis  # noqa: F401  (a fixture for every test)
 
 POSTGRES_URL = os.environ.get("DATABASE_URL")
 REDIS_URL = os.environ.get("REDIS_URL")
@@ -82,14 +83,27 @@ def make_config(tmp_path, **overrides) -> dict:
 
 
 def build_app(tmp_path, monkeypatch, **overrides) -> Flask:
-    """An app on ``make_config(tmp_path, **overrides)``, its database migrated; run from
-    ``tmp_path``. Pair it with ``dispose_app``."""
+    """An app on ``make_config(tmp_path, **overrides)``, its database migrated and, with
+    the sandbox on (the default here), the sandbox seeded; run from ``tmp_path``. Pair it
+    with ``dispose_app``."""
     monkeypatch.chdir(tmp_path)
     application = create_app(make_config(tmp_path, **overrides))
     with application.app_context():
         # The real migrations, as `flask db upgrade` runs them, not create_all().
         flask_migrate.upgrade()
+    if application.config["SANDBOX"]:
+        seed_sandbox(application)
     return application
+
+
+def seed_sandbox(application: Flask) -> None:
+    """What `flask sandbox seed` does: the sandbox's tables and today's clinic. Building the
+    app writes nothing, so a test that wants the sandbox's data asks for it."""
+    from sandbox_ehr.seed import seed
+
+    with application.app_context():
+        seed()
+        db.session.remove()
 
 
 def dispose_app(application: Flask) -> None:

@@ -38,7 +38,9 @@ def test_readyz_names_database_when_down(tmp_path):
     response = app.test_client().get("/readyz")
 
     assert response.status_code == 503
+    assert response.json["status"] == "unavailable"
     assert response.json["down"] == ["database"]
+    assert response.json["reasons"]["database"].startswith("unreachable (")
 
 
 def test_readyz_checks_redis_when_configured(tmp_path):
@@ -50,13 +52,17 @@ def test_readyz_checks_redis_when_configured(tmp_path):
     assert response.json["checks"] == {"database": "ok", "redis": "ok"}
 
 
-def test_readyz_names_redis_when_down(tmp_path):
+def test_readyz_is_degraded_not_unavailable_when_redis_is_down(tmp_path):
+    # Every process shares the one Redis: failing readiness would empty the load balancer
+    # while each process can still serve (tests/integration/test_redis_outage.py).
     app = create_app(make_config(tmp_path, REDIS_URL=f"redis://127.0.0.1:{CLOSED_PORT}/0"))
 
     response = app.test_client().get("/readyz")
 
-    assert response.status_code == 503
+    assert response.status_code == 200
+    assert response.json["status"] == "degraded"
     assert response.json["down"] == ["redis"]
+    assert response.json["reasons"]["redis"].startswith("unreachable (")
     assert response.json["checks"]["database"] == "ok"
 
 
