@@ -102,12 +102,13 @@ def _register_cli(app: Flask) -> None:
     from ehr.outbox_cli import outbox_cli
     from hl7feed.cli import certs_cli, hl7_cli
     from notifications.cli import sms_cli
-    from sandbox_ehr.cli import demo_command
+    from sandbox_ehr.cli import demo_command, sandbox_cli
     from visits.cli import appointments_cli, links_cli
 
-    # `demo` is registered even with the sandbox off, so it can say how to turn it on.
+    # `demo` and `sandbox seed` are registered even with the sandbox off, so they can say
+    # how to turn it on.
     for command in (admin_cli, endpoints_cli, certs_cli, hl7_cli, keys_cli, outbox_cli,
-                    appointments_cli, links_cli, sms_cli, demo_command):
+                    appointments_cli, links_cli, sms_cli, demo_command, sandbox_cli):
         app.cli.add_command(command)
 
 

@@ -2,7 +2,7 @@
 
 Every model carries ``__bind_key__ = "sandbox"`` so Flask-SQLAlchemy puts it in a
 separate MetaData: the app's Alembic migrations (``db.metadata``) never see these tables,
-and ``init_app`` creates them with ``db.create_all(bind_key="sandbox")``. Secrets (codes,
+and seeding (``seed.seed``) creates them with ``db.create_all(bind_key="sandbox")``. Secrets (codes,
 tokens, client secrets) are stored only as SHA-256 hashes.
 """
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """Demo data: a small clinic with today's video visits.
 
-Ids are fixed and every write is an upsert, so seeding again (each start-up, or
-``flask demo``) duplicates nothing and moves the appointments to today in the clinic's
-time zone. The people are obviously invented, and their phone numbers are in the
-555-01xx range reserved for fiction.
+Seeding happens only when asked: ``flask sandbox seed``, or ``flask demo`` (which
+``make demo`` runs); never when the app is built. Ids are fixed and every write is an
+upsert, so seeding again duplicates nothing and moves the appointments to today in the
+clinic's time zone. The people are obviously invented, and their phone numbers are in
+the 555-01xx range reserved for fiction.
 """
 from __future__ import annotations
 
@@ -71,8 +72,10 @@ class SeedSummary:
 
 
 def seed() -> SeedSummary:
-    """Upsert the demo clinic for today and register this app as a SMART client (and at
-    the staff sign-in provider, when VV_STAFF_SSO_* point there)."""
+    """Create the sandbox's tables if missing, upsert the demo clinic for today and
+    register this app as a SMART client (and at the staff sign-in provider, when
+    VV_STAFF_SSO_* point there) with the current PUBLIC_BASE_URL."""
+    db.create_all(bind_key="sandbox")
     zone_name = current_app.config["SANDBOX_TIMEZONE"]
     zone = ZoneInfo(zone_name)
     today = datetime.now(zone).date()

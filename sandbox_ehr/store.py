@@ -82,7 +82,7 @@ def upsert(resource_type: str, resource_id: str, body: Resource) -> tuple[Resour
 
 
 def upsert_many(items: list[tuple[str, str, Resource]]) -> list[tuple[Resource, bool]]:
-    """``upsert`` for many resources with one read (seeding runs at every start-up).
+    """``upsert`` for many resources with one read (seeding upserts the whole clinic).
 
     The caller commits.
     """

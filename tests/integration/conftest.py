@@ -20,7 +20,7 @@ from app import create_app
 from extensions import db
 from sandbox_ehr import idp
 from sandbox_ehr.models import SandboxLaunch
-from tests.conftest import make_config
+from tests.conftest import make_config, seed_sandbox
 from tests.local_http import JsonHandler, serving
 
 
@@ -65,6 +65,8 @@ def live_server(tmp_path_factory, live_server_config) -> Iterator[LiveServer]:
     app = create_app(make_config(tmp_path, PUBLIC_BASE_URL=url, **live_server_config))
     with app.app_context():
         db.create_all()
+    if app.config["SANDBOX"]:
+        seed_sandbox(app)
     server.app = app
     # A short poll interval makes shutdown() return promptly at teardown.
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01},

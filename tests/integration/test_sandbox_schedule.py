@@ -16,7 +16,7 @@ from sandbox_ehr import store
 from sandbox_ehr.cli import demo_command
 from sandbox_ehr.models import SandboxResource
 from sandbox_ehr.seed import seed
-from tests.conftest import make_config
+from tests.conftest import make_config, seed_sandbox
 
 ROW = re.compile(r'<tr data-testid="sandbox-appointment".*?</tr>', re.S)
 
@@ -156,6 +156,7 @@ def test_seeded_phone_numbers_are_fictional(app):
 
 def test_signing_key_survives_a_restart(tmp_path):
     config = make_config(tmp_path)
+    seed_sandbox(create_app(config))
     first = create_app(config).test_client().get("/sandbox/oauth/jwks.json").json
 
     second = create_app(config).test_client().get("/sandbox/oauth/jwks.json").json
@@ -192,6 +193,8 @@ def test_demo_command_refuses_when_the_sandbox_is_off(tmp_path):
 
 def test_first_visit_can_start_now_for_the_demo(tmp_path):
     app = create_app(make_config(tmp_path, SANDBOX_FIRST_VISIT="now"))
+
+    seed_sandbox(app)
 
     with app.app_context():
         start = datetime.fromisoformat(store.read("Appointment", "appt-1")["start"])
