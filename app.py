@@ -91,6 +91,12 @@ def create_app(config: dict | None = None) -> Flask:
         client_manager=transport.client_manager(app.config["REDIS_URL"],
                                                 app.config["REDIS_CHANNEL"]),
     )
+    from ops import socket_limits
+
+    # A token bucket per socket, in front of every event handler (docs/realtime.md).
+    socket_limits.install(socketio.server, rate=app.config["SOCKET_EVENT_RATE"],
+                          burst=app.config["SOCKET_EVENT_BURST"],
+                          drop_limit=app.config["SOCKET_EVENT_DROP_LIMIT"])
     return app
 
 

@@ -127,6 +127,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PRESENCE_WRITE_DELAY_SECONDS", 0.02, "Connects and disconnects are written to the "
             "database in batches this long, one transaction each (staff are told at once "
             "either way). 0 writes each at once: slower under load, used by the tests.", float),
+    Setting("SOCKET_EVENT_RATE", 20.0, "Socket.IO events one connection may send per second, "
+            "sustained (a token bucket per socket). Beyond it events are dropped before any "
+            "handler runs and the socket hears `rate_limited`. Pages send far fewer: a call "
+            "quality sample every 10 s, pings, ICE candidates when a call starts. 0 turns the "
+            "limit off.", float),
+    Setting("SOCKET_EVENT_BURST", 200, "Events one connection may send at once before "
+            "`VV_SOCKET_EVENT_RATE` applies (the bucket's size): covers a call's start, an offer "
+            "or answer and a few dozen ICE candidates per peer.", int),
+    Setting("SOCKET_EVENT_DROP_LIMIT", 200, "A connection with more dropped (over-the-limit) "
+            "events than this within a minute is disconnected, told first so a browser does "
+            "not reconnect on its own. 0 never disconnects.", int),
     Setting("STUN_URLS", "", "Comma-separated STUN URLs given to browsers for calls, e.g. "
             "`stun:turn.example.org:3478`. Empty: none (fine on one network).", _str_or_empty),
     Setting("TURN_URLS", "", "Comma-separated TURN URLs (coturn), e.g. `turn:turn.example.org:3478"
@@ -166,9 +177,12 @@ SETTINGS: tuple[Setting, ...] = (
             "only). Secret: environment only.", _str_or_none),
     Setting("STAFF_SSO_SCOPES", "openid email profile", "Scopes asked of that provider; must "
             "include `openid`."),
-    Setting("JOIN_LINK_RATE_LIMIT", "30 per minute", "How often one client (IP address) may open "
-            "`/j/<token>` join links; beyond it a guessing run gets 429. Flask-Limiter notation, "
-            "e.g. `30 per minute;300 per day`. Counted per process in memory, or in Redis (shared "
+    Setting("JOIN_LINK_RATE_LIMIT", "30 per minute", "Failed join-link guesses one client (IP "
+            "address) may make: unknown tokens opened as `/j/<token>` or sent as a socket's "
+            "`join_token`, counted together. Beyond it a guess gets 429 (a socket "
+            "`too_many_attempts`); a valid link always opens, so a patient on a shared network "
+            "is never locked out by someone else's guesses. Flask-Limiter notation, e.g. "
+            "`30 per minute;300 per day`. Counted per process in memory, or in Redis (shared "
             "by all processes) when `VV_REDIS_URL` is set."),
     Setting("DEVICE_TEST_RATE_LIMIT", "120 per minute;1000 per hour", "How often one client "
             "may call the device test's throughput probes and results API (a run makes up to "

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from socketio.exceptions import ConnectionRefusedError as Refused
+
+from patient_join import guesses
 from patient_join.services import SESSION_KEY, NoPatientSession, PatientPass
 from visits import realtime
 from visits.errors import LinkExpired, LinkUnknown
@@ -24,13 +27,21 @@ def _identity(holder: LinkHolder | None, *, link_opened: bool = False
 
 @realtime.authenticator
 def patient_from_join_link(auth: dict, session: dict) -> realtime.Identity | None:
-    """``auth = {"join_token": ...}``: the token of the participant's own join link."""
+    """``auth = {"join_token": ...}``: the token of the participant's own join link.
+
+    An unknown token is a failed guess, counted with the ``/j/<token>`` ones from the
+    same address (patient_join/guesses.py); over the limit the socket is refused with
+    ``too_many_attempts``. A valid token always connects."""
     token = auth.get("join_token")
     if not isinstance(token, str):
         return None
     try:
         return _identity(holder_of_token(token, datetime.now(timezone.utc)), link_opened=True)
-    except (LinkUnknown, LinkExpired):
+    except LinkExpired:
+        return None
+    except LinkUnknown:
+        if guesses.failed_guess(guesses.client_address()) is not None:
+            raise Refused("too_many_attempts") from None
         return None
 
 

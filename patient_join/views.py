@@ -23,9 +23,9 @@ from werkzeug.routing import BuildError
 
 from ehr.launch import LaunchFailed, safe_error_code
 from ehr import launch as ehr_launch
-from extensions import limiter
+from ops import headers
 from ops.errors import http_error
-from patient_join import bp, services
+from patient_join import bp, guesses, services
 from visits import lobby
 from visits.errors import LinkExpired, LinkUnknown
 from visits.models import AppointmentStatus
@@ -139,19 +139,24 @@ PAGES: dict[str, tuple[int, object, object, object]] = {
 
 @bp.after_request
 def _patient_headers(response):
-    """Patient pages never leak their URL to another site, and are never cached or indexed:
-    they name a clinic, a provider and a time."""
+    """Patient pages never leak their URL to another site (``/j/`` and the portal launch
+    carry tokens), are never cached or indexed (they name a clinic, a provider and a time),
+    and are never framed: they ask for the camera and microphone, so another site must not
+    dress them up (clickjacking)."""
     response.headers["Referrer-Policy"] = "no-referrer"
     if request.endpoint != "patient_join.static":
         response.headers["Cache-Control"] = "no-store"
         response.headers["X-Robots-Tag"] = "noindex, nofollow"
+        headers.forbid_framing(response)
     return response
 
 
-def _too_many_attempts(_limit):
-    """Flask-Limiter's breach hook: log which route (never the token or who), answer 429."""
+def _too_many_attempts(retry_after: int):
+    """Too many failed guesses: log which route (never the token or who), answer 429."""
     log.warning("join link rate limit reached", extra={"route": "/j/<token>"})
-    return make_response(problem("too_many_attempts"))
+    response = make_response(problem("too_many_attempts"))
+    response.headers["Retry-After"] = str(retry_after)
+    return response
 
 
 @bp.app_errorhandler(RateLimitExceeded)
@@ -164,12 +169,16 @@ def _rate_limited(error: RateLimitExceeded):
 
 
 @bp.get("/j/<token>")
-@limiter.limit(lambda: current_app.config["JOIN_LINK_RATE_LIMIT"], on_breach=_too_many_attempts)
 def link(token: str):
-    """The link from a text message: keep the pass in the session, then a clean URL."""
+    """The link from a text message: keep the pass in the session, then a clean URL.
+    Only a failed guess counts against the client's limit (patient_join/guesses.py), so a
+    valid link always opens."""
     try:
         patient_pass = services.open_link(token, _now())
     except LinkUnknown:
+        retry_after = guesses.failed_guess(guesses.client_address())
+        if retry_after is not None:
+            return _too_many_attempts(retry_after)
         log.info("unknown join link", extra={"reason": "unknown_link"})
         return problem("unknown_link")
     except LinkExpired:

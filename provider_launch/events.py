@@ -13,6 +13,7 @@ from flask_babel import gettext as _
 
 from extensions import db, socketio
 from notifications import sending
+from ops.payloads import ID, expects, is_id, maybe, text
 from provider_launch.auth import staff_holder
 from visits import calls, lobby, realtime, state
 from visits.errors import VisitError
@@ -24,7 +25,7 @@ def staff_from_launch(auth: dict, session: dict) -> realtime.Identity | None:
     """A visit page socket: ``auth = {"visit": <appointment id>}`` and a launch session
     for that visit in the HTTP session, made by the SMART launch."""
     appointment_id = auth.get("visit")
-    if not isinstance(appointment_id, int) or isinstance(appointment_id, bool):
+    if not is_id(appointment_id):
         return None
     holder = staff_holder(appointment_id, session.get("launch_sessions") or {})
     if holder is None:
@@ -48,7 +49,8 @@ def _staff_action(action) -> dict:
 
 
 @socketio.on("get_visit_state")
-def get_visit_state(_data=None):
+@expects()
+def get_visit_state(_data):
     """Sent by a visit page that heard of someone it does not know yet; the ack carries
     the whole picture (``{"ok": true, "state": ...}``), as ``visit_state`` would."""
     identity = realtime.identity_for(request.sid)
@@ -59,25 +61,26 @@ def get_visit_state(_data=None):
 
 
 @socketio.on("admit")
-def admit(data=None):
+@expects(participant_id=ID)
+def admit(data):
     """Sent by a provider's visit page with ``{"participant_id": n}``; everyone in the
     visit hears the new state, the admitted person their ``lobby_state``."""
-    target = data.get("participant_id") if isinstance(data, dict) else None
-    if not isinstance(target, int):
-        return {"ok": False, "error": "Say whom to admit."}
+    target = data["participant_id"]
     return _staff_action(lambda who, now: lobby.admit(who.appointment_id, who.participant_id,
                                                       target, now))
 
 
 @socketio.on("admit_all")
-def admit_all(_data=None):
+@expects()
+def admit_all(_data):
     """Sent by a provider's visit page: admit everyone waiting."""
     return _staff_action(lambda who, now: lobby.admit_all(who.appointment_id,
                                                           who.participant_id, now))
 
 
 @socketio.on("end_visit")
-def end_visit(_data=None):
+@expects()
+def end_visit(_data):
     """Sent by a provider: ends the visit for everyone (patients see "ended", everyone in
     the call hears ``call_ended``)."""
     reply = _staff_action(lambda who, now: lobby.end_visit(who.appointment_id,
@@ -89,25 +92,25 @@ def end_visit(_data=None):
 
 
 @socketio.on("set_lobby_note")
-def set_lobby_note(data=None):
+# The note is cut to 200 characters (visits.lobby); the page's field stops at 200 too.
+@expects(text=text(2000))
+def set_lobby_note(data):
     """Sent by a provider with ``{"text": "Running 10 minutes late"}``; waiting people see
     it in their lobby at once. An empty text clears it."""
-    text = data.get("text") if isinstance(data, dict) else None
-    if not isinstance(text, str):
-        return {"ok": False, "error": "Write a short note."}
+    note = data["text"]
     return _staff_action(lambda who, now: lobby.set_lobby_note(who.appointment_id,
-                                                               who.participant_id, text, now))
+                                                               who.participant_id, note, now))
 
 
 @socketio.on("add_participant")
-def add_participant(data=None):
+# Role and name are checked by the service, which words its refusals for the provider.
+@expects(role=maybe(text(32)), display_name=maybe(text(200)), phone=maybe(text(40)))
+def add_participant(data):
     """Sent by a provider with ``{"role": "guest"|"interpreter", "display_name": ...,
     "phone": optional mobile number}``; the ack carries the new person's join link to
     copy and, when a number was given, ``texted`` (bool) and ``text_error`` (why not).
     The number is used for this one text and never stored."""
-    if not isinstance(data, dict):
-        return {"ok": False, "error": "Say who to add."}
-    phone_text = str(data.get("phone") or "").strip()
+    phone_text = (data.get("phone") or "").strip()
     phone = None
     if phone_text:
         identity = realtime.identity_for(request.sid)
@@ -121,8 +124,8 @@ def add_participant(data=None):
 
     def add(who, now):
         participant, token = calls.add_participant(
-            who.appointment_id, who.participant_id, str(data.get("role", "")),
-            str(data.get("display_name", "")), now)
+            who.appointment_id, who.participant_id, data.get("role") or "",
+            data.get("display_name") or "", now)
         link = f"{current_app.config['PUBLIC_BASE_URL']}/j/{token}"
         created.update(participant_id=participant.id, link=link)
         if phone is not None:

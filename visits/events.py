@@ -2,14 +2,20 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
+import traceback
 from datetime import datetime, timezone
 
 from flask import current_app, request, session
 from flask_socketio import join_room, leave_room
+# Socket.IO's own refusal carries its message to the client (`connect_error`); Python's
+# builtin one reached pages as "Connection refused by server".
+from socketio.exceptions import ConnectionRefusedError as Refused
 
 from extensions import db, socketio
 from ops.background import periodic
+from ops.payloads import BOOLEAN, NUMBER, expects, maybe, obj, one_of, text, whole
 from visits import calls, presence, realtime, state, writer
 from visits.errors import VisitError
 from visits.models import Participant
@@ -37,12 +43,12 @@ def connect(auth=None):
     identity = realtime.authenticate(auth, session)
     if identity is None:
         log.info("socket refused", extra={"reason": "not recognised"})
-        raise ConnectionRefusedError("not_authorized")
+        raise Refused("not_authorized")
     if identity.is_staff:
         return _staff_connected(identity)
     context = state.context(identity.participant_id)
     if context is None:
-        raise ConnectionRefusedError("not_authorized")
+        raise Refused("not_authorized")
     now = _now()
     sid = request.sid
     _trim_environ(request.environ)
@@ -164,17 +170,27 @@ def presence_upkeep() -> None:
 
 @socketio.on_error_default
 def on_error(error):
-    """Unexpected errors in any handler: logged (no payloads), the client gets an error ack."""
-    if isinstance(error, ConnectionRefusedError):
+    """Unexpected errors in any handler: logged, the client gets an error ack.
+
+    The line names the event, the error's class and where it was raised (file, line,
+    function), never the exception's message or the event's arguments: a driver's error
+    quotes the statement's parameters, and arguments (and a connect's environ) may carry
+    a token, a cookie or what a patient typed."""
+    if isinstance(error, (ConnectionRefusedError, Refused)):
         # Flask-SocketIO routes a refused connect here too; it must still refuse.
         raise error
-    # The event's name only: its arguments (and a connect's environ) may carry a token,
-    # a cookie or what a patient typed.
     event = getattr(request, "event", None)
-    log.exception("socket handler failed",
-                  extra={"event": event.get("message") if isinstance(event, dict) else None})
+    log.error("socket handler failed", extra={
+        "event": event.get("message") if isinstance(event, dict) else None,
+        "error": type(error).__name__, "where": _where(error)})
     db.session.rollback()
     return {"ok": False, "error": "Something went wrong. Please try again."}
+
+
+def _where(error: BaseException, depth: int = 6) -> list[str]:
+    """The innermost frames of the traceback as ``file:line function``: code, no data."""
+    frames = traceback.extract_tb(error.__traceback__)[-depth:]
+    return [f"{os.path.basename(frame.filename)}:{frame.lineno} {frame.name}" for frame in frames]
 
 
 # --- the video call: signaling relay ----------------------------------------------------
@@ -190,8 +206,18 @@ def _caller():
     return identity, db.session.get(Participant, identity.participant_id)
 
 
+# What a call's signaling may carry (RTCSessionDescription.toJSON(), RTCIceCandidate.toJSON()).
+# A video SDP is a few KiB; 64 KiB leaves room for many codecs and simulcast.
+_DESCRIPTION = obj(type=one_of("offer", "answer", "pranswer", "rollback"),
+                   sdp=maybe(text(64 * 1024)))
+_CANDIDATE = obj(candidate=text(2048), sdpMid=maybe(text(64)),
+                 sdpMLineIndex=maybe(whole(0, 1024)), usernameFragment=maybe(text(256)))
+_RESTART = obj(relay=maybe(BOOLEAN))
+
+
 @socketio.on("call_join")
-def call_join(_data=None):
+@expects()
+def call_join(_data):
     """Sent by an admitted participant's page (or a provider's) to enter the call. The ack
     carries ICE servers; the others in the call hear ``call_peer_joined`` and each sends
     this socket an offer (newcomers never offer, so two sides never offer at once)."""
@@ -213,36 +239,40 @@ def call_join(_data=None):
 
 
 @socketio.on("signal")
-def signal(data=None):
+@expects(to=text(64), description=maybe(_DESCRIPTION), candidate=maybe(_CANDIDATE),
+         restart=maybe(_RESTART))
+def signal(data):
     """Relays an SDP description or ICE candidate to one other socket of the same call.
     The recipient hears ``signal`` with ``from`` set by the server, never by the sender."""
     identity = realtime.identity_for(request.sid)
-    if identity is None or _in_call.get(request.sid) != identity.appointment_id \
-            or not isinstance(data, dict) or not isinstance(data.get("to"), str):
+    if identity is None or _in_call.get(request.sid) != identity.appointment_id:
         return {"ok": False, "error": "Not in a call."}
     target = calls.signal_target(identity.appointment_id, data["to"])
     if target is None:
         return {"ok": False, "error": "That person is not in this call."}
     message = {"from": request.sid, "from_participant": identity.participant_id}
     for key in ("description", "candidate", "restart"):
-        if key in data:
+        if data.get(key) is not None:
             message[key] = data[key]
     socketio.emit("signal", message, to=data["to"])
     return {"ok": True}
 
 
 @socketio.on("call_leave")
-def call_leave(_data=None):
+@expects()
+def call_leave(_data):
     """Sent when someone hangs up; the others drop their connection to this socket."""
     _leave_call(request.sid)
     return {"ok": True}
 
 
 @socketio.on("call_quality")
-def call_quality(data=None):
+@expects(rtt_ms=maybe(NUMBER), jitter_ms=maybe(NUMBER), packet_loss_pct=maybe(NUMBER),
+         bitrate_in_kbps=maybe(NUMBER), bitrate_out_kbps=maybe(NUMBER))
+def call_quality(data):
     """Every 10 s from each browser in a call: RTT, jitter, loss, bitrates (from getStats)."""
     identity = realtime.identity_for(request.sid)
-    if identity is None or request.sid not in _in_call or not isinstance(data, dict):
+    if identity is None or request.sid not in _in_call:
         return {"ok": False}
     return {"ok": calls.record_quality(identity.participant_id, data, _now())}
 

@@ -8,6 +8,8 @@ export function connectSocket(auth, onStatus = () => {}) {
   socket.on("connect", () => onStatus("live"));
   socket.on("disconnect", () => onStatus("reconnecting"));
   socket.io.on("reconnect_attempt", () => onStatus("reconnecting"));
+  // The server drops events beyond a per-socket limit and says so (docs/realtime.md).
+  socket.on("rate_limited", ({ retry_after_ms }) => console.warn(`socket events dropped; next in ${retry_after_ms} ms`));
   return socket;
 }
 

@@ -544,12 +544,15 @@ def test_quality_samples_are_stored_and_throttled(app, visit):
     staff = staff_socket(app, visit.provider)
     staff.emit("call_join", callback=True)
 
+    wrong_type = staff.emit("call_quality", {"rtt_ms": 42.5, "bitrate_out_kbps": "lots"},
+                            callback=True)
     first = staff.emit("call_quality", {"rtt_ms": 42.5, "jitter_ms": 3, "packet_loss_pct": 0.5,
-                                        "bitrate_in_kbps": 900, "bitrate_out_kbps": "lots"},
+                                        "bitrate_in_kbps": 900, "bitrate_out_kbps": 10**9},
                        callback=True)
     second = staff.emit("call_quality", {"rtt_ms": 40}, callback=True)
 
     rows = db.session.execute(sa.select(CallQualitySample)).scalars().all()
+    assert wrong_type["ok"] is False and wrong_type["code"] == "invalid_payload"
     assert first == {"ok": True} and second == {"ok": False}
     assert [(r.rtt_ms, r.bitrate_out_kbps) for r in rows] == [(42.5, None)]
 
