@@ -13,6 +13,9 @@ from extensions import db
 from visits.models import AuditLog
 
 PER_PAGE = 50
+# Far past any real log, and small enough that every database takes the offset (a page of
+# 10**20 overflowed PostgreSQL's bigint and answered 500).
+MAX_PAGE = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -56,8 +59,13 @@ def audit():
     """Who did what in the portal, newest first, 50 a page, filterable by action or actor."""
     wanted = AuditFilter(action=request.args.get("action", "").strip()[:64],
                          actor=request.args.get("actor", "").strip()[:120])
-    page = db.paginate(audit_query(wanted), page=request.args.get("page", 1, type=int),
-                       per_page=PER_PAGE, error_out=False, count=True)
+    query = audit_query(wanted)
+    # A page past the end (an old bookmark, a typed number) shows the last one.
+    requested = min(max(request.args.get("page", 1, type=int), 1), MAX_PAGE)
+    page = db.paginate(query, page=requested, per_page=PER_PAGE, error_out=False, count=True)
+    if page.pages and requested > page.pages:
+        page = db.paginate(query, page=page.pages, per_page=PER_PAGE, error_out=False,
+                           count=True)
     entries = [(entry, redact(entry.detail)) for entry in page.items]
     return render_template("admin/audit.html", page=page, entries=entries, wanted=wanted,
                            actions=action_names())

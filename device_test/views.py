@@ -13,6 +13,7 @@ from device_test import context as ctx
 from device_test import services
 from device_test.schema import MAX_BODY_BYTES
 from extensions import limiter
+from ops import headers
 from patient_join.views import browser_help
 from settings import grade_pair
 from visits import realtime
@@ -46,6 +47,17 @@ def page_config(config, participant_id: int, now: datetime) -> dict:
     }
 
 
+@bp.after_request
+def _patient_headers(response):
+    """A patient page: never framed (it asks for the camera and microphone), and its URL
+    (``?ctx=``, a context token naming the appointment) never sent on as a Referer, also
+    by the results and probe requests the page makes."""
+    if request.endpoint != "device_test.static":
+        headers.no_referrer(response)
+        headers.forbid_framing(response)
+    return response
+
+
 @bp.get("/device-test")
 def device_test():
     """The device test: speaker, microphone, camera, connection, then a test call."""
@@ -75,6 +87,28 @@ def device_test():
                            browser_help=help_texts,
                            browser_help_strings={f"help_{key}": text
                                                  for key, _name, text in help_texts})
+
+
+# A result is an object of checks holding measurements and transports: four levels. Deeper
+# documents are refused before the schema walks them (a validator recurses too).
+MAX_DEPTH = 16
+
+
+def _depth_over(document, limit: int) -> bool:
+    """Whether containers nest more than ``limit`` deep (iterative: no recursion)."""
+    stack = [(document, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def _probe_limit() -> str:
@@ -128,6 +162,11 @@ def results():
         document = json.loads(raw)
     except ValueError:
         return jsonify(ok=False, error="body is not valid JSON"), 400
+    except RecursionError:
+        # Thousands of nested brackets fit in the size limit; the parser gives up on them.
+        return jsonify(ok=False, error="body is nested too deeply"), 400
+    if _depth_over(document, MAX_DEPTH):
+        return jsonify(ok=False, error="body is nested too deeply"), 400
     try:
         recorded = services.record(
             document, secret_key=current_app.config["SECRET_KEY"],

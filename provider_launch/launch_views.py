@@ -12,6 +12,7 @@ from flask_babel import lazy_gettext as _l
 from werkzeug.routing import BuildError
 
 from ehr import launch as ehr_launch
+from ops import headers
 from provider_launch import bp, services
 from provider_launch.auth import hold_launch, remember_launch, take_held
 from staff_sso.services import SsoConfig, take_identity
@@ -139,10 +140,18 @@ PAGES = {
 }
 
 
+# Their URLs carry a launch token, an authorization code or a one-time key.
+_TOKEN_IN_URL = frozenset({"provider_launch.launch", "provider_launch.callback",
+                           "provider_launch.after_sign_in"})
+
+
 @bp.after_request
 def _frame_ancestors(response):
     """Let the EHR embed our pages: its origins join 'self' in CSP frame-ancestors once a
-    view has put the launch's endpoint in ``g.launch_endpoint``."""
+    view has put the launch's endpoint in ``g.launch_endpoint``. A launch step's URL is
+    never sent on as a Referer."""
+    if request.endpoint in _TOKEN_IN_URL:
+        headers.no_referrer(response)
     endpoint = g.get("launch_endpoint")
     if endpoint is None:
         return response

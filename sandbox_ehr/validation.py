@@ -22,7 +22,7 @@ def parse_and_validate(resource_type: str, raw: bytes) -> dict[str, Any]:
     """The request body as a resource of ``resource_type``, or FhirError (400)."""
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # deep nesting: Recursion
         raise FhirError(400, "structure", f"Request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise FhirError(400, "structure", "Request body must be a JSON object (a FHIR resource)")

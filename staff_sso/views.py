@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 from flask import current_app, redirect, render_template, request, session, url_for
 from flask_babel import lazy_gettext as _l
 
+from ops import headers
 from staff_sso import bp, services
 
 # reason -> (title, what happened, what to do). Staff read these, often inside the EHR.
@@ -58,6 +59,12 @@ PAGES = {
         _l("Try again. If it keeps happening, tell your IT team: the server log names the "
            "check that failed.")),
 }
+
+
+@bp.after_request
+def _no_referrer(response):
+    """The callback's URL carries the provider's authorization code: never sent on."""
+    return headers.no_referrer(response)
 
 
 @bp.get("/sso/login")
