@@ -22,6 +22,7 @@ from admin.models import AdminRole
 from ehr.models import EhrEndpoint, EndpointCertificate
 from extensions import db
 from hl7feed import certificates as hl7_certificates
+from ops.payloads import MAX_ID
 from visits.models import utcnow
 
 # From this many days before expiry the list warns.
@@ -134,7 +135,8 @@ def _certificate_or_404(endpoint: EhrEndpoint, certificate_id: int) -> EndpointC
     return certificate
 
 
-@bp.route("/endpoints/<name>/certificates/<int:certificate_id>/remove",
+# Ids beyond a bigint are no row: 404 from the URL map, not an overflow in the driver.
+@bp.route(f"/endpoints/<name>/certificates/<int(max={MAX_ID}):certificate_id>/remove",
           methods=["GET", "POST"])
 @require_role(AdminRole.ADMIN)
 def certificate_remove(name, certificate_id):

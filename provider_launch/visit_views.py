@@ -13,6 +13,7 @@ from ehr.errors import EhrError
 from ehr.fhir import FhirClient
 from ehr.names import display_name
 from extensions import db
+from ops.payloads import MAX_ID
 from provider_launch import bp
 from provider_launch.auth import access_token_of, staff_for_visit
 from visits import state
@@ -21,7 +22,7 @@ from visits.models import Appointment, ParticipantRole
 log = logging.getLogger(__name__)
 
 
-@bp.get("/visit/<int:appointment_id>")
+@bp.get(f"/visit/<int(max={MAX_ID}):appointment_id>")
 def visit(appointment_id: int):
     """Reached from the launch; the launch session in the cookie proves who this is."""
     launch = staff_for_visit(appointment_id, session.get("launch_sessions") or {})

@@ -108,3 +108,17 @@ def test_admin_audit_page_numbers_out_of_range_show_a_real_page(app, page):
 
     assert response.status_code == 200
     assert 'data-testid="audit-row"' in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("path", ["/admin/endpoints/clinic/certificates/{id}/remove",
+                                  "/visit/{id}"])
+def test_ids_in_paths_beyond_any_row_are_404_not_500(app, path):
+    client = signed_in_client(app)
+    with app.app_context():
+        factories.make_endpoint("clinic")
+
+    beyond = client.get(path.format(id=10**20))
+    largest = client.get(path.format(id=2**63 - 1))
+
+    assert beyond.status_code == 404
+    assert largest.status_code in (403, 404)  # the visit page: no launch for it
