@@ -48,6 +48,14 @@ def _clinic(appointment: Appointment | None) -> str:
     return name or _("Your care team")
 
 
+def _in_language(url: str | None, locale: str) -> str | None:
+    """The link opens the pages in the text's language (``?lang=``, remembered for the
+    visit by ops/i18n.py); the page's language switch still offers the others."""
+    if not url:
+        return url
+    return f"{url}{'&' if '?' in url else '?'}lang={locale.replace('_', '-')}"
+
+
 def render(kind: str, language: str | None, appointment: Appointment | None,
            join_url: str | None, *, clinic: str | None = None) -> str:
     """The body of one text of ``kind`` (an SmsKind) in ``language``.
@@ -56,6 +64,7 @@ def render(kind: str, language: str | None, appointment: Appointment | None,
     cancellation and a test text, which carry no link; ``clinic`` names the sender when
     there is no appointment (a test text: the endpoint's name)."""
     locale = locale_for(language)
+    join_url = _in_language(join_url, locale)
     with force_locale(locale):
         clinic = clinic or _clinic(appointment)
         at = when(appointment.start_at, appointment.timezone, locale) if appointment else ""

@@ -51,6 +51,16 @@ def _from_accept_language(header: str) -> str:
 
 def init_app(app: Flask) -> None:
     app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", "translations")
+
+    @app.before_request
+    def _remember_language():
+        """A ``?lang=`` is remembered even by a route that renders nothing: a texted link
+        (``/j/<token>?lang=es``) only redirects, and ``/join`` must open in the text's
+        language."""
+        if request.query_string and "lang" in request.args:
+            chosen = normalise(request.args["lang"])
+            if chosen:
+                session["lang"] = chosen
     # locale -> what every template rendered in it gets, made on first use.
     by_locale: dict[str, dict[str, Any]] = {}
 

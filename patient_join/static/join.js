@@ -33,18 +33,28 @@ function localTimes() {
   const at = (iso, timeZone) => new Intl.DateTimeFormat(lang, { ...options, timeZone }).format(new Date(iso));
   // Same clock time in another zone (Chicago and Winnipeg): nothing to add.
   if (at(data.start, mine) === at(data.start, data.time_zone)) return;
-  const zoneName = (iso) => {
-    const parts = new Intl.DateTimeFormat(lang, { timeZoneName: "long", timeZone: mine }).formatToParts(new Date(iso));
-    return (parts.find((part) => part.type === "timeZoneName") || {}).value || mine;
-  };
   const start = $("local-start");
-  start.textContent = fill(S.local_time, { time: at(data.start, mine), zone: zoneName(data.start) });
+  start.textContent = localSentence(data.start, mine);
   start.hidden = false;
   const opens = $("local-opens");
   if (opens) {
-    opens.textContent = fill(S.local_time, { time: at(data.lobby_opens_at, mine), zone: zoneName(data.lobby_opens_at) });
+    opens.textContent = localSentence(data.lobby_opens_at, mine);
     opens.hidden = false;
   }
+}
+
+// "It is 10:30 PM on Friday where you are (Eastern Time)": the day and the time go into
+// the sentence separately, so each language can order them ("Son las 22:30 del viernes"),
+// and the hour's plural category picks "Es la 1:30" or "Son las 2:30".
+function localSentence(iso, timeZone) {
+  const date = new Date(iso);
+  const day = new Intl.DateTimeFormat(lang, { weekday: "long", timeZone }).format(date);
+  const clock = new Intl.DateTimeFormat(lang, { hour: "numeric", minute: "2-digit", timeZone });
+  const hour = Number((clock.formatToParts(date).find((part) => part.type === "hour") || {}).value);
+  const form = new Intl.PluralRules(lang).select(hour) === "one" ? S.local_time_one : S.local_time_other;
+  const zoneParts = new Intl.DateTimeFormat(lang, { timeZoneName: "long", timeZone }).formatToParts(date);
+  const zone = (zoneParts.find((part) => part.type === "timeZoneName") || {}).value || timeZone;
+  return fill(form, { day, time: clock.format(date), zone });
 }
 
 function setStatus(text) {

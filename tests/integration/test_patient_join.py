@@ -153,6 +153,18 @@ def test_guessing_links_is_rate_limited_without_logging_tokens(tmp_path, monkeyp
         db.engine.dispose()
 
 
+def test_a_texted_link_opens_the_join_page_in_the_language_of_the_text(app, client, visit):
+    token = token_for(app, visit.patient)
+
+    opened = client.get(f"/j/{token}?lang=pt-BR", headers={"Accept-Language": "en-US"})
+    page = client.get("/join", headers={"Accept-Language": "en-US"})
+
+    assert opened.status_code == 303 and opened.headers["Location"] == "/join"
+    html = page.get_data(as_text=True)
+    assert '<html lang="pt-BR">' in html
+    assert 'href="?lang=en"' in html and 'href="?lang=es"' in html  # the switch is there
+
+
 # --- the join page --------------------------------------------------------------------------
 
 def test_join_without_a_pass_explains_where_to_start(client):

@@ -54,7 +54,20 @@ def test_english_confirmation_reads_naturally(app):
     body = render(SmsKind.CONFIRMATION, "en", appointment(), URL)
 
     assert body == ("Family Medicine - Madison: your video visit is booked for Mon, Mar 4 at "
-                    f"9:30 AM CST. Join here: {URL} Reply STOP to opt out.")
+                    f"9:30 AM CST. Join here: {URL}?lang=en Reply STOP to opt out.")
+
+
+@pytest.mark.parametrize(("language", "lang"), [("es", "es"), ("pt_BR", "pt-BR"), (None, "en")])
+def test_the_link_opens_in_the_language_of_the_text(app, language, lang):
+    body = render(SmsKind.REMINDER, language, appointment(), URL)
+
+    assert f"{URL}?lang={lang} " in body
+
+
+def test_portuguese_opt_out_has_its_accent(app):
+    body = render(SmsKind.REMINDER, "pt_BR", appointment(), URL)
+
+    assert body.endswith("Responda STOP para não receber mais mensagens.")
 
 
 def test_spanish_and_portuguese_dates_use_their_own_words(app):
