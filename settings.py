@@ -120,6 +120,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OUTBOX_CONCURRENCY_PER_ENDPOINT", 16, "EHR write-backs in flight to one EHR at "
             "once, per server process: about 300 a second when the EHR answers in 50 ms. A "
             "slow EHR only ever holds its own slots. Several processes multiply it.", int),
+    Setting("OUTBOX_LEASE_SECONDS", 10.0, "A process holds an EHR write-back this long from "
+            "when its POST starts, renewed every third of it while the EHR answers. After a "
+            "process dies, its write-backs go out again from another process (or the "
+            "restarted one) within about this long; `If-None-Exist` keeps the repeat from "
+            "creating a second resource.", float),
     Setting("PRESENCE_RESTART_GRACE_SECONDS", 15.0, "After a server process starts, how long it "
             "waits before making any disconnect final, so pages reconnecting after a restart "
             "or deploy (browsers retry up to 5 s apart) keep their presence and nothing false "
@@ -210,6 +215,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SMS_POLL_SECONDS", 5.0, "How often each process looks for texts that are due.", float),
     Setting("SMS_MAX_ATTEMPTS", 5, "Sending attempts before a text is marked failed with its "
             "reason; retries back off exponentially (30 s, 1 min, 2 min, ...).", int),
+    Setting("SMS_LEASE_SECONDS", 30.0, "A process holds a text this long from when its send "
+            "starts, renewed every third of it while the carrier answers. A text whose "
+            "process died is taken over after at most this long; one it was handing to the "
+            "carrier is first looked up there, so it is not sent twice. Keep it well above "
+            "a database stall.", float),
     Setting("SMS_DEFAULT_REGION", "US", "ISO region for numbers typed without a country code where "
             "no endpoint says otherwise (a provider texting a guest's link)."),
     Setting("ADMIN_IDLE_MINUTES", 15, "An admin session idle this long is signed out.", int),

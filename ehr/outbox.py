@@ -7,14 +7,16 @@ state is in the database: a restart loses nothing.
 
 Delivery: each server process runs one dispatcher (the ``ehr.outbox`` background loop,
 or ``process_due``). It claims due rows with a conditional UPDATE that stamps a lease
-(``locked_until``), computed when that claim is made, and this process's id
-(``claimed_by``), so two processes never send the same row at once. A process that dies
-mid-send leaves a lease that runs out; sooner, once its heartbeat in
-``server_processes`` stops, another process takes its rows back. Claimed rows are
-POSTed by workers (greenlets when served, threads in tests), at most
-``OUTBOX_CONCURRENCY_PER_ENDPOINT`` per EHR in this process, over kept-alive
-connections; a 429 (or a 503 with Retry-After) pauses that EHR until Retry-After has
-passed while the others go on. Every POST carries ``If-None-Exist`` on the business
+(``locked_until``, ``OUTBOX_LEASE_SECONDS`` from when that claim is made, right before
+its POST starts), this process's id (``claimed_by``) and the attempt, so two processes
+never send the same row at once. While a POST is in flight the dispatcher renews its
+lease every third of it, so a slow EHR never lets the lease of a live process run out,
+and a result is recorded only under the claim that made the attempt. A process that
+dies stops renewing: its rows are due again within one lease, for any process or the
+restarted one. Claimed rows are POSTed by workers (greenlets when served, threads in
+tests), at most ``OUTBOX_CONCURRENCY_PER_ENDPOINT`` per EHR in this process, over
+kept-alive connections; a 429 (or a 503 with Retry-After) pauses that EHR until
+Retry-After has passed while the others go on. Every POST carries ``If-None-Exist`` on the business
 identifier, so a retry after a lost reply finds the resource instead of duplicating it.
 When idle, a process asks one indexed question every ``OUTBOX_POLL_SECONDS``; a commit
 that adds outbox rows in this process calls ``wake()`` so they go out at once.
@@ -56,15 +58,15 @@ from ehr.models import (
 from extensions import db, socketio
 from ops.background import periodic
 from visits import presence
-from visits.models import Appointment, Participant, ParticipantRole, ServerProcess, utcnow
+from visits.models import Appointment, Participant, ParticipantRole, utcnow
 
 log = logging.getLogger(__name__)
 
 FHIR_JSON = "application/fhir+json"
 
 # Worker settings, declared once here (not environment settings: operators rarely need
-# them, tests shorten them). ``init_app`` puts them into app.config. The one operators
-# tune, OUTBOX_CONCURRENCY_PER_ENDPOINT, is in settings.py.
+# them, tests shorten them). ``init_app`` puts them into app.config. Those operators
+# tune, OUTBOX_CONCURRENCY_PER_ENDPOINT and OUTBOX_LEASE_SECONDS, are in settings.py.
 DEFAULTS: dict[str, Any] = {
     # An idle process looks for due write-backs this often (rows queued by other
     # processes, retries coming due); rows committed in this process go out at once.
@@ -72,9 +74,6 @@ DEFAULTS: dict[str, Any] = {
     "OUTBOX_MAX_ATTEMPTS": 12,  # then the row is failed (a dead letter); ~50 min of retries
     "OUTBOX_BACKOFF_BASE_SECONDS": 2.0,  # first retry after ~2 s, doubling each time
     "OUTBOX_BACKOFF_MAX_SECONDS": 600.0,  # never wait more than 10 minutes between tries
-    # A claim lasts this long from when it is made; must exceed one send (token + POST,
-    # and both again after a 401: 4 × the HTTP timeout).
-    "OUTBOX_LEASE_SECONDS": 60.0,
     "OUTBOX_HTTP_TIMEOUT_SECONDS": 10.0,
 }
 # 4xx that say "later", not "never".
@@ -195,8 +194,7 @@ class _Claim:
     resource_type: str
     business_identifier: str
     body: bytes  # the payload as stored: sent as is, never parsed here
-    attempts: int  # counting this one
-    lease: datetime  # our ``locked_until``; the result is recorded only while it holds
+    attempts: int  # counting this one; with ``claimed_by``, names this claim
 
 
 def claim_due(now: datetime | None = None, limit: int = 1) -> list[int]:
@@ -239,9 +237,17 @@ _CLAIM = (
     .returning(_rows.c.id, _rows.c.endpoint_id, _rows.c.resource_type,
                _rows.c.business_identifier, sa.cast(_rows.c.payload, sa.Text),
                _rows.c.attempts))
+# Only under the claim that made this attempt: a process that took the row over after our
+# lease ran out (or the CLI's retry) owns it now.
+_OURS = sa.and_(_rows.c.id == sa.bindparam("row_id"),
+                _rows.c.claimed_by == sa.bindparam("claimer"),
+                _rows.c.attempts == sa.bindparam("attempt"),
+                _rows.c.status == WritebackStatus.PENDING)
+_RENEW = _rows.update().where(_OURS).values(locked_until=sa.bindparam("lease"),
+                                            next_attempt_at=sa.bindparam("lease"))
 _RECORD = (
     sa.update(_rows)
-    .where(_rows.c.id == sa.bindparam("row_id"), _rows.c.locked_until == sa.bindparam("lease"))
+    .where(_OURS)
     .values(status=sa.bindparam("new_status"), sent_at=sa.bindparam("new_sent_at"),
             remote_id=sa.bindparam("new_remote_id"), last_error=sa.bindparam("new_error"),
             next_attempt_at=sa.bindparam("new_next"), locked_until=None, claimed_by=None))
@@ -254,40 +260,8 @@ def _claim(ids: list[int], now: datetime, lease_seconds: float) -> list[_Claim]:
     lease = now + timedelta(seconds=lease_seconds)
     result = db.session.execute(_CLAIM, {"ids": ids, "now": now, "lease": lease,
                                          "claimer": presence.process_id()})
-    return [_Claim(row_id, endpoint_id, resource_type, identifier, payload.encode(), attempts,
-                   lease)
+    return [_Claim(row_id, endpoint_id, resource_type, identifier, payload.encode(), attempts)
             for row_id, endpoint_id, resource_type, identifier, payload, attempts in result]
-
-
-def release_abandoned(now: datetime | None = None) -> int:
-    """Put rows claimed by a process whose heartbeat stopped back in the queue now, rather
-    than when their lease runs out (it died, or restarted under a new id); returns how
-    many. Commits.
-
-    Only claims older than ``PROCESS_TIMEOUT_SECONDS`` are taken, so a process that claims
-    before its first heartbeat (or without the presence loop, as the CLI and tests do)
-    keeps its rows that long. If the claimer was alive after all, it finds its lease gone
-    and does not record its result; If-None-Exist makes the second POST harmless.
-    """
-    now = now or utcnow()
-    config = current_app.config
-    timeout = float(config["PROCESS_TIMEOUT_SECONDS"])
-    lease = float(config["OUTBOX_LEASE_SECONDS"])
-    alive = sa.select(ServerProcess.process_id).where(
-        ServerProcess.heartbeat_at >= now - timedelta(seconds=timeout))
-    result = db.session.execute(
-        sa.update(_rows)
-        .where(_rows.c.status == WritebackStatus.PENDING, _rows.c.next_attempt_at > now,
-               _rows.c.locked_until > now,
-               _rows.c.locked_until <= now + timedelta(seconds=lease - timeout),
-               _rows.c.claimed_by.is_not(None), _rows.c.claimed_by != presence.process_id(),
-               _rows.c.claimed_by.not_in(alive))
-        .values(locked_until=None, claimed_by=None, next_attempt_at=now))
-    db.session.commit()
-    if result.rowcount:
-        log.warning("write-backs taken back from a stopped process",
-                    extra={"count": result.rowcount})
-    return result.rowcount
 
 
 def process_due(now: datetime | None = None, limit: int | None = None) -> int:
@@ -339,7 +313,6 @@ def reset() -> None:
     with _state_lock:
         endpoints = list(_endpoints.values())
         _endpoints.clear()
-        _released_at.clear()
     for endpoint in endpoints:
         endpoint.close()
 
@@ -347,7 +320,6 @@ def reset() -> None:
 # This process's delivery state, shared by its passes (a test may run two at once).
 _state_lock = threading.Lock()
 _endpoints: dict[tuple[str, int], _Endpoint] = {}  # by (database URL, endpoint id)
-_released_at: dict[str, float] = {}  # database URL → last release_abandoned (monotonic)
 _inboxes: set[Any] = set()  # the queues of running passes, for wake()
 _WAKE = object()
 # How often a long pass re-reads the endpoints (an admin may add one or edit its URL).
@@ -425,7 +397,13 @@ class _Delivery:
         self.max_attempts = int(config["OUTBOX_MAX_ATTEMPTS"])
         self.pause_default = float(config["OUTBOX_BACKOFF_BASE_SECONDS"])
         self.pause_cap = float(config["OUTBOX_BACKOFF_MAX_SECONDS"])
-        self.release_every = float(config["PROCESS_TIMEOUT_SECONDS"]) / 2
+        self.claimer = presence.process_id()
+        # POSTs in flight: row id → its claim. All their leases are renewed every third
+        # of a lease, so while this process lives none comes within two thirds of a
+        # lease of its end (less the time a round waits for outcomes, under a second).
+        self.held: dict[int, _Claim] = {}
+        self.renew_every = self.lease_seconds / 3
+        self.renewed_at = time.monotonic()
         self.now = now
         self.limit = limit
         self.inbox = socketio.server.eio.create_queue()
@@ -452,7 +430,6 @@ class _Delivery:
         return self.now or utcnow()
 
     def run(self) -> int:
-        self._release_abandoned()
         if not db.session.execute(_ANY_DUE, {"now": self.clock()}).first():
             db.session.commit()
             return 0  # the idle case: that one indexed question was all
@@ -463,7 +440,8 @@ class _Delivery:
             if woken or time.monotonic() - self.drained_at >= self.poll:
                 self.drained.clear()  # rows may have been queued or come due meanwhile
                 self.drained_at = time.monotonic()
-            if self.in_flight and not woken and len(finished) < refill:
+            renew = self.held and time.monotonic() - self.renewed_at >= self.renew_every
+            if self.in_flight and not woken and len(finished) < refill and not renew:
                 continue
             started = self._round(finished)
             finished = []
@@ -483,7 +461,8 @@ class _Delivery:
         """Wait for outcomes and take all that are there; True when woken or the poll
         interval passed (time to look for due rows again)."""
         try:
-            item = self.inbox.get(timeout=self.poll)
+            # No longer than a renewal's interval either: a short lease must not run out.
+            item = self.inbox.get(timeout=min(self.poll, self.renew_every))
         except self.empty:
             return True
         woken = False
@@ -503,6 +482,8 @@ class _Delivery:
         now = self.clock()
         if finished:
             self._record(finished, now)
+        if self.held and time.monotonic() - self.renewed_at >= self.renew_every:
+            self._renew(now)
         room = self.limit - self.attempted if self.limit is not None else None
         started = self._claim(now, room) if room is None or room > 0 else []
         db.session.commit()
@@ -565,17 +546,31 @@ class _Delivery:
         self.endpoints, self.endpoints_read_at = endpoints, time.monotonic()
         return endpoints
 
+    def _renew(self, now: datetime) -> None:
+        """Extend the lease of every POST in flight (one batch, in the round's
+        transaction): the process is alive and still waiting for the EHR."""
+        lease = now + timedelta(seconds=self.lease_seconds)
+        db.session.execute(_RENEW, [{"row_id": claim.id, "claimer": self.claimer,
+                                     "attempt": claim.attempts, "lease": lease}
+                                    for claim in self.held.values()])
+        self.renewed_at = time.monotonic()
+
     def _start(self, endpoint: _Endpoint, claim: _Claim) -> None:
+        if not self.held:  # the first in flight: its first renewal is a third of a lease on
+            self.renewed_at = time.monotonic()
+        self.held[claim.id] = claim
         self.in_flight += 1
         self.attempted += 1
         socketio.start_background_task(_work, self, endpoint, claim)
 
     def _record(self, finished: list[tuple[_Claim, Outcome]], now: datetime) -> None:
-        """One UPDATE per row, sent as one batch; each only if our lease still holds (a
-        process that took the row over after the lease ran out owns it now)."""
+        """One UPDATE per row, sent as one batch; each only under the claim that made the
+        attempt (a process that took the row over after our lease ran out owns it now)."""
         params = []
         for claim, outcome in finished:
-            values = {"row_id": claim.id, "lease": claim.lease, "new_status": None,
+            self.held.pop(claim.id, None)
+            values = {"row_id": claim.id, "claimer": self.claimer, "attempt": claim.attempts,
+                      "new_status": None,
                       "new_sent_at": None, "new_remote_id": None, "new_error": outcome.error,
                       "new_next": None}
             if outcome.sent:
@@ -596,18 +591,8 @@ class _Delivery:
                 log.warning("write-back not delivered", extra=extra)
         recorded = db.session.execute(_RECORD, params).rowcount
         if recorded != len(params):
-            log.warning("write-back results not recorded: lease lost",
+            log.warning("write-back results not recorded: claim taken over",
                         extra={"count": len(params) - recorded})
-
-    def _release_abandoned(self) -> None:
-        """``release_abandoned`` every half process timeout at most (it is one query)."""
-        started = time.monotonic()
-        with _state_lock:
-            last = _released_at.get(self.database)
-            if last is not None and started - last < self.release_every:
-                return
-            _released_at[self.database] = started
-        release_abandoned(self.clock())
 
     def pause(self, endpoint: _Endpoint, retry_after: float | None) -> None:
         """The EHR asked us to slow down: no new POSTs to it until Retry-After passed."""

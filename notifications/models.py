@@ -41,6 +41,10 @@ class SmsKind(enum.StrEnum):
 
 class SmsStatus(enum.StrEnum):
     SCHEDULED = "scheduled"
+    # Handed to the carrier, outcome not recorded yet. Written (with ``send_ref``) before
+    # the carrier is called, so a text whose process died mid-send is looked up at the
+    # carrier before anything is sent again (notifications.sending).
+    SENDING = "sending"
     SENT = "sent"
     DELIVERED = "delivered"
     FAILED = "failed"
@@ -106,8 +110,16 @@ class SmsMessage(db.Model):
     # Sending attempts so far; a failed attempt is retried at next_attempt_at (backoff).
     attempts: Mapped[int] = mapped_column(default=0, server_default="0")
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    # A process that claimed the row to send it holds it until then (several processes).
+    # A process that claimed the row holds it until then (wall-clock time), renewing it
+    # while the carrier answers; ``claim_id`` names that claim (random, one per claim), and
+    # a result is recorded only while the row still carries it.
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    claim_id: Mapped[str | None] = mapped_column(sa.String(32))
+    # Our id for the latest hand-over to the carrier, stored before the call and sent with
+    # it (Twilio: in the StatusCallback URL), and when that hand-over began: what matches
+    # the carrier's records to this row after a crash.
+    send_ref: Mapped[str | None] = mapped_column(sa.String(32), index=True)
+    send_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     appointment: Mapped[Appointment | None] = relationship(

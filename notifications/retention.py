@@ -67,8 +67,9 @@ def _is_over(appointment: Appointment, now: datetime) -> bool:
         return True
     if appointment.status not in _OVER and appointment.ended_at is None:
         return False
-    # Cancelled or ended early: wait for a cancellation text still to go.
+    # Cancelled or ended early: wait for a cancellation text still to go (or one being
+    # sent, which may need the number to be looked up at the carrier after a crash).
     waiting = db.session.execute(sa.select(SmsMessage.id).where(
         SmsMessage.appointment_id == appointment.id, SmsMessage.kind == SmsKind.CANCELLATION,
-        SmsMessage.status == SmsStatus.SCHEDULED).limit(1)).first()
+        SmsMessage.status.in_((SmsStatus.SCHEDULED, SmsStatus.SENDING))).limit(1)).first()
     return waiting is None

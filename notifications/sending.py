@@ -1,9 +1,18 @@
 """Send the texts that are due, once each, from any number of processes.
 
-A due row is claimed first: on PostgreSQL ``SELECT ... FOR UPDATE SKIP LOCKED`` then a
-lease in ``locked_until``; on SQLite (one writer at a time) a conditional UPDATE that
-repeats the "due and unclaimed" test. Only the claimant sends, and records the outcome
-only while its lease holds, so a text goes out once even with several processes.
+Each text is claimed when its own send starts, never ahead in a batch: one statement
+leases the row (``locked_until``, ``SMS_LEASE_SECONDS`` of wall-clock time) under a claim
+id of its own (``claim_id``); PostgreSQL picks it with ``FOR UPDATE SKIP LOCKED``, SQLite
+has one writer at a time. While the carrier answers, a thread renews the lease every
+third of it, so a slow carrier never lets the lease of a live sender run out. A result
+is recorded only while the row still carries the claim.
+
+Before the carrier is called the row is recorded ``sending`` with our id for this
+hand-over (``send_ref``, in Twilio's StatusCallback URL) and its start time. A text found
+``sending`` with its lease run out is in doubt (its process died mid-send, or the carrier
+did not answer in time): before anything else it is looked up in the carrier's records
+(``Sender.find_sent``). Found: it is recorded as sent. Not found: it is sent again. A
+sender that cannot look texts up does not send it again (docs/sms.md: the policy).
 
 Everything that may have changed since the text was planned is checked again at send
 time: a STOP, a cancelled or already-started visit, quiet hours, a deleted phone.
@@ -12,7 +21,10 @@ Retryable failures back off (30 s, 60 s, 120 s, ...) until ``SMS_MAX_ATTEMPTS``.
 from __future__ import annotations
 
 import logging
-from contextlib import nullcontext
+import secrets
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Any
@@ -42,9 +54,10 @@ from visits.models import AppointmentStatus, Participant, utcnow
 
 log = logging.getLogger(__name__)
 
-# A claim lasts this long: well over one send (Twilio's API answers in about a second).
-LEASE = timedelta(seconds=60)
 BACKOFF_BASE = timedelta(seconds=30)
+# A claim is recorded against rows in these states; anything else means someone else
+# (a delivery report, a cancellation) settled the row meanwhile.
+_OPEN = (SmsStatus.SCHEDULED, SmsStatus.SENDING)
 
 
 class InvalidPhone(ValueError):
@@ -62,6 +75,24 @@ class Outcome:
     @property
     def texted(self) -> bool:
         return self.status in (SmsStatus.SENT, SmsStatus.DELIVERED)
+
+
+@dataclass(frozen=True)
+class _Claim:
+    """A row held by this process under ``claim_id`` (see the module docstring)."""
+
+    message_id: int
+    claim_id: str
+
+
+@dataclass(frozen=True)
+class _Send:
+    """Everything still holds: what to hand to the carrier."""
+
+    phone: str
+    body: str
+    from_number: str | None
+    attempts: int  # counting this one
 
 
 def normalise_phone(text: str, region: str | None) -> str:
@@ -84,86 +115,135 @@ def normalise_phone(text: str, region: str | None) -> str:
 # --- the sending pass ---------------------------------------------------------------------
 
 def send_due(now: datetime, *, limit: int = 50) -> int:
-    """Claim and send up to ``limit`` due texts; returns how many were handled (sent,
-    postponed, suppressed, cancelled or failed). Safe in every process at once."""
+    """Settle texts left in doubt, then claim and send due texts one at a time, up to
+    ``limit`` in all; returns how many were handled (sent, postponed, suppressed,
+    cancelled or failed). ``now`` decides what is due; leases run on the wall clock.
+    Safe in every process at once."""
     handled = 0
-    while handled < limit:
-        claimed = _claim(now, min(10, limit - handled))
-        if not claimed:
-            break
-        for message_id, lease in claimed:
-            _deliver(message_id, lease, now)
+    for pick in (_in_doubt, _due):
+        while handled < limit:
+            claim = _claim_next(pick, now)
+            if claim is None:
+                break
+            _deliver(claim, now)
             handled += 1
     return handled
 
 
-def _due(now: datetime) -> sa.ColumnElement[bool]:
-    return sa.and_(
-        SmsMessage.status == SmsStatus.SCHEDULED,
-        sa.func.coalesce(SmsMessage.next_attempt_at, SmsMessage.scheduled_for) <= now,
-        sa.or_(SmsMessage.locked_until.is_(None), SmsMessage.locked_until < now))
+def _lease() -> timedelta:
+    return timedelta(seconds=float(current_app.config["SMS_LEASE_SECONDS"]))
 
 
-def _claim(now: datetime, limit: int) -> list[tuple[int, datetime]]:
-    """Lease up to ``limit`` due rows to this process; commits. Returns (id, lease)."""
-    lease = now + LEASE
-    due = _due(now)
-    order = (sa.func.coalesce(SmsMessage.next_attempt_at, SmsMessage.scheduled_for),
-             SmsMessage.id)
-    if db.session.get_bind().dialect.name == "postgresql":
-        ids = db.session.execute(
-            sa.select(SmsMessage.id).where(due).order_by(*order).limit(limit)
-            .with_for_update(skip_locked=True)).scalars().all()
-        if ids:
-            db.session.execute(sa.update(SmsMessage).where(SmsMessage.id.in_(ids))
-                               .values(locked_until=lease)
-                               .execution_options(synchronize_session=False))
-        db.session.commit()
-        return [(row_id, lease) for row_id in ids]
-    candidates = db.session.execute(
-        sa.select(SmsMessage.id).where(due).order_by(*order).limit(limit)).scalars().all()
-    claimed = []
-    for row_id in candidates:
-        # The WHERE repeats the test: of two processes racing, one sees rowcount 0.
-        result = db.session.execute(
-            sa.update(SmsMessage).where(SmsMessage.id == row_id, due)
-            .values(locked_until=lease).execution_options(synchronize_session=False))
-        if result.rowcount == 1:
-            claimed.append((row_id, lease))
+def _unheld(clock: datetime) -> sa.ColumnElement[bool]:
+    return sa.or_(SmsMessage.locked_until.is_(None), SmsMessage.locked_until < clock)
+
+
+def _in_doubt(now: datetime, clock: datetime) -> tuple[sa.ColumnElement[bool], tuple]:
+    """Texts handed to the carrier whose sender stopped renewing its lease."""
+    return (sa.and_(SmsMessage.status == SmsStatus.SENDING, _unheld(clock)),
+            (SmsMessage.send_started_at, SmsMessage.id))
+
+
+def _due(now: datetime, clock: datetime) -> tuple[sa.ColumnElement[bool], tuple]:
+    due_at = sa.func.coalesce(SmsMessage.next_attempt_at, SmsMessage.scheduled_for)
+    return (sa.and_(SmsMessage.status == SmsStatus.SCHEDULED, due_at <= now, _unheld(clock)),
+            (due_at, SmsMessage.id))
+
+
+def _claim_next(pick: Callable[[datetime, datetime], tuple[sa.ColumnElement[bool], tuple]],
+                now: datetime) -> _Claim | None:
+    """Lease the first row ``pick`` selects to a new claim of this process; commits.
+
+    One UPDATE whose WHERE picks the row and repeats the test: on PostgreSQL the pick
+    skips rows another claimer has locked and the test is re-checked after the lock;
+    SQLite runs one writer at a time. Of two processes racing, one gets each row."""
+    clock = utcnow()
+    where, order = pick(now, clock)
+    # correlate(None): the pick reads the table on its own, not the UPDATE's row.
+    chosen = (sa.select(SmsMessage.id).where(where).order_by(*order).limit(1)
+              .with_for_update(skip_locked=True).correlate(None).scalar_subquery())
+    claim_id = secrets.token_hex(16)
+    row_id = db.session.execute(
+        sa.update(SmsMessage).where(SmsMessage.id == chosen, where)
+        .values(locked_until=clock + _lease(), claim_id=claim_id)
+        .returning(SmsMessage.id).execution_options(synchronize_session=False)
+    ).scalar_one_or_none()
     db.session.commit()
-    return claimed
+    return _Claim(row_id, claim_id) if row_id is not None else None
 
 
-def _deliver(message_id: int, lease: datetime, now: datetime, to: str | None = None,
+def _deliver(claim: _Claim, now: datetime, to: str | None = None,
              endpoint: EhrEndpoint | None = None) -> str:
-    """Re-check, send and record one claimed row; returns its new status."""
-    message = db.session.get(SmsMessage, message_id, populate_existing=True)
-    if message is None:
-        return SmsStatus.CANCELLED
-    values = _decide(message, now, to, endpoint)
-    kind, attempts = message.kind, message.attempts
+    """Settle, re-check, send and record one claimed row; returns its new status."""
+    message = db.session.get(SmsMessage, claim.message_id, populate_existing=True)
+    if message is None or message.claim_id != claim.claim_id:
+        status = message.status if message is not None else SmsStatus.CANCELLED
+        db.session.rollback()
+        return status
+    kind = message.kind
+    step = _reconcile(claim, message, now, to, endpoint) \
+        if message.status == SmsStatus.SENDING else None
+    if step is None:
+        step = _decide(message, now, to, endpoint)
     db.session.rollback()  # end the read; nothing of ours is pending
-    values["locked_until"] = None
-    values["status_updated_at"] = now
-    result = db.session.execute(
-        sa.update(SmsMessage).where(SmsMessage.id == message_id,
-                                    SmsMessage.locked_until == lease)
-        .values(**values).execution_options(synchronize_session=False))
-    db.session.commit()
-    status = str(values.get("status", SmsStatus.SCHEDULED))
-    extra = {"sms_id": message_id, "kind": kind, "status": status,
-             "attempts": values.get("attempts", attempts),
-             "reason": values.get("error_message")}
-    if result.rowcount != 1:
-        log.warning("sms lease lost before the result was recorded", extra=extra)
+    if isinstance(step, _Send):
+        values = _send(claim, step, now, immediate=to is not None)
+        if values is None:
+            return SmsStatus.SENDING  # the claim was lost before the carrier was called
     else:
-        log.info("sms handled", extra=extra)
-    return status
+        values = step
+    return _record(claim, kind, values, now)
+
+
+def _reconcile(claim: _Claim, message: SmsMessage, now: datetime, to: str | None,
+               endpoint: EhrEndpoint | None) -> dict[str, Any] | None:
+    """A text left ``sending``: the column values once the carrier's records settle it,
+    or None when the carrier does not have it and it should be sent again."""
+    sender = get_sender()
+    find = getattr(sender, "find_sent", None)
+    extra = {"sms_id": message.id, "sender": sender.name}
+    try:
+        phone = to or _phone_of(message.participant)
+        body = at_rest.decrypt(message.body_encrypted, BODY_PURPOSE) \
+            if message.body_encrypted is not None else None
+    except at_rest.InvalidToken:
+        return _final(SmsStatus.FAILED, "cannot be decrypted (was SECRET_KEY changed?)")
+    if find is None or phone is None:
+        log.warning("sms in doubt cannot be looked up; not sent again", extra=extra)
+        why = "this sender cannot tell whether it went out" if find is None \
+            else "the number is no longer held to look it up"
+        return {**_final(SmsStatus.FAILED, f"sending was interrupted and {why}; "
+                                           "not sent again, as it may have gone out"),
+                "error_code": "interrupted"}
+    since = message.send_started_at or utcnow() - _lease()
+    from_number = _settings(message, endpoint).sender_number or \
+        current_app.config.get("TWILIO_FROM_NUMBER")
+    try:
+        with _renewing(claim):
+            found = find(to=phone, body=body, from_number=from_number, since=since)
+    except Exception as exc:  # the edge to the carrier: ask again once the lease is over
+        failure = exc if isinstance(exc, SendFailed) else SendFailed(type(exc).__name__)
+        log.warning("sms in doubt: the carrier could not be asked", extra={
+            **extra, "error": failure.code or type(exc).__name__})
+        return {"status": SmsStatus.SENDING, "locked_until": utcnow() + _lease(),
+                "error_code": failure.code,
+                "error_message": f"not yet known whether it went out: {failure.reason}"[:300]}
+    if found is not None:
+        log.info("sms in doubt was sent; recorded, not sent again", extra={
+            **extra, "provider_message_id": found.provider_message_id})
+        return {"status": found.status if found.status in (SmsStatus.SENT, SmsStatus.DELIVERED)
+                else SmsStatus.SENT, "provider_message_id": found.provider_message_id[:64],
+                "sent_at": now, "error_code": None, "error_message": None,
+                "next_attempt_at": None}
+    if message.attempts >= int(current_app.config["SMS_MAX_ATTEMPTS"]):
+        return _final(SmsStatus.FAILED, "sending was interrupted too often")
+    log.info("sms in doubt is not at the carrier; sending it again", extra=extra)
+    return None
 
 
 def _decide(message: SmsMessage, now: datetime, to: str | None,
-            endpoint: EhrEndpoint | None) -> dict[str, Any]:
-    """The column values after this attempt; sends when everything still holds."""
+            endpoint: EhrEndpoint | None) -> dict[str, Any] | _Send:
+    """The column values if the text is not to be sent now, else what to send."""
     appointment = message.appointment
     if appointment is not None and message.kind != SmsKind.CANCELLATION:
         if appointment.status in (AppointmentStatus.CANCELLED, AppointmentStatus.NOSHOW):
@@ -175,9 +255,7 @@ def _decide(message: SmsMessage, now: datetime, to: str | None,
             return _final(SmsStatus.CANCELLED, "visit over")
         if message.kind == SmsKind.REMINDER and appointment.start_at <= now:
             return _final(SmsStatus.CANCELLED, "visit already started")
-    endpoint = endpoint or (appointment.endpoint if appointment is not None else None)
-    settings = endpoint_settings.for_endpoint(endpoint) if endpoint is not None \
-        else endpoint_settings.SmsSettings()
+    settings = _settings(message, endpoint)
     try:
         phone = to or _phone_of(message.participant)
         body = at_rest.decrypt(message.body_encrypted, BODY_PURPOSE) \
@@ -194,35 +272,125 @@ def _decide(message: SmsMessage, now: datetime, to: str | None,
         quiet_end = _quiet_until(now, appointment.timezone, *settings.quiet_hours)
         if quiet_end is not None:
             if quiet_end < appointment.start_at:
-                return {"next_attempt_at": quiet_end}
+                return {"status": SmsStatus.SCHEDULED, "next_attempt_at": quiet_end}
             return _final(SmsStatus.SUPPRESSED, "quiet hours")
+    return _Send(phone, body, settings.sender_number or
+                 current_app.config.get("TWILIO_FROM_NUMBER"), message.attempts + 1)
+
+
+def _settings(message: SmsMessage,
+              endpoint: EhrEndpoint | None) -> endpoint_settings.SmsSettings:
+    appointment = message.appointment
+    endpoint = endpoint or (appointment.endpoint if appointment is not None else None)
+    return endpoint_settings.for_endpoint(endpoint) if endpoint is not None \
+        else endpoint_settings.SmsSettings()
+
+
+def _send(claim: _Claim, plan: _Send, now: datetime, *, immediate: bool) -> dict[str, Any] | None:
+    """Record ``sending`` under our claim, then hand the text to the carrier while the
+    lease is renewed; returns the column values after it, or None if the claim was lost
+    before anything was sent."""
+    ref = secrets.token_hex(16)
+    marked = db.session.execute(
+        sa.update(SmsMessage).where(SmsMessage.id == claim.message_id,
+                                    SmsMessage.claim_id == claim.claim_id,
+                                    SmsMessage.status.in_(_OPEN))
+        .values(status=SmsStatus.SENDING, send_ref=ref, send_started_at=utcnow(),
+                attempts=plan.attempts).execution_options(synchronize_session=False))
+    db.session.commit()
+    if marked.rowcount != 1:
+        log.warning("sms claim lost before sending; not sent",
+                    extra={"sms_id": claim.message_id})
+        return None
     sender = get_sender()
     config = current_app.config
-    callback = f"{config['PUBLIC_BASE_URL']}/sms/twilio/status" if sender.name == "twilio" \
-        else None
-    attempts = message.attempts + 1
+    callback = f"{config['PUBLIC_BASE_URL']}/sms/twilio/status?ref={ref}" \
+        if sender.name == "twilio" else None
     try:
-        sent: Sent = sender.send(to=phone, body=body,
-                                 from_number=settings.sender_number or
-                                 config.get("TWILIO_FROM_NUMBER"),
-                                 status_callback=callback)
+        with _renewing(claim):
+            sent: Sent = sender.send(to=plan.phone, body=plan.body,
+                                     from_number=plan.from_number, status_callback=callback)
     except Exception as exc:  # the edge to the carrier: whatever it raises, record and retry
         failure = exc if isinstance(exc, SendFailed) else SendFailed(type(exc).__name__)
         if not isinstance(exc, SendFailed):
             # The type only: a client library's message may quote the number.
-            log.error("sms sender raised", extra={"sms_id": message.id,
+            log.error("sms sender raised", extra={"sms_id": claim.message_id,
                                                   "error": type(exc).__name__})
-        values: dict[str, Any] = {"attempts": attempts, "error_code": failure.code,
+        values: dict[str, Any] = {"error_code": failure.code,
                                   "error_message": (failure.reason or "send failed")[:300]}
-        if failure.retryable and to is None and attempts < int(config["SMS_MAX_ATTEMPTS"]):
-            values["next_attempt_at"] = now + BACKOFF_BASE * 2 ** (attempts - 1)
+        if failure.in_doubt and not immediate:
+            # The carrier may have it: look it up once the lease is over, not resend now.
+            values.update(status=SmsStatus.SENDING, locked_until=utcnow() + _lease())
+        elif failure.retryable and not immediate \
+                and plan.attempts < int(config["SMS_MAX_ATTEMPTS"]):
+            values.update(status=SmsStatus.SCHEDULED,
+                          next_attempt_at=now + BACKOFF_BASE * 2 ** (plan.attempts - 1))
         else:
             values.update(status=SmsStatus.FAILED, next_attempt_at=None)
         return values
-    return {"attempts": attempts, "status": sent.status if sent.status in
-            (SmsStatus.SENT, SmsStatus.DELIVERED) else SmsStatus.SENT,
-            "provider_message_id": sent.provider_message_id[:64], "sent_at": now,
-            "error_code": None, "error_message": None, "next_attempt_at": None}
+    return {"status": sent.status if sent.status in (SmsStatus.SENT, SmsStatus.DELIVERED)
+            else SmsStatus.SENT, "provider_message_id": sent.provider_message_id[:64],
+            "sent_at": now, "error_code": None, "error_message": None, "next_attempt_at": None}
+
+
+@contextmanager
+def _renewing(claim: _Claim) -> Iterator[None]:
+    """Renew the claim's lease every third of it until the block ends, from a thread of
+    its own (a greenlet when gevent patched the process), on its own connection."""
+    engine, lease = db.engine, _lease()
+    stop = threading.Event()
+    renew = (sa.update(SmsMessage)
+             .where(SmsMessage.id == claim.message_id, SmsMessage.claim_id == claim.claim_id)
+             .execution_options(synchronize_session=False))
+
+    def run() -> None:
+        while not stop.wait(lease.total_seconds() / 3):
+            try:
+                with engine.begin() as connection:
+                    held = connection.execute(
+                        renew.values(locked_until=utcnow() + lease)).rowcount == 1
+            except Exception:  # a failed renewal is tried again; the lease has slack
+                log.exception("sms lease not renewed", extra={"sms_id": claim.message_id})
+                continue
+            if not held:
+                log.warning("sms claim lost while sending", extra={"sms_id": claim.message_id})
+                return
+
+    thread = threading.Thread(target=run, name=f"sms-lease-{claim.message_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=lease.total_seconds())
+
+
+def _record(claim: _Claim, kind: str, values: dict[str, Any], now: datetime) -> str:
+    """Store the outcome if the row still carries our claim and nobody settled it
+    meanwhile (a delivery report naming our ``send_ref``, a cancellation); commits."""
+    values = {"locked_until": None, **values, "claim_id": None, "status_updated_at": now}
+    result = db.session.execute(
+        sa.update(SmsMessage).where(SmsMessage.id == claim.message_id,
+                                    SmsMessage.claim_id == claim.claim_id,
+                                    SmsMessage.status.in_(_OPEN))
+        .values(**values).execution_options(synchronize_session=False))
+    db.session.commit()
+    status = str(values["status"])
+    extra = {"sms_id": claim.message_id, "kind": kind, "status": status,
+             "reason": values.get("error_message")}
+    if result.rowcount == 1:
+        log.info("sms handled", extra=extra)
+        return status
+    released = db.session.execute(
+        sa.update(SmsMessage).where(SmsMessage.id == claim.message_id,
+                                    SmsMessage.claim_id == claim.claim_id)
+        .values(locked_until=None, claim_id=None).execution_options(synchronize_session=False))
+    db.session.commit()
+    if released.rowcount == 1:
+        log.info("sms settled meanwhile (delivery report or cancellation)", extra=extra)
+    else:
+        log.warning("sms claim lost before the result was recorded", extra=extra)
+    return status
 
 
 def _final(status: str, reason: str) -> dict[str, Any]:
@@ -266,21 +434,24 @@ def send_due_texts() -> None:
 # --- immediate texts: invitations and an admin's test ------------------------------------
 
 def send_now(message_id: int, now: datetime, *, to: str | None = None,
-             endpoint: EhrEndpoint | None = None) -> Outcome:
-    """Send one row at once (it must be scheduled and either unclaimed or claimed by its
-    creator with ``claim_for_now``). ``to`` is a number given for this send only and
-    never stored: a failure that could be retried is then final, since we cannot."""
-    lease = now + LEASE
+             endpoint: EhrEndpoint | None = None, claim_id: str | None = None) -> Outcome:
+    """Send one scheduled row at once: under ``claim_id`` when its creator holds it
+    (``_immediate``), else if nobody holds it. ``to`` is a number given for this send only
+    and never stored: a failure that could be retried is then final, since we cannot."""
+    clock = utcnow()
+    held = SmsMessage.claim_id == claim_id if claim_id else _unheld(clock)
+    claim = _Claim(message_id, secrets.token_hex(16))
     result = db.session.execute(
         sa.update(SmsMessage).where(SmsMessage.id == message_id,
-                                    SmsMessage.status == SmsStatus.SCHEDULED)
-        .values(locked_until=lease).execution_options(synchronize_session=False))
+                                    SmsMessage.status == SmsStatus.SCHEDULED, held)
+        .values(locked_until=clock + _lease(), claim_id=claim.claim_id)
+        .execution_options(synchronize_session=False))
     db.session.commit()
     if result.rowcount != 1:
         row = db.session.get(SmsMessage, message_id, populate_existing=True)
         return Outcome(message_id, row.status if row else SmsStatus.CANCELLED,
                        row.error_message if row else "no such text")
-    status = _deliver(message_id, lease, now, to=to, endpoint=endpoint)
+    status = _deliver(claim, now, to=to, endpoint=endpoint)
     row = db.session.get(SmsMessage, message_id, populate_existing=True)
     return Outcome(message_id, status, row.error_message if row else None)
 
@@ -288,14 +459,14 @@ def send_now(message_id: int, now: datetime, *, to: str | None = None,
 def _immediate(kind: str, language: str, body: str, now: datetime,
                appointment_id: int | None = None,
                participant_id: int | None = None) -> SmsMessage:
-    """A row for a text sent at once. It is created already leased, so a sending pass in
-    another process cannot pick it up (it has no stored number to send to) unless this
-    process dies, in which case it is suppressed for want of a number."""
+    """A row for a text sent at once. It is created already claimed, so a sending pass
+    in another process cannot pick it up (it has no stored number to send to) unless
+    this process dies, in which case it is suppressed for want of a number."""
     row = SmsMessage(kind=kind, language=language, scheduled_for=now, attempts=0,
                      status=SmsStatus.SCHEDULED, appointment_id=appointment_id,
                      participant_id=participant_id, created_at=now,
                      body_encrypted=at_rest.encrypt(body, BODY_PURPOSE),
-                     locked_until=now + LEASE)
+                     locked_until=utcnow() + _lease(), claim_id=secrets.token_hex(16))
     db.session.add(row)
     db.session.commit()
     return row
@@ -310,7 +481,7 @@ def send_test_message(endpoint: EhrEndpoint, phone_text: str, language: str | No
     locale = texts.locale_for(language)
     body = texts.render(SmsKind.TEST, locale, None, None, clinic=endpoint.name)
     row = _immediate(SmsKind.TEST, locale, body, now)
-    send_now(row.id, now, to=phone, endpoint=endpoint)
+    send_now(row.id, now, to=phone, endpoint=endpoint, claim_id=row.claim_id)
     return db.session.get(SmsMessage, row.id, populate_existing=True)
 
 
@@ -326,4 +497,5 @@ def send_invitation(participant: Participant, join_url: str, phone_e164: str,
     body = texts.render(SmsKind.INVITATION, locale, appointment, join_url)
     row = _immediate(SmsKind.INVITATION, locale, body, now, appointment_id=appointment.id,
                      participant_id=participant.id)
-    return send_now(row.id, now, to=phone_e164, endpoint=appointment.endpoint)
+    return send_now(row.id, now, to=phone_e164, endpoint=appointment.endpoint,
+                    claim_id=row.claim_id)

@@ -2,16 +2,21 @@
 
 One narrow surface, like ``ehr/fhir.py``: ``send()`` returns ``Sent`` or raises
 ``SendFailed``, and every Twilio answer is mapped to "retry later" or "give up" here
-and nowhere else. The number and the text are never logged, and Twilio's own error
-message is never kept either: for an invalid number it quotes the number.
+and nowhere else. ``find_sent()`` asks Twilio's List Messages API whether a text left in
+doubt (its process died mid-send, or Twilio did not answer in time) was created after
+all. The number and the text are never logged, and Twilio's own error message is never
+kept either: for an invalid number it quotes the number.
 """
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 import requests
+import urllib3
 from twilio.base.exceptions import (TwilioException, TwilioRestException,
                                      TwilioServiceException)
 from twilio.http.http_client import TwilioHttpClient
@@ -23,9 +28,14 @@ from settings import ENV_PREFIX, ConfigError
 log = logging.getLogger(__name__)
 
 TWILIO_API = "https://api.twilio.com"
-# Seconds for connecting and for each read. The sending loop holds a claimed row while
-# it waits, so a hung connection must give up well before the claim runs out.
+# Seconds for connecting and for each read. The sending loop renews its claim while it
+# waits; a text whose answer does not come in time is looked up before any resend.
 DEFAULT_TIMEOUT = 10.0
+# Looking up a text in doubt: Twilio's clock and ours may differ, and a text sent just
+# after midnight was handed over just before it.
+_LOOKUP_SLACK = timedelta(minutes=5)
+# Twilio statuses meaning it has the text and the phone got it.
+_DELIVERED = frozenset({"delivered", "read"})
 
 # Refusals a retry cannot fix: the same request would be refused again. The words are
 # ours (kept in SmsMessage.error_message); Twilio's own message may quote the number.
@@ -61,9 +71,13 @@ class _BaseUrlHttpClient(TwilioHttpClient):
 
     def __init__(self, base_url: str, timeout: float) -> None:
         quiet = logging.getLogger("twilio.http_client")
-        # It logs each request's URL and headers at INFO: noise for us, not PHI, but our
-        # root logger runs at INFO.
+        # It logs each request's URL, parameters and headers at INFO; a look-up's
+        # parameters hold the patient's number (To). Our root logger runs at INFO.
         quiet.setLevel(logging.WARNING)
+        # urllib3 logs each request line, query string included, at DEBUG.
+        pool_log = logging.getLogger("urllib3.connectionpool")
+        if pool_log.getEffectiveLevel() < logging.INFO:
+            pool_log.setLevel(logging.INFO)
         super().__init__(timeout=timeout, logger=quiet)
         self.base_url = base_url.rstrip("/")
 
@@ -113,17 +127,69 @@ class TwilioSender:
                                                   status_callback=status_callback)
         except (TwilioRestException, TwilioServiceException) as exc:
             raise _refusal(exc.status, exc.code) from None
-        except requests.Timeout:
-            raise SendFailed("Twilio did not answer in time", code="timeout") from None
         except requests.RequestException as exc:
-            # The class name ("ConnectionError", "SSLError") says enough; the message
-            # repeats the URL, which is harmless but long.
-            raise SendFailed(f"could not reach Twilio ({type(exc).__name__})",
-                             code="network") from None
+            raise _unreachable(exc, sending=True) from None
         except (TwilioException, ValueError) as exc:  # an answer we could not read
-            raise SendFailed(f"unreadable answer from Twilio ({type(exc).__name__})") from None
+            # Twilio answered, so it may well have created the message.
+            raise SendFailed(f"unreadable answer from Twilio ({type(exc).__name__})",
+                             in_doubt=True) from None
         log.info("text accepted by Twilio", extra={"provider_message_id": message.sid})
         return Sent(message.sid, status="sent")
+
+    def find_sent(self, *, to: str, body: str | None, from_number: str | None,
+                  since: datetime) -> Sent | None:
+        """The Message we created for ``to`` with this body from ``since`` on, if Twilio
+        has one; None if not; SendFailed if Twilio cannot be asked now.
+
+        List Messages (``GET .../Messages.json``) filtered by To and ``DateSent>=`` the day
+        of ``since`` (Twilio's filter takes a date), then matched here: outbound, from our
+        number, created from ``since`` on (give or take a few minutes of clock), and the
+        same body unless Twilio redacts bodies. A text still queued at Twilio has no
+        DateSent yet, so the newest texts to that number are read too when the first
+        question finds nothing."""
+        sender = from_number or self.from_number
+        window = since - _LOOKUP_SLACK
+        try:
+            found = self._match(self.client.messages.list(
+                to=to, date_sent_after=window.strftime("%Y-%m-%d"), limit=50),
+                sender, body, window)
+            if found is None:
+                found = self._match(self.client.messages.list(to=to, limit=20),
+                                    sender, body, window)
+        except (TwilioRestException, TwilioServiceException) as exc:
+            raise _refusal(exc.status, exc.code) from None
+        except requests.RequestException as exc:
+            raise _unreachable(exc, sending=False) from None
+        except TwilioException as exc:
+            # A list page that is not 200 comes as TwilioException("Unable to fetch page",
+            # response), not as the REST error a create raises.
+            response = exc.args[1] if len(exc.args) > 1 else None
+            if getattr(response, "status_code", None):
+                raise _refusal(response.status_code, _error_code(response.text)) from None
+            raise SendFailed(f"unreadable answer from Twilio ({type(exc).__name__})") from None
+        except ValueError as exc:
+            raise SendFailed(f"unreadable answer from Twilio ({type(exc).__name__})") from None
+        if found is None:
+            return None
+        log.info("text in doubt found at Twilio", extra={"provider_message_id": found.sid})
+        status = str(found.status or "").lower()
+        return Sent(found.sid, status="delivered" if status in _DELIVERED else "sent")
+
+    @staticmethod
+    def _match(messages: Any, sender: str | None, body: str | None, window: datetime) -> Any:
+        for message in messages:
+            created = message.date_created or message.date_sent
+            if not str(message.direction or "").startswith("outbound"):
+                continue
+            if sender and message.from_ and message.from_ != sender:
+                continue
+            if created is None or created < window:
+                continue
+            # Redacted bodies come back empty: then the number and the time must do.
+            if body is not None and message.body and message.body != body:
+                continue
+            return message
+        return None
 
 
 def _refusal(status: Any, code: Any) -> SendFailed:
@@ -143,6 +209,30 @@ def _refusal(status: Any, code: Any) -> SendFailed:
     return SendFailed(f"Twilio refused the text (HTTP {status}"
                       f"{f', error {code}' if code and code != status else ''})",
                       code=label, retryable=False)
+
+
+def _unreachable(exc: requests.RequestException, *, sending: bool) -> SendFailed:
+    """A request that got no usable answer. Sending, a read that timed out or a
+    connection lost after the request went out may have created the message: in doubt."""
+    # The class name ("ConnectionError", "SSLError") says enough; the message repeats the
+    # URL, which holds the number in a look-up.
+    if isinstance(exc, requests.ConnectTimeout):
+        return SendFailed("could not reach Twilio in time", code="timeout")
+    if isinstance(exc, requests.Timeout):
+        return SendFailed("Twilio did not answer in time", code="timeout", in_doubt=sending)
+    cause = exc.args[0] if exc.args else None
+    lost = isinstance(cause, urllib3.exceptions.ProtocolError)
+    return SendFailed(f"could not reach Twilio ({type(exc).__name__})", code="network",
+                      in_doubt=sending and lost)
+
+
+def _error_code(body: str | None) -> int | None:
+    """The ``code`` of a Twilio error object, if the body is one."""
+    try:
+        document = json.loads(body or "")
+    except ValueError:
+        return None
+    return _integer(document.get("code")) if isinstance(document, dict) else None
 
 
 def _integer(value: Any) -> int | None:

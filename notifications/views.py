@@ -10,6 +10,7 @@ Paste these URLs into the Twilio console (docs/sms-twilio.md):
 from __future__ import annotations
 
 import logging
+import re
 
 from flask import Response, abort, current_app, request
 from twilio.twiml.messaging_response import MessagingResponse
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 
 STATUS_PATH = "/sms/twilio/status"
 INBOUND_PATH = "/sms/twilio/inbound"
+_REF = re.compile(r"[0-9a-f]{32}")
 
 
 def _require_twilio_signature() -> None:
@@ -51,7 +53,10 @@ def twilio_status():
     status = request.form.get("MessageStatus") or request.form.get("SmsStatus")
     if not sid or not status:
         abort(400)
-    webhooks.record_status(sid, status, request.form.get("ErrorCode"), utcnow())
+    # Our id for the hand-over, which we put in the StatusCallback URL ourselves.
+    ref = request.args.get("ref")
+    webhooks.record_status(sid, status, request.form.get("ErrorCode"), utcnow(),
+                           ref=ref if ref and _REF.fullmatch(ref) else None)
     # 200 even for an unknown or stale report: Twilio has nothing better to send.
     return Response(status=200)
 

@@ -36,7 +36,7 @@ TWILIO_STATUSES: dict[str, SmsStatus] = {
 # How far along a text is. A report only moves it forward, so a late "sent" cannot undo
 # "delivered"; delivered and failed are final. Cancelled and suppressed texts were never
 # handed to Twilio by us and are left alone.
-_PROGRESS: dict[str, int] = {SmsStatus.SCHEDULED: 0, SmsStatus.SENT: 1,
+_PROGRESS: dict[str, int] = {SmsStatus.SCHEDULED: 0, SmsStatus.SENDING: 0, SmsStatus.SENT: 1,
                              SmsStatus.DELIVERED: 2, SmsStatus.FAILED: 2}
 # Carrier-side delivery errors (twilio.com/docs/api/errors), in our words: Twilio's own
 # ErrorMessage is not kept because it may quote the number.
@@ -87,8 +87,13 @@ def signature_valid(auth_token: str, public_url: str, params: Mapping[str, Any],
 
 
 def record_status(message_sid: str, twilio_status: str, error_code: str | None,
-                  now: datetime) -> StatusOutcome:
+                  now: datetime, ref: str | None = None) -> StatusOutcome:
     """Apply one delivery report to the text Twilio calls ``message_sid``.
+
+    ``ref`` is our id for the hand-over, from the StatusCallback URL: a report that comes
+    before the sender recorded the SID (Twilio can post "queued" within milliseconds), or
+    after the sender died mid-send, finds its text by it while the text is ``sending``,
+    and settles it (SID and status) so it is never sent again.
 
     One conditional UPDATE, so two reports handled at once by two processes cannot
     interleave into a step backwards."""
@@ -108,6 +113,14 @@ def record_status(message_sid: str, twilio_status: str, error_code: str | None,
         .where(SmsMessage.provider_message_id == message_sid, SmsMessage.status.in_(behind))
         .values(**values)
         .execution_options(synchronize_session=False)).rowcount
+    if not updated and ref:
+        updated = db.session.execute(
+            db.update(SmsMessage)
+            .where(SmsMessage.send_ref == ref, SmsMessage.status == SmsStatus.SENDING,
+                   SmsMessage.provider_message_id.is_(None))
+            .values(**values, provider_message_id=message_sid[:64],
+                    sent_at=SmsMessage.send_started_at)
+            .execution_options(synchronize_session=False)).rowcount
     db.session.commit()
     if updated:
         log.info("sms status updated", extra={"provider_message_id": message_sid,

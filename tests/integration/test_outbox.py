@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -35,7 +35,7 @@ from sandbox_ehr.models import SandboxAccessToken
 from settings import sqlalchemy_url
 from tests import factories
 from tests.local_http import JsonHandler, serving
-from visits.models import ServerProcess, utcnow
+from visits.models import utcnow
 
 EVENT_SYSTEM = "urn:virtual-visits:event"
 POSTGRES_URL = os.environ.get("DATABASE_URL")
@@ -672,26 +672,75 @@ def test_each_claim_has_a_lease_of_its_own_that_holds_while_the_row_is_sent(
     assert {(r.status, r.attempts) for r in _rows(ids)} == {("sent", 1)}
 
 
-def test_rows_of_a_stopped_process_are_taken_back_before_their_lease_ends(ctx, live_server):
+def test_a_post_slower_than_the_lease_keeps_its_row_while_other_passes_look(
+        ctx, live_server, standin, monkeypatch):
+    """The lease is renewed while the EHR takes its time: no other pass sends it again."""
+    monkeypatch.setitem(ctx.config, "OUTBOX_LEASE_SECONDS", 1.5)
+    monkeypatch.setitem(ctx.config, "OUTBOX_CONCURRENCY_PER_ENDPOINT", 2)  # a slot is free
+    posted = threading.Event()
+    ehr = standin(delay=4.0, on_post=lambda _identifier: posted.set())
+    [row_id] = _enqueue(_visit(ehr.fhir_base), 1)
+
+    thread, results = _in_background(ctx, outbox.process_due)
+    assert posted.wait(timeout=30)
+    others, leases_left = [], []
+    while thread.is_alive():
+        others.append(outbox.process_due())
+        [row] = _rows([row_id])
+        if row.status == "pending":
+            leases_left.append((row.locked_until - utcnow()).total_seconds())
+        thread.join(timeout=0.2)
+
+    assert results == [1]
+    assert others and set(others) == {0}
+    assert leases_left and min(leases_left) > 0, leases_left
+    assert sum(ehr.arrived.values()) == 1
+    assert [(r.status, r.attempts, r.claimed_by) for r in _rows([row_id])] == [("sent", 1, None)]
+
+
+def test_rows_of_a_process_that_stopped_renewing_are_taken_over_when_the_lease_ends(
+        ctx, live_server):
+    """A claimer that died renews nothing: its rows are due again one lease after its
+    last renewal, whoever it was."""
     visit = _visit(live_server.url + "/sandbox/fhir")
-    stopped, running = _enqueue(visit, 2), _enqueue(visit, 1)
+    ids = _enqueue(visit, 2)
     now = utcnow()
-    alive = f"alive-host:1:{uuid.uuid4().hex[:6]}"
-    db.session.add(ServerProcess(process_id=alive, started_at=now, heartbeat_at=now))
-    leased = now + timedelta(seconds=40)  # claimed 20 s ago with the 60 s lease
-    for ids, claimer in ((stopped, "gone-host:1:abc"), (running, alive)):
-        db.session.execute(sa.update(WritebackOutbox).where(WritebackOutbox.id.in_(ids))
-                           .values(claimed_by=claimer, locked_until=leased,
-                                   next_attempt_at=leased))
+    lease = float(ctx.config["OUTBOX_LEASE_SECONDS"])
+    db.session.execute(sa.update(WritebackOutbox).where(WritebackOutbox.id.in_(ids))
+                       .values(claimed_by="gone-host:1:abc", attempts=1,
+                               locked_until=now + timedelta(seconds=lease),
+                               next_attempt_at=now + timedelta(seconds=lease)))
     db.session.commit()
 
-    handled = outbox.process_due()
+    before = outbox.process_due(now=now + timedelta(seconds=lease - 1))
+    after = outbox.process_due(now=now + timedelta(seconds=lease + 1))
 
-    assert handled == 2
-    assert [(r.status, r.claimed_by) for r in _rows(stopped + running)] == [
-        ("sent", None), ("sent", None), ("pending", alive)]
-    db.session.execute(sa.delete(ServerProcess).filter_by(process_id=alive))
-    db.session.commit()
+    assert (before, after) == (0, 2)
+    assert [(r.status, r.attempts, r.claimed_by) for r in _rows(ids)] == [
+        ("sent", 2, None), ("sent", 2, None)]
+
+
+def test_a_result_is_recorded_only_under_the_claim_that_made_the_attempt(
+        ctx, live_server, standin, monkeypatch):
+    """Our lease ran out and another process claimed the row meanwhile: our late result
+    is not recorded over its claim."""
+    monkeypatch.setitem(ctx.config, "OUTBOX_CONCURRENCY_PER_ENDPOINT", 1)
+    ehr = standin()
+    [row_id] = _enqueue(_visit(ehr.fhir_base), 1)
+
+    def taken_over(_identifier: str) -> None:
+        with live_server.app.app_context():
+            db.session.execute(sa.update(WritebackOutbox).filter_by(id=row_id).values(
+                claimed_by="other-host:2:def", attempts=WritebackOutbox.attempts + 1))
+            db.session.commit()
+            db.session.remove()
+
+    ehr.on_post = taken_over
+
+    outbox.process_due()
+
+    [row] = _rows([row_id])
+    assert (row.status, row.attempts, row.claimed_by) == ("pending", 2, "other-host:2:def")
 
 
 def test_committing_an_outbox_row_wakes_the_waiting_delivery_loop(

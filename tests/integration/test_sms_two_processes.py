@@ -1,19 +1,28 @@
-"""Two OS processes run sending passes over the same due reminders at the same moment; a
-local HTTP "carrier" counts what reaches it: every text exactly once.
+"""Real `flask sms send-due` processes against the Twilio stand-in (tests/twilio_fake.py),
+which answers each text slowly, as a loaded carrier does: every text reaches it once.
 
-On PostgreSQL (CI always sets DATABASE_URL) the claim is SELECT ... FOR UPDATE SKIP
-LOCKED; without it, locally, the SQLite file's conditional UPDATE is what is tested.
+- Two processes run their sending passes over the same 30 due texts at once while the
+  carrier takes 4 s per text: each text is claimed when its own send starts, so no lease
+  runs out under a live sender and nothing is sent twice.
+- A pass is killed (SIGKILL) while a text is with the carrier; the restarted passes find
+  that text "sending", look it up at the carrier, record it as sent and send the rest:
+  20 texts for 20 numbers.
+
+Both run on a SQLite file (several processes share it, one writer at a time) and on
+PostgreSQL (``SELECT ... FOR UPDATE SKIP LOCKED``); the PostgreSQL variant says it was
+skipped when DATABASE_URL is not set.
 """
 from __future__ import annotations
 
-import json
 import os
+import re
+import signal
 import subprocess
 import sys
-import threading
+import time
 from collections import Counter
 from contextlib import nullcontext
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
 import flask_migrate
@@ -27,83 +36,45 @@ from notifications import scheduling
 from notifications.models import PHONE_PURPOSE, SmsMessage, SmsRecipient
 from tests import factories
 from tests.conftest import POSTGRES_URL, make_config, postgres_schema
-from tests.local_http import JsonHandler, serving
-from visits.models import Appointment, Participant
+from tests.twilio_fake import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER, TwilioFake
+from tests.twilio_fake import twilio_fake  # noqa: F401  (the fixture)
+from visits.models import Appointment, Participant, utcnow
 
 ROOT = Path(__file__).resolve().parents[2]
-TEXTS = 30
-SEND_AT = datetime(2030, 3, 11, 14, 15, tzinfo=timezone.utc)
-
-# One sending process: build the app, say "ready", wait for "go" on stdin (so both
-# processes start their passes together), then send until nothing is due.
-WORKER = r"""
-import json, os, sys
-from datetime import datetime
-import requests
-from app import create_app
-from notifications.senders import Sent
-from notifications.sending import send_due
-
-class CarrierSender:
-    name = "carrier"
-    def __init__(self, url):
-        self.url, self.http = url, requests.Session()
-        self.http.trust_env = False
-    def send(self, *, to, body, from_number, status_callback):
-        reply = self.http.post(self.url, json={"to": to, "body": body}, timeout=30)
-        reply.raise_for_status()
-        return Sent(reply.json()["sid"])
-
-app = create_app(json.loads(os.environ["SMS_TEST_CONFIG"]))
-app.extensions["sms_sender"] = CarrierSender(os.environ["SMS_TEST_CARRIER"])
-now = datetime.fromisoformat(os.environ["SMS_TEST_NOW"])
-print("ready", flush=True)
-sys.stdin.readline()
-handled = 0
-with app.app_context():
-    while True:
-        count = send_due(now, limit=3)
-        if not count:
-            break
-        handled += count
-print(json.dumps({"handled": handled}), flush=True)
-"""
+# Generous: two cores, and the rest of the suite may be running beside us.
+CLI_TIMEOUT = 300.0
 
 
-class Carrier:
-    """A tiny stand-in for the SMS provider: records every message it is handed."""
-
-    def __init__(self) -> None:
-        self.received: list[dict] = []
-        self.lock = threading.Lock()
-        self.url = ""
-        carrier = self
-
-        class Handler(JsonHandler):
-            def do_POST(self):  # noqa: N802  (http.server's naming)
-                data = self.read_json()
-                with carrier.lock:
-                    carrier.received.append(data)
-                    sid = f"SM{len(carrier.received):06d}"
-                self.send_json(201, {"sid": sid})
-
-        self._serving = serving(Handler)
-
-    def __enter__(self) -> Carrier:
-        self.url = self._serving.__enter__() + "/messages"
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._serving.__exit__(*exc)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def shared_database(request, tmp_path):
+    """A database several processes share: a SQLite file, or a PostgreSQL schema."""
+    if request.param == "postgresql" and not POSTGRES_URL:
+        pytest.skip("DATABASE_URL is not set: no PostgreSQL to run the processes against")
+    context = postgres_schema() if request.param == "postgresql" else nullcontext(
+        f"sqlite:///{tmp_path / 'shared.db'}")
+    with context as url:
+        yield url
 
 
-def _seed(app) -> None:
-    """TEXTS booked visits, each with one reminder due at SEND_AT."""
+def _phone(number: int) -> str:
+    return f"+1608555{number:04d}"
+
+
+def _seed(tmp_path, database_url: str, fake: TwilioFake, count: int) -> tuple:
+    """Migrate, then book ``count`` visits whose confirmation text is due now, one
+    patient and number each; returns the config the processes share and the app."""
+    config = make_config(tmp_path, DATABASE_URL=database_url, SANDBOX=False,
+                         PUBLIC_BASE_URL="http://127.0.0.1:9", SMS_SENDER="twilio",
+                         TWILIO_ACCOUNT_SID=ACCOUNT_SID, TWILIO_AUTH_TOKEN=AUTH_TOKEN,
+                         TWILIO_FROM_NUMBER=FROM_NUMBER, TWILIO_API_BASE_URL=fake.url)
+    app = create_app(config)
     with app.app_context():
+        flask_migrate.upgrade()
         endpoint = factories.make_endpoint("clinic")
-        endpoint.sms_settings = {"send_confirmation": False, "reminder_offsets_minutes": [15]}
-        for number in range(TEXTS):
-            start = SEND_AT + timedelta(minutes=15)
+        endpoint.sms_settings = {"reminder_offsets_minutes": []}  # the confirmation only
+        now = utcnow()
+        for number in range(count):
+            start = now + timedelta(days=1)
             appointment = Appointment(endpoint=endpoint, filler_id=f"F-{number}",
                                       start_at=start, end_at=start + timedelta(minutes=30),
                                       timezone="America/Chicago", department_display="Clinic")
@@ -112,52 +83,137 @@ def _seed(app) -> None:
             db.session.add_all([appointment, patient])
             db.session.flush()
             db.session.add(SmsRecipient(participant_id=patient.id, phone_line_type="mobile",
-                                        phone_encrypted=at_rest.encrypt(
-                                            f"+1608555{number:04d}", PHONE_PURPOSE)))
+                                        phone_encrypted=at_rest.encrypt(_phone(number),
+                                                                        PHONE_PURPOSE)))
             db.session.flush()
-            scheduling.appointment_changed(appointment, "created", SEND_AT - timedelta(days=2))
+            scheduling.appointment_changed(appointment, "created", now - timedelta(minutes=1))
         db.session.commit()
+    return config, app
 
 
-@pytest.fixture
-def shared_database(tmp_path):
-    """PostgreSQL when DATABASE_URL is set (always in CI), else a SQLite file."""
-    context = postgres_schema() if POSTGRES_URL else nullcontext(
-        f"sqlite:///{tmp_path / 'shared.db'}")
-    with context as url:
-        yield url
+def _environment(config: dict, **extra) -> dict[str, str]:
+    """The settings as a `flask` process reads them: VV_* variables, nothing inherited."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VV_")}
+    env.update({f"VV_{key}": str(value) for key, value in {**config, **extra}.items()
+                if key != "TESTING" and value is not None})
+    env["PYTHONPATH"] = str(ROOT)
+    return env
 
 
-def test_two_processes_send_each_due_text_exactly_once(tmp_path, monkeypatch, shared_database):
-    monkeypatch.chdir(tmp_path)
-    config = make_config(tmp_path, DATABASE_URL=shared_database, SANDBOX=False)
-    app = create_app(config)
+def _send_due(env: dict[str, str]) -> subprocess.Popen:
+    """`flask sms send-due`, the operators' command: one sending pass."""
+    return subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "sms", "send-due"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def _finish(process: subprocess.Popen) -> tuple[str, str]:
+    try:
+        out, err = process.communicate(timeout=CLI_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, err = process.communicate()
+        pytest.fail(f"`flask sms send-due` did not finish in {CLI_TIMEOUT:.0f} s\n"
+                    f"stdout:\n{out}\nstderr:\n{err}")
+    assert process.returncode == 0, f"exit {process.returncode}\nstdout:\n{out}\nstderr:\n{err}"
+    return out, err
+
+
+def _handled(out: str) -> int:
+    found = re.search(r"Handled (\d+) due text", out)
+    assert found, out
+    return int(found.group(1))
+
+
+def _rows(app) -> list[SmsMessage]:
     with app.app_context():
-        flask_migrate.upgrade()
-    _seed(app)
+        rows = db.session.execute(sa.select(SmsMessage).order_by(SmsMessage.id)).scalars().all()
+        db.session.expunge_all()
+        db.session.remove()
+        return rows
 
-    with Carrier() as carrier:
-        env = {**os.environ, "SMS_TEST_CONFIG": json.dumps(config),
-               "SMS_TEST_CARRIER": carrier.url, "SMS_TEST_NOW": SEND_AT.isoformat(),
-               "PYTHONPATH": str(ROOT)}
-        workers = [subprocess.Popen([sys.executable, "-c", WORKER], cwd=ROOT, env=env,
-                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-                   for _ in range(2)]
-        for worker in workers:
-            assert worker.stdout.readline().strip() == "ready"
-        for worker in workers:  # both start their passes together
-            worker.stdin.write("go\n")
-            worker.stdin.flush()
-        results = [json.loads(worker.communicate(timeout=120)[0]) for worker in workers]
 
-    assert all(worker.returncode == 0 for worker in workers)
-    bodies = Counter(message["body"] for message in carrier.received)
-    assert len(carrier.received) == TEXTS
-    assert set(bodies.values()) == {1}
-    assert sum(result["handled"] for result in results) == TEXTS
+def _no_numbers_or_texts(output: str, count: int) -> None:
+    """Neither a patient's number nor a text's body reached the processes' output."""
+    for number in range(count):
+        assert _phone(number)[2:] not in output
+    assert "/j/" not in output and "booked" not in output
+
+
+def _dispose(app) -> None:
     with app.app_context():
-        rows = db.session.execute(sa.select(SmsMessage)).scalars().all()
-        assert {row.status for row in rows} == {"sent"}
-        assert len({row.provider_message_id for row in rows}) == TEXTS
         db.session.remove()
         db.engine.dispose()
+
+
+def test_two_processes_send_each_due_text_exactly_once(tmp_path, monkeypatch, shared_database,
+                                                        twilio_fake):
+    monkeypatch.chdir(tmp_path)
+    config, app = _seed(tmp_path, shared_database, twilio_fake, 30)
+    twilio_fake.delay = 4.0  # the carrier answers each text in 4 s
+    env = _environment(config)
+
+    processes = [_send_due(env) for _ in range(2)]
+    outputs = [_finish(process) for process in processes]
+
+    accepted = twilio_fake.messages
+    assert len(twilio_fake.posts()) == 30
+    assert Counter(m["to"] for m in accepted) == {_phone(n): 1 for n in range(30)}
+    assert len({m["body"] for m in accepted}) == 30
+    handled = [_handled(out) for out, _ in outputs]
+    assert sum(handled) == 30
+    assert min(handled) >= 1, handled  # both passes really ran side by side
+    rows = _rows(app)
+    assert {row.status for row in rows} == {"sent"}
+    assert {row.provider_message_id for row in rows} == {m["sid"] for m in accepted}
+    assert {row.attempts for row in rows} == {1}
+    logs = "\n".join(out + err for out, err in outputs)
+    assert "lost" not in logs, logs
+    _no_numbers_or_texts(logs, 30)
+    _dispose(app)
+
+
+def test_a_pass_killed_mid_send_then_restarted_sends_each_text_once(
+        tmp_path, monkeypatch, shared_database, twilio_fake):
+    monkeypatch.chdir(tmp_path)
+    config, app = _seed(tmp_path, shared_database, twilio_fake, 20)
+    twilio_fake.delay = 1.0
+    # A short lease, so the restart does not wait long for the killed pass's text.
+    env = _environment(config, SMS_LEASE_SECONDS=3)
+
+    first = _send_due(env)
+    reached = twilio_fake.wait_for(lambda fake: len(fake.posts()) >= 6, timeout=120)
+    first.send_signal(signal.SIGKILL)  # the sixth text is with the carrier now
+    first_out, first_err = first.communicate(timeout=60)
+    assert reached, f"no sixth text\nstdout:\n{first_out}\nstderr:\n{first_err}"
+    assert first.returncode == -signal.SIGKILL
+    at_kill = Counter(row.status for row in _rows(app))
+    # Twilio creates the sixth message although nobody waits for its answer any more.
+    assert twilio_fake.wait_for(lambda fake: len(fake.messages) >= 6, timeout=60)
+
+    outputs = []
+    deadline = time.monotonic() + 240
+    while {row.status for row in _rows(app)} != {"sent"}:
+        assert time.monotonic() < deadline, (Counter(r.status for r in _rows(app)), outputs)
+        outputs.append(_finish(_send_due(env)))
+
+    assert at_kill == {"sent": 5, "sending": 1, "scheduled": 14}
+    accepted = twilio_fake.messages
+    assert len(twilio_fake.posts()) == 20  # the one in doubt was looked up, not re-sent
+    assert Counter(m["to"] for m in accepted) == {_phone(n): 1 for n in range(20)}
+    rows = _rows(app)
+    assert [row.provider_message_id for row in rows] == [
+        next(m["sid"] for m in accepted if m["body"] == body)
+        for body in [_body(app, row) for row in rows]]
+    lookups = [r for r in twilio_fake.requests if r["method"] == "GET"]
+    assert lookups and all(r["query"].get("To") in {_phone(n) for n in range(20)}
+                           for r in lookups)
+    _no_numbers_or_texts("\n".join(out + err for out, err in outputs) + first_err, 20)
+    _dispose(app)
+
+
+def _body(app, row: SmsMessage) -> str:
+    from notifications.models import BODY_PURPOSE
+
+    with app.app_context():
+        return at_rest.decrypt(row.body_encrypted, BODY_PURPOSE)
