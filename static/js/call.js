@@ -144,8 +144,27 @@ export class Call {
     }
     const video = tile.querySelector("video");
     if (video.srcObject !== stream) video.srcObject = stream;
-    video.play().catch(() => {}); // autoplay may wait for a tap; the controls give one
+    video.play().catch((error) => {
+      if (error.name === "NotAllowedError") this.playMuted(video);
+    });
     peer.tile = tile;
+  }
+
+  // The browser refuses sound before a tap on this page (a reload straight back into the
+  // call): play the picture muted and offer one tap for the sound.
+  playMuted(video) {
+    video.muted = true;
+    video.play().catch(() => {});
+    const button = this.root.querySelector(".call-sound");
+    if (!button) return;
+    button.hidden = false;
+    button.onclick = () => {
+      for (const remote of this.root.querySelectorAll('[data-testid="remote-video"]')) {
+        remote.muted = false;
+        remote.play().catch(() => {});
+      }
+      button.hidden = true;
+    };
   }
 
   close(sid, { keepTile = false } = {}) {
@@ -201,6 +220,8 @@ export class Call {
     // No frozen last frame of your own camera once the call is over.
     const self = this.root.querySelector(".self video");
     if (self) self.srcObject = null;
+    const sound = this.root.querySelector(".call-sound");
+    if (sound) sound.hidden = true;
     this.endReason = reason; // "left" (this person hung up) or "ended" (the visit is over)
     this.setState("ended", reason === "left" ? this.S.you_left : this.S.visit_ended);
   }

@@ -139,13 +139,14 @@ export function startVisitSession({ data, localStream, stageKey = null, left = f
     callRoot.dataset.state = "ended";
     $("call-status").textContent = callStrings.you_left;
     $("call-rejoin").hidden = false;
-    if (!call) $("rejoin").focus(); // after a reload, the one thing to do
+    $("rejoin").focus(); // "Leave call" is gone: the one thing left to do
   }
 
   $("rejoin").addEventListener("click", () => {
     if (ended || (call && call.state !== "ended")) return;
     hasLeft = false;
     remember(stageKey, "joined");
+    $("call-title").focus(); // the Rejoin button is about to be hidden
     startCall();
   });
 

@@ -1,0 +1,71 @@
+"""A reload straight back into the call, in a browser that plays sound only after a tap on
+the page (Safari on iPhone; emulated here, since Chromium lets a same-site reload keep the
+earlier tap): the others' video plays at once, muted, and one tap turns the sound on."""
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.accessibility import serious_violations
+from tests.browser.conftest import start_server, stop_server
+from tests.browser.test_provider_visit import launch_visit, patient_token
+from tests.browser.test_video_visit import expect_in_call, join_from_link
+from tests.browser.test_visit_return import SCREENS
+
+pytestmark = pytest.mark.browser
+
+REMOTE_MUTED = "() => document.querySelector('[data-testid=remote-video]').muted"
+
+
+@pytest.fixture(scope="module")
+def live_app(tmp_path_factory):
+    server = start_server(tmp_path_factory.mktemp("call-sound"))
+    yield server
+    stop_server(server)
+
+
+# Safari's rule: play() with sound is refused until the page has had a tap.
+NEEDS_A_TAP = """(() => {
+  let tapped = false;
+  for (const type of ["pointerdown", "click", "keydown"]) {
+    addEventListener(type, () => { tapped = true; }, true);
+  }
+  const play = HTMLMediaElement.prototype.play;
+  HTMLMediaElement.prototype.play = function () {
+    if (!this.muted && !tapped) {
+      return Promise.reject(new DOMException("needs a tap", "NotAllowedError"));
+    }
+    return play.call(this);
+  };
+})();"""
+
+
+@pytest.mark.parametrize(("screen", "sandbox_id"), [("phone", "appt-1"), ("desktop", "appt-2")])
+def test_reload_into_the_call_plays_muted_and_one_tap_turns_the_sound_on(
+        live_app, browser, screen, sandbox_id):
+    provider_context = browser.new_context(**SCREENS["desktop"], locale="en-US")
+    patient_context = browser.new_context(**SCREENS[screen], locale="en-US")
+    patient_context.add_init_script(NEEDS_A_TAP)
+    for context in (provider_context, patient_context):
+        context.set_default_timeout(10_000)
+    try:
+        provider = provider_context.new_page()
+        appointment_id = launch_visit(live_app, provider, sandbox_id)
+        patient = patient_context.new_page()
+        join_from_link(patient, f"{live_app.url}/j/{patient_token(live_app, appointment_id)}")
+        provider.get_by_test_id("admit").click()
+        expect_in_call(patient)
+
+        patient.reload()  # no tap on the new page
+
+        expect_in_call(patient)  # the picture plays
+        sound = patient.get_by_role("button", name="Turn on the sound")
+        expect(sound).to_be_visible()
+        assert patient.evaluate(REMOTE_MUTED) is True
+        assert serious_violations(patient) == []
+        sound.click()
+        expect(sound).to_be_hidden()
+        patient.wait_for_function(f"() => !({REMOTE_MUTED})()")
+    finally:
+        patient_context.close()
+        provider_context.close()
