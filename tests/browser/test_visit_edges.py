@@ -1,6 +1,7 @@
-"""A reload straight back into the call, in a browser that plays sound only after a tap on
-the page (Safari on iPhone; emulated here, since Chromium lets a same-site reload keep the
-earlier tap): the others' video plays at once, muted, and one tap turns the sound on."""
+"""Edges of a patient's visit on a 360 x 740 phone and on a desktop screen: a reload straight
+back into the call in a browser that plays sound only after a tap on the page (Safari on
+iPhone; emulated here, since Chromium lets a same-site reload keep the earlier tap), and a
+visit ended while the patient is still in the waiting room."""
 from __future__ import annotations
 
 import pytest
@@ -10,7 +11,7 @@ from tests.browser.accessibility import serious_violations
 from tests.browser.conftest import start_server, stop_server
 from tests.browser.test_provider_visit import launch_visit, patient_token
 from tests.browser.test_video_visit import expect_in_call, join_from_link
-from tests.browser.test_visit_return import SCREENS
+from tests.browser.test_visit_return import LIVE_TRACKS, SCREENS, Screen
 
 pytestmark = pytest.mark.browser
 
@@ -69,3 +70,30 @@ def test_reload_into_the_call_plays_muted_and_one_tap_turns_the_sound_on(
     finally:
         patient_context.close()
         provider_context.close()
+
+
+@pytest.mark.parametrize(("screen", "sandbox_id"), [("phone", "appt-3"), ("desktop", "appt-4")])
+def test_a_visit_ended_in_the_waiting_room_lets_go_of_camera_and_timer(live_app, browser,
+                                                                        screen, sandbox_id):
+    provider_screen, patient_screen = Screen(browser, "desktop"), Screen(browser, screen)
+    try:
+        provider = provider_screen.page()
+        appointment_id = launch_visit(live_app, provider, sandbox_id)
+        patient = patient_screen.page()
+        lobby = join_from_link(patient,
+                               f"{live_app.url}/j/{patient_token(live_app, appointment_id)}")
+        expect(lobby.locator(".lobby-waited")).to_be_visible()
+        assert patient.evaluate(LIVE_TRACKS) >= 1
+
+        provider.locator("#end-visit").click()
+
+        expect(lobby).to_have_attribute("data-state", "ended")
+        expect(lobby.locator(".lobby-waited")).to_be_hidden()
+        expect(patient.locator("#mic-level")).to_be_hidden()
+        patient.wait_for_function(f"() => ({LIVE_TRACKS})() === 0")
+        assert patient.evaluate("document.querySelector('#lobby-preview').srcObject") is None
+        assert serious_violations(patient) == []
+        assert patient_screen.errors == []
+    finally:
+        patient_screen.context.close()
+        provider_screen.context.close()
