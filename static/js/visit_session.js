@@ -156,10 +156,13 @@ export function startVisitSession({ data, localStream, stageKey = null, left = f
     if (call && call.state !== "ended") call.end("ended");
     $("call-rejoin").hidden = true;
     if (call || hasLeft) {
-      // Keep the call card for its "ended" state; the lobby card says goodbye.
+      // The call card keeps its "ended" state, out of sight: the lobby card says goodbye,
+      // once.
       callRoot.dataset.state = "ended";
       $("call-status").textContent = callStrings.visit_ended;
+      callRoot.hidden = true;
       lobby.hidden = false;
+      $("lobby-title").focus();
     }
     stopStream(stream);
     stream = null;
