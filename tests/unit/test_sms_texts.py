@@ -64,10 +64,22 @@ def test_the_link_opens_in_the_language_of_the_text(app, language, lang):
     assert f"{URL}?lang={lang} " in body
 
 
-def test_portuguese_opt_out_has_its_accent(app):
-    body = render(SmsKind.REMINDER, "pt_BR", appointment(), URL)
+# GSM 03.38's basic alphabet: a text with any other character goes as UCS-2, with about
+# half the room per segment.
+_GSM_BASIC = set("@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡"
+                 "ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà")
 
-    assert body.endswith("Responda STOP para não receber mais mensagens.")
+
+@pytest.mark.parametrize("language", ["es", "pt_BR", None])
+def test_the_opt_out_line_is_correct_and_costs_no_extra_segments(app, language):
+    """Written correctly (no "nao") in words that fit the GSM alphabet, so the opt-out line
+    alone never turns a text into UCS-2."""
+    body = render(SmsKind.REMINDER, language, appointment(), URL)
+    opt_out = body.split("?lang=")[1].split(" ", 1)[1]
+
+    assert opt_out in {"Reply STOP to opt out.", "Responda STOP para dejar de recibir mensajes.",
+                       "Responda STOP para parar de receber mensagens."}
+    assert set(opt_out) <= _GSM_BASIC
 
 
 def test_spanish_and_portuguese_dates_use_their_own_words(app):
