@@ -169,8 +169,12 @@ def _apply(endpoint: EhrEndpoint, parsed: hl7.ParsedSiu) -> bool:
         patient.language = parsed.language or patient.language
         _store_phone(patient, parsed)
     for provider in parsed.providers:
-        _participant(appointment, f"Practitioner?identifier={provider.identifier}",
-                     ParticipantRole.PROVIDER, provider.display_name)
+        # A provider who launched this visit is the same row, found by their Practitioner's
+        # identifiers; they keep the name their FHIR record gave them.
+        known = appointments.provider_for_hl7(appointment, provider.identifier)
+        if known is None or not (known.ehr_user_id or "").startswith("Practitioner/"):
+            _participant(appointment, f"Practitioner?identifier={provider.identifier}",
+                         ParticipantRole.PROVIDER, provider.display_name)
     db.session.flush()
     change = _change(before, appointment)
     if change is not None:

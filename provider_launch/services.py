@@ -27,7 +27,13 @@ from provider_launch.auth import create_launch_session
 from staff_sso import services as staff_sso
 from staff_sso.oidc import StaffIdentity
 from staff_sso.services import SsoConfig
-from visits.appointments import AppointmentUnusable, ensure_provider, upsert_from_fhir
+from visits.appointments import (
+    PROVIDER_LAUNCH,
+    AppointmentUnusable,
+    ensure_provider,
+    fhir_identifiers,
+    upsert_from_fhir,
+)
 from visits.models import AuditLog
 
 log = logging.getLogger(__name__)
@@ -100,17 +106,22 @@ def finish_launch(endpoint: EhrEndpoint, context: smart.LaunchContext, *,
         client = FhirClient(endpoint.fhir_base_url, context.access_token)
         resource = _appointment_resource(client, context)
         _check_same_patient(resource, context, endpoint)
-        provider_name = _practitioner_name(client, context.fhir_user, resource)
-        appointment = upsert_from_fhir(endpoint, resource)
-        participant = ensure_provider(appointment, context.fhir_user, provider_name)
+        provider_name, identifiers = _practitioner(client, context.fhir_user, resource)
+        appointment = upsert_from_fhir(endpoint, resource,
+                                       identifiers={context.fhir_user: identifiers})
+        participant = ensure_provider(appointment, context.fhir_user, provider_name,
+                                      identifiers=identifiers)
         session_id = create_launch_session(
             endpoint=endpoint, appointment=appointment, participant=participant,
             fhir_user=context.fhir_user, patient_ref=context.patient_ref,
             encounter_ref=context.encounter_ref, access_token=context.access_token,
             scope=context.scope, expires_in=context.expires_in)
-        db.session.add(AuditLog(actor=f"participant:{participant.id}", action="provider_launch",
+        # The Practitioner's identifiers (NPI, the EHR's provider id) as the launch read
+        # them: what an HL7 booking's AIP-3 names this provider by (provider_for_hl7).
+        db.session.add(AuditLog(actor=f"participant:{participant.id}", action=PROVIDER_LAUNCH,
                                 target_type="appointment", target_id=str(appointment.id),
-                                detail={"endpoint": endpoint.name}))
+                                detail={"endpoint": endpoint.name,
+                                        "identifiers": list(identifiers)}))
         db.session.commit()
     except LaunchFailed as exc:
         db.session.rollback()
@@ -176,20 +187,22 @@ def _check_same_patient(resource: dict[str, Any], context: smart.LaunchContext,
         raise LaunchFailed("context_mismatch", 400)
 
 
-def _practitioner_name(client: FhirClient, fhir_user: str,
-                       appointment: dict[str, Any]) -> str | None:
-    """The launching provider's name, read live; the Appointment's display if we may not."""
+def _practitioner(client: FhirClient, fhir_user: str,
+                  appointment: dict[str, Any]) -> tuple[str | None, tuple[str, ...]]:
+    """The launching provider's name, read live (the Appointment's display if we may not),
+    and their identifiers as ``system|value`` (none if the read failed)."""
     try:
-        name = display_name(client.read_reference(fhir_user))
+        resource = client.read_reference(fhir_user)
     except (FhirRequestError, EhrUnavailable, UntrustedUrl):
-        name = None
+        resource = {}
+    name, identifiers = display_name(resource), fhir_identifiers(resource)
     if name:
-        return name
+        return name, identifiers
     for participant in appointment.get("participant") or []:
         actor = participant.get("actor") or {}
         if actor.get("reference") == fhir_user and isinstance(actor.get("display"), str):
-            return actor["display"]
-    return None
+            return actor["display"], identifiers
+    return None, identifiers
 
 
 def _log_failure(reason: str, endpoint: EhrEndpoint | None, exc: BaseException) -> None:

@@ -14,7 +14,16 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from extensions import db
-from visits.models import Appointment, AppointmentStatus, Participant, ParticipantRole
+from visits.models import (
+    Appointment,
+    AppointmentStatus,
+    AuditLog,
+    Participant,
+    ParticipantRole,
+)
+
+# The audit action of a provider's launch; its detail keeps the Practitioner's identifiers.
+PROVIDER_LAUNCH = "provider_launch"
 
 # FHIR Appointment.status -> ours. Anything not yet started counts as booked; a
 # retracted appointment (entered-in-error) can no longer be joined, like a cancelled one.
@@ -38,9 +47,12 @@ class AppointmentUnusable(ValueError):
     """The FHIR Appointment lacks what a visit needs (an id, a start time)."""
 
 
-def upsert_from_fhir(endpoint, appointment_resource: dict[str, Any]) -> Appointment:
+def upsert_from_fhir(endpoint, appointment_resource: dict[str, Any], *,
+                     identifiers: dict[str, tuple[str, ...]] | None = None) -> Appointment:
     """Create or update the visit for a FHIR Appointment of ``endpoint``, with its patient
-    (``Patient/<id>``, no name) and providers (``Practitioner/<id>``, with their display)."""
+    (``Patient/<id>``, no name) and providers (``Practitioner/<id>``, with their display).
+    ``identifiers`` maps a Practitioner reference to its identifiers when they were read
+    (the launching provider), so the row an HL7 booking made for them is claimed."""
     fhir_id = appointment_resource.get("id")
     if appointment_resource.get("resourceType", "Appointment") != "Appointment" or not fhir_id:
         raise AppointmentUnusable("not an Appointment with an id")
@@ -58,18 +70,109 @@ def upsert_from_fhir(endpoint, appointment_resource: dict[str, Any]) -> Appointm
             _claim_placeholder(appointment, reference, ParticipantRole.PATIENT)
             _ensure_participant(appointment, reference, ParticipantRole.PATIENT, None)
         elif reference.startswith("Practitioner/"):
+            _claim_provider(appointment, reference, (identifiers or {}).get(reference, ()))
             _ensure_participant(appointment, reference, ParticipantRole.PROVIDER, display)
     db.session.flush()
     return appointment
 
 
-def ensure_provider(appointment: Appointment, ehr_user_id: str,
-                    display_name: str | None) -> Participant:
+def ensure_provider(appointment: Appointment, ehr_user_id: str, display_name: str | None,
+                    *, identifiers: tuple[str, ...] = ()) -> Participant:
     """The participant for this EHR user in the visit, added as a provider if new.
 
     Idempotent: a relaunch finds the same row and keeps its role (an interpreter stays
-    an interpreter); the display name is refreshed for providers only."""
+    an interpreter); the display name is refreshed for providers only. A provider an HL7
+    booking added first (``Practitioner?identifier=<one of identifiers>``) is this user:
+    that row takes the FHIR reference rather than a second row being added."""
+    _claim_provider(appointment, ehr_user_id, identifiers)
     return _ensure_participant(appointment, ehr_user_id, ParticipantRole.PROVIDER, display_name)
+
+
+def fhir_identifiers(resource: dict[str, Any]) -> tuple[str, ...]:
+    """A FHIR resource's identifiers as ``system|value`` (``value`` alone without a system),
+    the form an HL7 message's ids are read in (hl7feed.hl7)."""
+    found: list[str] = []
+    for identifier in resource.get("identifier") or []:
+        if not isinstance(identifier, dict) or not isinstance(identifier.get("value"), str):
+            continue
+        system = identifier.get("system")
+        key = f"{system}|{identifier['value']}" if isinstance(system, str) and system \
+            else identifier["value"]
+        if key not in found:
+            found.append(key)
+    return tuple(found)
+
+
+def identifier_matches(hl7_identifier: str, identifiers: tuple[str, ...] | list[str]) -> bool:
+    """An HL7 id (``authority|id``, or a bare id when the message named no authority) is one
+    of a Practitioner's FHIR identifiers (``system|value``): the same value, and the same
+    system once both are spelt alike (``urn:oid:`` dropped; ``NPI`` in XCN-9 and the NPI's
+    OID are the FHIR NPI system). A bare id matches on its value: that is all a feed
+    without an authority says, and it is compared only with the visit's own providers."""
+    if not hl7_identifier:
+        return False
+    authority, _, value = hl7_identifier.rpartition("|")
+    for identifier in identifiers:
+        system, _, other = identifier.rpartition("|")
+        if other == value and (not authority or _system(authority) == _system(system)):
+            return True
+    return False
+
+
+# How feeds write the NPI's assigning authority (XCN-9) or its system.
+_NPI_SYSTEM = "http://hl7.org/fhir/sid/us-npi"
+_NPI_ALIASES = {"npi", "2.16.840.1.113883.4.6", _NPI_SYSTEM}
+
+
+def _system(name: str) -> str:
+    name = name.strip().lower().removeprefix("urn:oid:")
+    return _NPI_SYSTEM if name in _NPI_ALIASES else name
+
+
+def provider_for_hl7(appointment: Appointment, identifier: str) -> Participant | None:
+    """The provider an HL7 message names by ``identifier`` (AIP-3, ``authority|id``): the
+    row an earlier message made (``Practitioner?identifier=...``), else a provider who
+    launched this visit and whose Practitioner carries that identifier, as the launch read
+    it (its audit row). None when the message names someone new."""
+    reference = f"Practitioner?identifier={identifier}"[:255]
+    exact = next((p for p in appointment.participants if p.ehr_user_id == reference), None)
+    if exact is not None:
+        return exact
+    launched = {f"participant:{p.id}": p for p in appointment.participants
+                if p.role == ParticipantRole.PROVIDER and p.id is not None
+                and (p.ehr_user_id or "").startswith("Practitioner/")}
+    if not launched:
+        return None
+    rows = db.session.execute(
+        db.select(AuditLog.actor, AuditLog.detail)
+        .where(AuditLog.target_type == "appointment",
+               AuditLog.target_id == str(appointment.id),
+               AuditLog.action == PROVIDER_LAUNCH, AuditLog.actor.in_(launched))
+        .order_by(AuditLog.id.desc())).all()
+    for actor, detail in rows:
+        if identifier_matches(identifier, (detail or {}).get("identifiers") or []):
+            return launched[actor]
+    return None
+
+
+def _claim_provider(appointment: Appointment, reference: str,
+                    identifiers: tuple[str, ...]) -> None:
+    """The provider row an HL7 booking made (``Practitioner?identifier=...``) for someone
+    whose Practitioner carries that identifier takes the FHIR reference ``reference``."""
+    if not identifiers or any(p.ehr_user_id == reference for p in appointment.participants):
+        return
+    placeholder = next((p for p in appointment.participants
+                        if p.role == ParticipantRole.PROVIDER and identifier_matches(
+                            _hl7_identifier(p.ehr_user_id or ""), identifiers)), None)
+    if placeholder is not None:
+        placeholder.ehr_user_id = reference
+
+
+def _hl7_identifier(ehr_user_id: str) -> str:
+    """``auth|id`` of a row an HL7 message made (``Practitioner?identifier=auth|id``), else
+    empty."""
+    prefix = "Practitioner?identifier="
+    return ehr_user_id[len(prefix):] if ehr_user_id.startswith(prefix) else ""
 
 
 def find_for_hl7(endpoint_id: int, filler_id: str | None,
