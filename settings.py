@@ -182,6 +182,9 @@ SETTINGS: tuple[Setting, ...] = (
             "only). Secret: environment only.", _str_or_none),
     Setting("STAFF_SSO_SCOPES", "openid email profile", "Scopes asked of that provider; must "
             "include `openid`."),
+    Setting("LOBBY_CALL_CLINIC_AFTER_MINUTES", 10, "Minutes past a visit's start after which "
+            "a patient still in the waiting room is shown the clinic's phone number (the "
+            "endpoint's \"clinic phone\"; without one, to call the clinic).", int),
     Setting("JOIN_LINK_RATE_LIMIT", "30 per minute", "Failed join-link guesses one client (IP "
             "address) may make: unknown tokens opened as `/j/<token>` or sent as a socket's "
             "`join_token`, counted together. Beyond it a guess gets 429 (a socket "

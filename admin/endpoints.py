@@ -68,6 +68,7 @@ def endpoint_new():
             default_phone_region=clean["default_phone_region"],
             link_valid_after_end_minutes=clean["link_valid_after_end_minutes"],
             lobby_opens_before_minutes=clean["lobby_opens_before_minutes"],
+            clinic_phone=clean["clinic_phone"],
             before_commit=_audit_create)
     except services.InvalidEndpoint as exc:
         db.session.rollback()

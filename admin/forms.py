@@ -20,7 +20,8 @@ from ehr.smart import DEFAULT_SCOPES
 # Every field of the form, in page order (the error summary follows it).
 FIELDS = ("name", "fhir_base_url", "environment", "client_id", "patient_client_id", "scopes",
           "allowed_frame_ancestors", "site_timezone", "default_phone_region",
-          "require_staff_sso", "link_valid_after_end_minutes", "lobby_opens_before_minutes")
+          "require_staff_sso", "link_valid_after_end_minutes", "lobby_opens_before_minutes",
+          "clinic_phone")
 
 LABELS = {
     "name": _l("Name"),
@@ -35,6 +36,7 @@ LABELS = {
     "require_staff_sso": _l("Staff must sign in with the organization's account"),
     "link_valid_after_end_minutes": _l("Join links stay valid after the visit ends (minutes)"),
     "lobby_opens_before_minutes": _l("Waiting room opens before the start (minutes)"),
+    "clinic_phone": _l("Clinic phone"),
 }
 
 # What to do, per field, when the service refuses its value.
@@ -57,6 +59,8 @@ FIELD_ERRORS = {
                                        "(one week)."),
     "lobby_opens_before_minutes": _l("Enter a whole number of minutes from 0 to 10080 "
                                      "(one week)."),
+    "clinic_phone": _l("Enter a phone number with digits, spaces and + - ( ) . only (for "
+                       "example +1 312-555-0100), or leave it empty."),
 }
 ORIGIN_ERROR = _l("“%(value)s” is not an origin. Write one per line as https://host or "
                   "https://host:port, without a path.")
@@ -90,7 +94,7 @@ def blank() -> EndpointForm:
         "client_id": "", "patient_client_id": "", "scopes": DEFAULT_SCOPES, "allowed_frame_ancestors": "",
         "site_timezone": "America/Chicago", "default_phone_region": "US",
         "require_staff_sso": False, "link_valid_after_end_minutes": "120",
-        "lobby_opens_before_minutes": "30"})
+        "lobby_opens_before_minutes": "30", "clinic_phone": ""})
 
 
 def from_endpoint(endpoint: EhrEndpoint) -> EndpointForm:
@@ -103,7 +107,8 @@ def from_endpoint(endpoint: EhrEndpoint) -> EndpointForm:
         "default_phone_region": endpoint.default_phone_region,
         "require_staff_sso": bool(endpoint.require_staff_sso),
         "link_valid_after_end_minutes": str(endpoint.link_valid_after_end_minutes),
-        "lobby_opens_before_minutes": str(endpoint.lobby_opens_before_minutes)})
+        "lobby_opens_before_minutes": str(endpoint.lobby_opens_before_minutes),
+        "clinic_phone": endpoint.clinic_phone or ""})
 
 
 def read(posted: Mapping[str, str], *, creating: bool) -> EndpointForm:
@@ -125,6 +130,7 @@ def read(posted: Mapping[str, str], *, creating: bool) -> EndpointForm:
             lambda v: services.check_minutes(v, "link_valid_after_end_minutes"),
         "lobby_opens_before_minutes":
             lambda v: services.check_minutes(v, "lobby_opens_before_minutes"),
+        "clinic_phone": lambda v: services.check_clinic_phone(v) or "",
     }
     if creating:
         checks = {"name": services.check_name, **checks}

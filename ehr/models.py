@@ -76,6 +76,9 @@ class EhrEndpoint(db.Model):
         MutableDict.as_mutable(sa.JSON), default=dict)
     link_valid_after_end_minutes: Mapped[int] = mapped_column(default=120)
     lobby_opens_before_minutes: Mapped[int] = mapped_column(default=30)
+    # The clinic's phone number as patients should dial it (shown in the waiting room once
+    # the visit is late, and on the pages for a link that no longer works); NULL: unknown.
+    clinic_phone: Mapped[str | None] = mapped_column(sa.String(40))
     # Staff must have signed in once with the organization's OpenID provider (staff_sso)
     # before a launch from this EHR opens a visit; off unless an admin turns it on.
     require_staff_sso: Mapped[bool] = mapped_column(default=False,

@@ -48,7 +48,7 @@ LAUNCH_FIELDS = ("fhir_base_url", "client_id", "patient_client_id", "scopes", "e
 # What an admin may change after creation; the name is the HL7 URL slug and stays.
 EDITABLE_FIELDS = LAUNCH_FIELDS + ("site_timezone", "default_phone_region",
                                    "require_staff_sso", "link_valid_after_end_minutes",
-                                   "lobby_opens_before_minutes")
+                                   "lobby_opens_before_minutes", "clinic_phone")
 # Minutes an admin may set for link validity and lobby opening: up to a week.
 MAX_MINUTES = 7 * 24 * 60
 
@@ -139,6 +139,23 @@ def check_patient_client_id(client_id: str | None) -> str | None:
     return client_id.strip()
 
 
+_PHONE_CHARACTERS = frozenset("0123456789+-(). ")
+
+
+def check_clinic_phone(phone: str | None) -> str | None:
+    """The clinic's number as patients should dial it (``+1 312-555-0100``, ``(312)
+    555-0100 ext. 2`` is refused: digits, spaces, + - ( ) . only), or None for none. Kept
+    as written, since patients read it; the page dials the digits."""
+    text = (phone or "").strip()
+    if not text:
+        return None
+    digits = sum(ch.isdigit() for ch in text)
+    if len(text) > 40 or not set(text) <= _PHONE_CHARACTERS or not 3 <= digits <= 17:
+        raise InvalidEndpoint("clinic phone must be a phone number (digits, spaces, + - ( ) .)",
+                              "clinic_phone")
+    return text
+
+
 def check_environment(environment: str) -> str:
     if environment not in {e.value for e in Environment}:
         raise InvalidEndpoint(f"environment must be test or production, got {environment!r}",
@@ -210,6 +227,7 @@ def add_endpoint(name: str, fhir_base_url: str, *, client_id: str,
                  link_valid_after_end_minutes: int | None = None,
                  lobby_opens_before_minutes: int | None = None,
                  patient_client_id: str | None = None,
+                 clinic_phone: str | None = None,
                  before_commit: Callable[[EndpointChange], None] | None = None
                  ) -> EhrEndpoint:
     """Register a new, not yet approved endpoint; raise InvalidEndpoint or DuplicateEndpoint.
@@ -233,7 +251,8 @@ def add_endpoint(name: str, fhir_base_url: str, *, client_id: str,
                            client_id=client_id, scopes=scope_text,
                            patient_client_id=check_patient_client_id(patient_client_id),
                            allowed_frame_ancestors=origins,
-                           require_staff_sso=bool(require_staff_sso))
+                           require_staff_sso=bool(require_staff_sso),
+                           clinic_phone=check_clinic_phone(clinic_phone))
     if site_timezone:
         endpoint.site_timezone = _check_timezone(site_timezone)
     if default_phone_region:
@@ -272,6 +291,8 @@ def update_endpoint(name: str, *, before_commit: Callable[[EndpointChange], None
         "link_valid_after_end_minutes":
             lambda v: check_minutes(v, "link_valid_after_end_minutes"),
         "lobby_opens_before_minutes": lambda v: check_minutes(v, "lobby_opens_before_minutes"),
+        # "" clears it (None leaves it as it is, like every field here): stored as NULL.
+        "clinic_phone": check_clinic_phone,
     }
     wanted = {key: checks[key](value) for key, value in values.items() if value is not None}
     if "fhir_base_url" in wanted and wanted["fhir_base_url"] != endpoint.fhir_base_url:
@@ -334,6 +355,7 @@ def endpoint_summary(endpoint: EhrEndpoint) -> dict:
         "link_valid_after_end_minutes": endpoint.link_valid_after_end_minutes,
         "lobby_opens_before_minutes": endpoint.lobby_opens_before_minutes,
         "require_staff_sso": bool(endpoint.require_staff_sso),
+        "clinic_phone": endpoint.clinic_phone,
     }
 
 
