@@ -57,6 +57,7 @@ def create_app(config: dict | None = None) -> Flask:
     import ops
     import patient_join
     import provider_launch
+    import reports  # noqa: F401  (nests its blueprint in admin's: before admin's registration)
     import staff_sso
     import visits  # noqa: F401  (models must be imported for Alembic and create_all)
 
@@ -108,13 +109,14 @@ def _register_cli(app: Flask) -> None:
     from ehr.outbox_cli import outbox_cli
     from hl7feed.cli import certs_cli, hl7_cli
     from notifications.cli import sms_cli
+    from reports.cli import reports_cli
     from sandbox_ehr.cli import demo_command, sandbox_cli
     from visits.cli import appointments_cli, links_cli
 
     # `demo` and `sandbox seed` are registered even with the sandbox off, so they can say
     # how to turn it on.
     for command in (admin_cli, endpoints_cli, certs_cli, hl7_cli, keys_cli, outbox_cli,
-                    appointments_cli, links_cli, sms_cli, demo_command, sandbox_cli):
+                    appointments_cli, links_cli, sms_cli, reports_cli, demo_command, sandbox_cli):
         app.cli.add_command(command)
 
 

@@ -230,6 +230,9 @@ SETTINGS: tuple[Setting, ...] = (
             "locked for `VV_ADMIN_LOCKOUT_MINUTES`.", int),
     Setting("ADMIN_LOCKOUT_MINUTES", 15, "How long an admin account stays locked after too many "
             "wrong passwords.", int),
+    Setting("REPORTS_HEALTH_ALERT_MINUTES", 15, "The admin home shows a warning when an EHR "
+            "write-back has been pending longer than this, or a backend-services token request "
+            "for write-backs failed within it (integration health report, `/metrics`).", int),
     Setting("LOG_LEVEL", "INFO", "Python logging level.", lambda v: str(v).upper()),
     Setting("LOG_FORMAT", "json", "`json` (one object per line, for log shippers) or `text`.",
             _choice("json", "text")),

@@ -12,6 +12,7 @@ from admin.auth import LoginRefused, check_password, current_user, require_role,
 from ehr.models import EhrEndpoint
 from extensions import db, limiter
 from staff_sso.services import SsoConfig
+from visits.models import utcnow
 
 # Sign-in attempts per client address; the per-account lockout stops slow guessing of
 # one name, this stops fast guessing across many.
@@ -64,6 +65,12 @@ def logout():
 @bp.route("/")
 @require_role()
 def home():
-    """Every endpoint at a glance: environment and approval."""
+    """Every endpoint at a glance: environment and approval; a warning when the
+    integration has been failing longer than ``REPORTS_HEALTH_ALERT_MINUTES``."""
+    from reports.health import current_alerts
+
     endpoints = db.session.execute(db.select(EhrEndpoint).order_by(EhrEndpoint.name)).scalars()
-    return render_template("admin/home.html", endpoints=list(endpoints))
+    minutes = current_app.config["REPORTS_HEALTH_ALERT_MINUTES"]
+    return render_template("admin/home.html", endpoints=list(endpoints),
+                           health_alerts=current_alerts(utcnow(), minutes),
+                           health_minutes=minutes)

@@ -9,17 +9,21 @@ from ``<fhir_base>/.well-known/smart-configuration``; tokens are kept in process
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Protocol
 from urllib.parse import urlsplit
 
 import requests
 
 from ehr import keys
-from ehr.errors import EhrUnavailable, SmartError, TokenRefused, UntrustedUrl
+from ehr.errors import EhrError, EhrUnavailable, SmartError, TokenRefused, UntrustedUrl
+from extensions import db
 from settings import is_loopback
+from visits.models import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +36,10 @@ _TIMEOUT_S = 10.0
 _RENEW_MARGIN_S = 60.0
 # Without expires_in we cannot know; five minutes is what SMART suggests as a floor.
 _DEFAULT_LIFETIME_S = 300.0
+# Failed token requests are kept this long for the integration health report.
+TOKEN_FAILURE_RETENTION_DAYS = 90
+_HTTP_STATUS = re.compile(r"HTTP (\d{3})")
+_OAUTH_ERROR = re.compile(r"[a-z_]{1,60}")
 
 
 @dataclass(frozen=True)
@@ -184,3 +192,35 @@ def _request_token(endpoint: Client, scope: str, session: requests.Session) -> B
     margin = min(_RENEW_MARGIN_S, float(lifetime) / 2)
     return BackendToken(token, str(body.get("scope", scope)),
                         started + float(lifetime) - margin)
+
+
+def failure_class(exc: EhrError) -> str:
+    """What kind of failure ``exc`` is, short and free of anything the EHR sent but an
+    HTTP status or an OAuth error code: "TokenRefused invalid_client",
+    "EhrUnavailable HTTP 503", "SmartError"."""
+    kind = type(exc).__name__
+    text = str(exc)
+    if isinstance(exc, TokenRefused) and _OAUTH_ERROR.fullmatch(text):
+        return f"{kind} {text}"
+    status = _HTTP_STATUS.search(text)
+    return f"{kind} HTTP {status.group(1)}" if status else kind
+
+
+def record_failure(endpoint_id: int, exc: EhrError) -> None:
+    """Keep one failed token request of the write-backs (when, its ``failure_class``) for
+    the integration health report, on a connection of its own so the caller's session and
+    transaction are untouched; rows past the retention time go in the same transaction.
+    Needs an app context. Never raises: a report must not break delivery."""
+    from ehr.models import BackendTokenFailure
+
+    table = BackendTokenFailure.__table__
+    now = utcnow()
+    try:
+        with db.engine.begin() as connection:
+            connection.execute(table.insert().values(
+                endpoint_id=endpoint_id, at=now, error=failure_class(exc)[:120]))
+            connection.execute(table.delete().where(
+                table.c.endpoint_id == endpoint_id,
+                table.c.at < now - timedelta(days=TOKEN_FAILURE_RETENTION_DAYS)))
+    except Exception:  # noqa: BLE001  (the report's edge: log, delivery goes on)
+        log.warning("backend token failure not recorded", exc_info=True)

@@ -243,3 +243,26 @@ class LaunchSession(db.Model):
     def __repr__(self) -> str:
         return (f"<LaunchSession appointment={self.appointment_id} "
                 f"participant={self.participant_id}>")
+
+
+class BackendTokenFailure(db.Model):
+    """One backend-services token request for write-backs that failed, for the integration
+    health report: when, and the error's class (an HTTP status, an OAuth error code),
+    never a response body. Rows older than ``TOKEN_FAILURE_RETENTION_DAYS`` are pruned
+    as new ones are written."""
+
+    __tablename__ = "backend_token_failures"
+    __table_args__ = (
+        sa.Index("ix_backend_token_failures_endpoint_id_at", "endpoint_id", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    endpoint_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("ehr_endpoints.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    error: Mapped[str] = mapped_column(sa.String(120))
+
+    endpoint: Mapped[EhrEndpoint] = relationship()
+
+    def __repr__(self) -> str:
+        return f"<BackendTokenFailure endpoint={self.endpoint_id} at={self.at} {self.error!r}>"

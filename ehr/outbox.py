@@ -641,6 +641,8 @@ def _attempt(app: Flask, endpoint: _Endpoint, claim: _Claim, timeout: float) -> 
             outcome = _post(endpoint, claim, _token(app, endpoint), timeout)
         return outcome
     except EhrError as exc:  # discovery or token trouble: fixable on the EHR side, retry
+        with app.app_context():  # counted for the integration health report
+            backend_auth.record_failure(endpoint.id, exc)
         return Outcome(sent=False, retry=True, error=f"token: {exc}"[:200])
 
 

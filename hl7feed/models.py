@@ -31,6 +31,10 @@ class Hl7MessageReceipt(db.Model):
         sa.UniqueConstraint("endpoint_id", "sender", "control_id",
                             name="uq_hl7_message_receipts_endpoint_id_sender_control_id"),
         one_of("ack_code", AckCode),
+        # The integration health report: per endpoint, ACKs by code over a date range and
+        # the last message received.
+        sa.Index("ix_hl7_message_receipts_endpoint_id_received_at", "endpoint_id",
+                 "received_at", "ack_code"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -28,7 +28,7 @@ from fhir.resources.R4B.auditevent import AuditEvent
 from sqlalchemy import create_engine, text
 
 from ehr import backend_auth, outbox
-from ehr.models import EhrEndpoint, WritebackOutbox
+from ehr.models import BackendTokenFailure, EhrEndpoint, WritebackOutbox
 from ehr.services import ensure_endpoint
 from extensions import db
 from sandbox_ehr.models import SandboxAccessToken
@@ -477,6 +477,22 @@ def test_an_unreachable_ehr_is_retried(ctx, live_server):
     row = _rows([row_id])[0]
     assert row.status == "pending" and row.attempts == 1
     assert row.last_error == "token: smart-configuration: ConnectionError"
+
+
+def test_a_failed_token_request_is_kept_for_the_health_report(ctx, live_server):
+    closed = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    port = closed.server_port
+    closed.server_close()
+    visit = _visit(f"http://127.0.0.1:{port}/fhir")
+    _enqueue_three(visit)
+    db.session.commit()
+
+    outbox.process_due()
+
+    errors = db.session.scalars(sa.select(BackendTokenFailure.error).where(
+        BackendTokenFailure.endpoint_id == visit.appointment.endpoint_id)).all()
+    assert 1 <= len(errors) <= 3  # one per attempt that asked for a token
+    assert set(errors) == {"EhrUnavailable"}  # the class only, no address or message
 
 
 def test_a_revoked_token_is_replaced_and_the_post_retried_at_once(ctx, live_server):

@@ -20,6 +20,7 @@ from admin.models import AdminUser
 from app import create_app
 from device_test.models import DeviceTestResult
 from ehr.models import (
+    BackendTokenFailure,
     EhrEndpoint,
     EndpointCertificate,
     LaunchSession,
@@ -213,6 +214,8 @@ def test_every_table_round_trips_a_row(app):
         StaffIdentityLink(endpoint=appointment.endpoint, ehr_user_id="Practitioner/p-1",
                           sso_issuer="https://login.example.org", sso_subject="staff-1"),
         AdminUser(username="it-admin", role="admin", password_hash="$argon2id$..."),
+        BackendTokenFailure(endpoint=appointment.endpoint, at=T0,
+                            error="TokenRefused invalid_client"),
     ])
     db.session.commit()
     db.session.expunge_all()

@@ -9,7 +9,7 @@ from babel.messages.pofile import read_po
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = ["ops", "visits", "patient_join", "provider_launch", "staff_sso", "device_test",
-           "ehr", "hl7feed", "notifications", "admin", "sandbox_ehr", "templates"]
+           "ehr", "hl7feed", "notifications", "admin", "reports", "sandbox_ehr", "templates"]
 METHODS = [("**.py", "python"), ("**.html", "jinja2")]
 KEYWORDS = {"_": None, "gettext": None, "ngettext": (1, 2), "_l": None, "lazy_gettext": None}
 
