@@ -261,3 +261,33 @@ def test_the_cli_prints_json_and_csv(app):
     rows = list(csv.DictReader(io.StringIO(as_csv.output)))
     assert [(r["endpoint"], r["writebacks_pending"]) for r in rows] == [("clinic-a", "3")]
     assert unknown.exit_code == 2
+
+
+def test_the_report_reads_the_big_tables_through_indexes(app):
+    """SQLite's plans: receipts, write-backs and token failures are searched by an index,
+    never scanned (sent write-backs and old receipts are the bulk of those tables)."""
+    import sqlalchemy as sa
+
+    from reports import health
+
+    statements: list[tuple[str, object]] = []
+    with app.app_context():
+        def grab(_conn, _cursor, statement, params, _context, _many):
+            statements.append((statement, params))
+
+        sa.event.listen(db.engine, "before_cursor_execute", grab)
+        try:
+            health.health_report(health.DateRange.parse(None, None, utcnow().date()), utcnow())
+            health.current_alerts(utcnow(), 15)
+        finally:
+            sa.event.remove(db.engine, "before_cursor_execute", grab)
+        plans = []
+        with db.engine.connect() as connection:
+            for statement, params in statements:
+                plans += [row[-1] for row in connection.exec_driver_sql(
+                    "EXPLAIN QUERY PLAN " + statement, params)]
+
+    big = ("hl7_message_receipts", "writeback_outbox", "backend_token_failures")
+    scans = [line for line in plans if line.startswith("SCAN") and any(t in line for t in big)]
+    assert scans == []
+    assert any("ix_hl7_message_receipts_endpoint_id_received_at" in line for line in plans)
