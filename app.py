@@ -78,6 +78,11 @@ def create_app(config: dict | None = None) -> Flask:
 
     outbox.init_app(app)  # its defaults; importing it also registers the delivery loop
     _register_cli(app)
+    from ops import compression, static_assets
+
+    # After every blueprint: their static folders are fingerprinted too (docs/performance.md).
+    compression.init_app(app)
+    static_assets.init_app(app)
 
     from ops import transport
 

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/join_page.py [--patients 1] [--seconds 5] [--connections 16]
                                         [--lang en] [--log-level INFO] [--runs 1]
+                                        [--encoding identity|gzip|br]
 
 Seeds a throw-away SQLite database with one visit per patient (bench/seed.py), starts
 ``python app.py`` on a free port as production does (access log at INFO by default,
@@ -9,7 +10,8 @@ written to a file), opens each patient's join link once for their session cookie
 drives ``GET /join`` closed-loop over keep-alive connections, each request with the next
 patient's cookie: with ``wrk`` when it is installed (apt-get install wrk), else with a
 small Python client in another process, which needs a core of this 2-core box itself, so
-the server is not kept busy and both figures come out worse. One patient is one page
+the server is not kept busy and both figures come out worse. ``--encoding`` sends that
+``Accept-Encoding`` (the page is then compressed per request: ops/compression.py). One patient is one page
 reloaded; ``--patients 200`` spreads the same load over 200 visits and session cookies.
 
 Prints requests/s and the server's CPU per request (utime + stime from /proc/<pid>/stat
@@ -41,8 +43,9 @@ FHIR_BASE = "http://127.0.0.1:9/fhir"
 CLIENT = r"""
 import socket, sys, threading, time
 port, lang, connections, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+coding = "" if sys.argv[5] == "identity" else f"Accept-Encoding: {sys.argv[5]}\r\n"
 requests = [(f"GET /join HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nCookie: {cookie}\r\n"
-             f"Accept-Language: {lang}\r\n\r\n").encode() for cookie in sys.argv[5:]]
+             f"Accept-Language: {lang}\r\n{coding}\r\n").encode() for cookie in sys.argv[6:]]
 done, bad = [0] * connections, [0] * connections
 deadline = time.monotonic() + seconds
 def run(slot):
@@ -111,7 +114,7 @@ def _session_cookie(connection: http.client.HTTPConnection, token: str) -> tuple
     return cookie, len(body)
 
 
-def _wrk_script(folder: str, cookies: list[str], lang: str) -> str:
+def _wrk_script(folder: str, cookies: list[str], lang: str, encoding: str) -> str:
     """A wrk script sending each request with the next patient's cookie."""
     path = os.path.join(folder, "join.lua")
     listed, language = ", ".join(json.dumps(cookie) for cookie in cookies), json.dumps(lang)
@@ -121,31 +124,34 @@ def _wrk_script(folder: str, cookies: list[str], lang: str) -> str:
                      "request = function()\n"
                      "  sent = sent + 1\n"
                      "  return wrk.format(\"GET\", \"/join\", {[\"Cookie\"] = "
-                     f"cookies[sent % #cookies + 1], [\"Accept-Language\"] = {language}}})\n"
+                     f"cookies[sent % #cookies + 1], [\"Accept-Language\"] = {language}"
+                     + (f", [\"Accept-Encoding\"] = {json.dumps(encoding)}"
+                        if encoding != "identity" else "") + "})\n"
                      "end\n")
     return path
 
 
 def _drive(port: int, cookies: list[str], lang: str, connections: int, seconds: int,
-           folder: str) -> tuple[int, int]:
+           folder: str, encoding: str = "identity") -> tuple[int, int]:
     """Closed-loop load on /join; returns (requests answered, non-200 answers)."""
     if shutil.which("wrk"):
         result = subprocess.run(
             ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s",
-             "-s", _wrk_script(folder, cookies, lang), f"http://127.0.0.1:{port}/join"],
+             "-s", _wrk_script(folder, cookies, lang, encoding),
+             f"http://127.0.0.1:{port}/join"],
             capture_output=True, text=True, check=True)
         total = int(re.search(r"(\d+) requests in", result.stdout).group(1))
         non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", result.stdout)
         return total, int(non_2xx.group(1)) if non_2xx else 0
     result = subprocess.run(
         [sys.executable, "-c", CLIENT, str(port), lang, str(connections), str(seconds),
-         *cookies], capture_output=True, text=True, check=True)
+         encoding, *cookies], capture_output=True, text=True, check=True)
     total, bad = result.stdout.split()
     return int(total), int(bad)
 
 
 def measure(patients: int, seconds: int, connections: int, lang: str, log_level: str,
-            runs: int) -> None:
+            runs: int, encoding: str = "identity") -> None:
     port = _free_port()
     with tempfile.TemporaryDirectory() as folder:
         env = {**os.environ, "VV_DATABASE_URL": f"sqlite:///{folder}/app.db",
@@ -168,18 +174,19 @@ def measure(patients: int, seconds: int, connections: int, lang: str, log_level:
                 connection = http.client.HTTPConnection("127.0.0.1", port)
                 cookies, sizes = zip(*(_session_cookie(connection, token) for token in tokens))
                 connection.close()
-                _drive(port, cookies, lang, connections, 1, folder)  # warm-up
+                _drive(port, cookies, lang, connections, 1, folder, encoding)  # warm-up
                 idle_before = sum(_cpu_seconds(server.pid))
                 time.sleep(1)
                 idle_ms = (sum(_cpu_seconds(server.pid)) - idle_before) * 1000
                 print(f"/join: {max(sizes)} bytes, {patients} patient(s), lang {lang}, "
-                      f"log level {log_level}, "
+                      f"log level {log_level}, Accept-Encoding {encoding}, "
                       f"{connections} connections, {seconds:g} s per run, "
                       f"{'wrk' if shutil.which('wrk') else 'python client'}; "
                       f"idle server CPU {idle_ms:.0f} ms/s")
                 for _ in range(runs):
                     (user, system), started = _cpu_seconds(server.pid), time.monotonic()
-                    total, bad = _drive(port, cookies, lang, connections, seconds, folder)
+                    total, bad = _drive(port, cookies, lang, connections, seconds, folder,
+                                        encoding)
                     elapsed = time.monotonic() - started
                     user_after, system_after = _cpu_seconds(server.pid)
                     user_ms = (user_after - user) * 1000 / total
@@ -200,9 +207,11 @@ def main() -> None:
     parser.add_argument("--lang", default="en", help="Accept-Language sent (en, es, pt-BR)")
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--encoding", default="identity", choices=["identity", "gzip", "br"],
+                        help="Accept-Encoding sent (the page is compressed per request)")
     args = parser.parse_args()
     measure(args.patients, args.seconds, args.connections, args.lang, args.log_level.upper(),
-            args.runs)
+            args.runs, args.encoding)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,16 @@
 """How heavy the patient's join page is on a weak network: the HTML and every same-origin
 asset it loads (stylesheets, scripts and the ES modules they import, statically or
-lazily, fonts and images named in CSS), each gzipped as a server would send it.
+lazily, fonts and images named in CSS), each counted as the app sends it to a browser
+that accepts gzip (``--encoding br`` for brotli): the app compresses its own responses
+(ops/compression.py), so what is measured is the wire, not an estimate. A file the app
+sent uncompressed counts at full size. Static URLs must carry their fingerprint
+(``?v=``); any that does not is listed and fails the run.
 
 Budget: 100 KB compressed in total, before any camera or microphone media, and nothing
 from another origin (no CDN, no web font service: an old phone on 3G pays for each
 extra connection, and a third party would learn who visits a clinic).
 
-    .venv/bin/python bench/join_page_weight.py
+    .venv/bin/python bench/join_page_weight.py [--encoding gzip|br|identity]
 
 builds the app on a throw-away SQLite database, opens a join link with the test client,
 prints one line per file and the total, and exits 1 above the budget or when the page
@@ -24,8 +28,7 @@ from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 BUDGET_BYTES = 100 * 1024
-# nginx and gunicorn setups commonly use level 6; level 9 saves little more.
-GZIP_LEVEL = 6
+ENCODING = "gzip"
 BASE = "http://localhost"
 
 _CSS_URL = re.compile(r"""url\(\s*['"]?([^'")]+)['"]?\s*\)|@import\s+['"]([^'"]+)['"]""")
@@ -38,23 +41,28 @@ _JS_IMPORT = re.compile(
 
 @dataclass
 class Report:
-    """Sizes in bytes by path: (raw, gzipped); URLs of other origins; paths that failed."""
+    """Sizes in bytes by path (query left off): (raw, as sent); URLs of other origins;
+    paths that failed; static URLs without a fingerprint."""
 
     sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
     other_origins: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    unversioned: list[str] = field(default_factory=list)
+    encoding: str = ENCODING
 
     @property
     def total_gzip(self) -> int:
-        return sum(gzipped for _raw, gzipped in self.sizes.values())
+        """The total on the wire (named for the gzip the page is measured with)."""
+        return sum(sent for _raw, sent in self.sizes.values())
 
     def table(self) -> str:
-        lines = [f"{'gzip':>8} {'raw':>8}  path"]
+        lines = [f"{self.encoding:>8} {'raw':>8}  path"]
         for path, (raw, gzipped) in sorted(self.sizes.items(), key=lambda item: -item[1][1]):
             lines.append(f"{gzipped:>8} {raw:>8}  {path}")
         lines.append(f"{self.total_gzip:>8} {'':>8}  total (budget {BUDGET_BYTES})")
         lines += [f"other origin: {url}" for url in self.other_origins]
         lines += [f"missing: {path}" for path in self.missing]
+        lines += [f"not fingerprinted: {path}" for path in self.unversioned]
         return "\n".join(lines)
 
 
@@ -107,21 +115,37 @@ def _references(body: bytes, kind: str) -> list[tuple[str, str]]:
     return []
 
 
-def measure(client, path: str = "/join",
-            fetch: Callable[[str], bytes | None] | None = None) -> Report:
-    """Load ``path`` with a Flask test client (or any ``fetch(path) -> bytes | None``) and
-    every same-origin asset it pulls in; other-origin URLs are listed, not fetched."""
-    if fetch is None:
-        def fetch(target: str) -> bytes | None:
-            response = client.get(target)
-            return response.data if response.status_code == 200 else None
+def _decode(body: bytes, coding: str | None) -> bytes:
+    if coding == "gzip":
+        return gzip.decompress(body)
+    if coding == "br":
+        import brotli
 
-    report = Report()
+        return brotli.decompress(body)
+    return body
+
+
+def measure(client, path: str = "/join",
+            fetch: Callable[[str], tuple[bytes, int] | None] | None = None,
+            encoding: str = ENCODING) -> Report:
+    """Load ``path`` with a Flask test client (or any ``fetch(path) -> (body, bytes sent)
+    | None``), accepting ``encoding``, and every same-origin asset it pulls in;
+    other-origin URLs are listed, not fetched."""
+    if fetch is None:
+        def fetch(target: str) -> tuple[bytes, int] | None:
+            response = client.get(target, headers={"Accept-Encoding": encoding})
+            if response.status_code != 200:
+                return None
+            sent = response.get_data()
+            return _decode(sent, response.headers.get("Content-Encoding")), len(sent)
+
+    report = Report(encoding=encoding)
     page_url = urljoin(BASE, path)
-    html = fetch(path)
-    if html is None:
+    fetched = fetch(path)
+    if fetched is None:
         raise RuntimeError(f"{path} did not answer 200")
-    report.sizes[path] = (len(html), len(gzip.compress(html, GZIP_LEVEL)))
+    html, sent = fetched
+    report.sizes[path] = (len(html), sent)
     parser = _Assets()
     parser.feed(html.decode("utf-8", errors="replace"))
     queue: list[tuple[str, str, str]] = [(url, kind, page_url) for url, kind in parser.found]
@@ -140,20 +164,28 @@ def measure(client, path: str = "/join",
                 report.other_origins.append(absolute)
             continue
         target = parts.path + (f"?{parts.query}" if parts.query else "")
-        if target in report.sizes or target in report.missing:
+        if parts.path in report.sizes or target in report.missing:
             continue
-        body = fetch(target)
-        if body is None:
+        if "/static/" in parts.path and "v=" not in parts.query:
+            report.unversioned.append(target)
+        fetched = fetch(target)
+        if fetched is None:
             report.missing.append(target)
             continue
-        report.sizes[target] = (len(body), len(gzip.compress(body, GZIP_LEVEL)))
+        body, sent = fetched
+        report.sizes[parts.path] = (len(body), sent)
         queue += [(url, found_kind, absolute) for url, found_kind in _references(body, kind)]
     return report
 
 
 def main() -> int:
     """Build a throw-away app, open a join link, and report the join page's weight."""
+    import argparse
     import tempfile
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--encoding", default=ENCODING, choices=["gzip", "br", "identity"])
+    args = parser.parse_args()
 
     root = Path(__file__).resolve().parents[1]
     sys.path.insert(0, str(root))
@@ -173,7 +205,7 @@ def main() -> int:
             token = factories.join_token(factories.make_visit().patient)
         client = app.test_client()
         client.get(f"/j/{token}")
-        report = measure(client, "/join")
+        report = measure(client, "/join", encoding=args.encoding)
         with app.app_context():
             from extensions import db
 
@@ -182,9 +214,10 @@ def main() -> int:
     over = report.total_gzip > BUDGET_BYTES
     if over:
         print(f"over budget by {report.total_gzip - BUDGET_BYTES} bytes", file=sys.stderr)
-    if report.other_origins or report.missing:
-        print("the page names other origins or missing files", file=sys.stderr)
-    return 1 if over or report.other_origins or report.missing else 0
+    if report.other_origins or report.missing or report.unversioned:
+        print("the page names other origins, missing or un-fingerprinted files",
+              file=sys.stderr)
+    return 1 if over or report.other_origins or report.missing or report.unversioned else 0
 
 
 if __name__ == "__main__":

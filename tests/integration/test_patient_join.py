@@ -611,6 +611,7 @@ def test_join_page_is_under_100_kb_compressed_and_same_origin(app, client, visit
 
     assert report.other_origins == []
     assert report.missing == []
+    assert report.unversioned == []  # every static URL carries its fingerprint
     assert {"/static/patient_join/join.js", "/static/js/media.js",
             "/static/css/base.css"} <= set(report.sizes)
     assert "/static/js/visit_session.js" in report.sizes  # the lazily loaded visit session
