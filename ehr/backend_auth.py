@@ -200,8 +200,8 @@ def failure_class(exc: EhrError) -> str:
     "EhrUnavailable HTTP 503", "SmartError"."""
     kind = type(exc).__name__
     text = str(exc)
-    if isinstance(exc, TokenRefused) and _OAUTH_ERROR.fullmatch(text):
-        return f"{kind} {text}"
+    if isinstance(exc, TokenRefused) and _OAUTH_ERROR.fullmatch(exc.error or ""):
+        return f"{kind} {exc.error}"
     status = _HTTP_STATUS.search(text)
     return f"{kind} HTTP {status.group(1)}" if status else kind
 

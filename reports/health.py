@@ -34,7 +34,8 @@ MAX_DAYS = 366
 DEFAULT_DAYS = 7
 ACK_CODES = tuple(code.value for code in AckCode)
 _HTTP = re.compile(r"HTTP (\d{3})(?: ([a-z][a-z-]{0,39}))?")
-_WORD = re.compile(r"[A-Za-z][A-Za-z_]{0,59}")
+_EXCEPTION = re.compile(r"\b([A-Z][A-Za-z]{0,50}(?:Error|Exception|Timeout))\b")
+_OAUTH_ERROR = re.compile(r"[a-z_]{1,60}")
 _TOKEN_CLASS = re.compile(r"[A-Za-z]{1,40}(?: (?:HTTP \d{3}|[a-z_]{1,60}))?")
 
 
@@ -138,18 +139,25 @@ def zone_of(name: str | None) -> ZoneInfo:
 
 def error_summary(text: str | None) -> str | None:
     """A stored error reduced to its class: an HTTP status (with the OperationOutcome code
-    the outbox keeps), ``timeout``, an exception's name. The outbox keeps no bodies, but a
-    token error quotes the EHR's OAuth error, so only known shapes pass."""
+    the outbox keeps), an exception's name, ``timeout``, an OAuth error code; anything else
+    is just ``error``. The outbox keeps no bodies, but a token error quotes the EHR's
+    message, so only these known shapes pass."""
     if not text:
         return None
     token = text.startswith("token:")
     rest = text.removeprefix("token:").strip()
     http = _HTTP.search(rest)
+    exception = _EXCEPTION.search(rest)
     if http:
         summary = f"HTTP {http.group(1)}" + (f" {http.group(2)}" if http.group(2) else "")
+    elif exception:
+        summary = exception.group(1)
+    elif "timeout" in rest.lower():
+        summary = "timeout"
+    elif _OAUTH_ERROR.fullmatch(rest.removeprefix("token request refused: ")):
+        summary = rest.removeprefix("token request refused: ")
     else:
-        word = _WORD.match(rest)
-        summary = word.group(0) if word else "error"
+        summary = "error"
     return f"token: {summary}" if token else summary
 
 
