@@ -80,7 +80,7 @@ def create_app(config: dict | None = None) -> Flask:
     _register_cli(app)
     from ops import compression, static_assets
 
-    # After every blueprint: their static folders are fingerprinted too (docs/performance.md).
+    # After every blueprint: their static folders are fingerprinted too (docs/patient-join.md).
     compression.init_app(app)
     static_assets.init_app(app)
 
