@@ -14,7 +14,8 @@ covers the hashes of what it imports: a change deep in ``media.js`` gives ``join
 URL too. This works in every browser with modules, unlike an import map (Safari 16.4+),
 which the old phones we serve may lack. The un-fingerprinted copy is the file as written.
 
-Bodies are kept in memory (the whole static tree is ~150 KB) and compressed once each,
+Text bodies (scripts, styles, SVG) are kept in memory (the whole static tree is ~200 KB)
+and compressed once each,
 on first request, at the highest levels (brotli 11, gzip 9): static files then cost no
 compression CPU per request. Nothing secret is in them, so compression is safe (BREACH
 needs a secret and attacker-chosen text in one body; see ops/compression.py).
@@ -142,6 +143,11 @@ def _serve(assets: Assets, endpoint: str, fallback):
         if asset is None:  # a file added after start-up: Flask's own view
             return fallback(filename=filename)
         fingerprinted = request.args.get("v") == asset.version
+        if asset.mimetype not in compression.COMPRESSIBLE:
+            # Images, fonts, media: Flask's view (byte ranges, which Safari needs for media).
+            response = fallback(filename=filename)
+            response.headers["Cache-Control"] = IMMUTABLE if fingerprinted else SHORT
+            return response
         encoding = compression.choose(request.headers.get("Accept-Encoding", ""),
                                       asset.mimetype)
         etag = f'"{asset.version}{"" if fingerprinted else "-plain"}-{encoding or "identity"}"'
@@ -176,8 +182,10 @@ def _fingerprint(asset: Asset, by_url: dict[str, Asset], visiting: set[str]) -> 
     if asset.version:
         return asset.version
     if not asset.url_path.endswith(_MODULE_TYPES):
-        asset.versioned = asset.raw
         asset.version = hashlib.sha256(asset.raw).hexdigest()[:_HASH_LENGTH]
+        if asset.mimetype not in compression.COMPRESSIBLE:
+            asset.raw = b""  # served from disk by Flask's view; only the hash is kept
+        asset.versioned = asset.raw
         return asset.version
     visiting.add(asset.url_path)
     text = asset.raw.decode("utf-8", errors="surrogateescape")

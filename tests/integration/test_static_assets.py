@@ -155,3 +155,20 @@ def test_a_changed_file_gets_a_new_url_and_so_does_a_module_importing_it(tmp_pat
     assert after["site.css"] == before["site.css"]
     served = _tiny_app(tmp_path).test_client().get(after["main.js"]).get_data(as_text=True)
     assert f'from "./lib.js?v={after["lib.js"].split("v=")[1]}"' in served
+
+
+def test_an_image_is_fingerprinted_and_served_by_flask_with_byte_ranges(tmp_path):
+    (tmp_path / "logo.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8)
+    application = _tiny_app(tmp_path)
+    with application.test_request_context():
+        from flask import url_for
+
+        url = url_for("static", filename="logo.png")
+
+    part = application.test_client().get(url, headers={"Range": "bytes=0-7",
+                                                       "Accept-Encoding": "gzip"})
+
+    assert re.search(r"\?v=[0-9a-f]{12}$", url)
+    assert part.status_code == 206 and part.data == b"\x89PNG\r\n\x1a\n"
+    assert part.headers["Cache-Control"] == static_assets.IMMUTABLE
+    assert "Content-Encoding" not in part.headers
