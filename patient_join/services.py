@@ -199,6 +199,32 @@ def join_visit(data: Any, now: datetime) -> JoinVisit:
                      tuple(row.provider_name for row in rows if row.provider_name is not None))
 
 
+def clinic_phone(*, token: str | None = None, appointment_id: int | None = None) -> str | None:
+    """The clinic phone a refusal page may show: the endpoint's of the link's (or the
+    pass's) appointment. For a token that names no link, only a number every approved
+    endpoint shares (a one-clinic install): a patient must never be sent to another
+    clinic's phone."""
+    endpoint, appointment = EhrEndpoint.__table__, Appointment.__table__
+    if token and len(token) <= 200:
+        link, participant = JoinLink.__table__, Participant.__table__
+        found = db.session.execute(
+            sa.select(endpoint.c.clinic_phone)
+            .join(appointment, appointment.c.endpoint_id == endpoint.c.id)
+            .join(participant, participant.c.appointment_id == appointment.c.id)
+            .join(link, link.c.participant_id == participant.c.id)
+            .where(link.c.token_hash == JoinLink.hash_token(token))).first()
+        if found is not None:
+            return found.clinic_phone
+    if appointment_id is not None:
+        return db.session.execute(
+            sa.select(endpoint.c.clinic_phone)
+            .join(appointment, appointment.c.endpoint_id == endpoint.c.id)
+            .where(appointment.c.id == appointment_id)).scalar()
+    phones = set(db.session.execute(
+        sa.select(endpoint.c.clinic_phone).where(endpoint.c.approved_at.is_not(None))).scalars())
+    return phones.pop() if len(phones) == 1 else None
+
+
 def is_joinable(appointment: Appointment | AppointmentFacts) -> bool:
     """Not ended by a provider, not cancelled or a no-show."""
     return appointment.ended_at is None and appointment.status not in (

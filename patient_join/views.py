@@ -180,9 +180,9 @@ def link(token: str):
         if retry_after is not None:
             return _too_many_attempts(retry_after)
         log.info("unknown join link", extra={"reason": "unknown_link"})
-        return problem("unknown_link")
+        return problem("unknown_link", clinic_phone=services.clinic_phone(token=token))
     except LinkExpired:
-        return problem("visit_ended")
+        return problem("visit_ended", clinic_phone=services.clinic_phone(token=token))
     return _enter(patient_pass)
 
 
@@ -196,12 +196,15 @@ def join():
     except services.NoPatientSession:
         return problem("no_session")
     except (LinkUnknown, LinkExpired):
-        session.pop(SESSION_KEY, None)
-        return problem("visit_ended")
+        held = session.pop(SESSION_KEY, None)
+        return problem("visit_ended", clinic_phone=services.clinic_phone(
+            appointment_id=_pass_appointment(held)))
     if visit.appointment.status == AppointmentStatus.CANCELLED:
-        return problem("cancelled")
+        return problem("cancelled", clinic_phone=services.clinic_phone(
+            appointment_id=visit.appointment.id))
     if not services.is_joinable(visit.appointment):
-        return problem("visit_ended")
+        return problem("visit_ended", clinic_phone=services.clinic_phone(
+            appointment_id=visit.appointment.id))
     return render_template("patient_join/join.html", **_join_context(visit, now))
 
 
@@ -239,12 +242,30 @@ def patient_launch_callback():
     return _enter(patient_pass)
 
 
-def problem(reason: str, **detail: str):
-    """A refusal page for patients, with the status its reason calls for."""
+def problem(reason: str, clinic_phone: str | None = None, **detail: str):
+    """A refusal page for patients, with the status its reason calls for, and the clinic's
+    phone number when it is known (the endpoint's setting)."""
     status, title, message, advice = PAGES[reason]
     values = defaultdict(lambda: "?", detail)
     return render_template("patient_join/problem.html", reason=reason, title=str(title),
-                           message=str(message) % values, advice=str(advice) % values), status
+                           message=str(message) % values, advice=str(advice) % values,
+                           clinic_phone=clinic_phone,
+                           clinic_phone_dial=dial(clinic_phone)), status
+
+
+def dial(phone: str | None) -> str | None:
+    """A ``tel:`` target for a number as written (``+1 (312) 555-0100`` -> ``+13125550100``)."""
+    if not phone:
+        return None
+    return "".join(ch for ch in phone if ch.isdigit() or ch == "+") or None
+
+
+def _pass_appointment(held) -> int | None:
+    """The appointment id of a session's pass, if it can be read."""
+    try:
+        return services.PatientPass.from_session(held).appointment_id
+    except services.NoPatientSession:
+        return None
 
 
 def _enter(patient_pass: services.PatientPass):
@@ -370,8 +391,9 @@ def _make_page_kit() -> _PageKit:
     return _PageKit(
         preview=Markup(render_template("patient_join/_preview.html",
                                        browser_help=help_texts).strip()),
-        lobby_and_call=Markup(render_template("visits/_lobby.html") + "\n"
-                              + render_template("visits/_call.html")),
+        lobby_and_call=Markup(render_template("visits/_lobby.html", browser_help=help_texts)
+                              + "\n" + render_template("visits/_call.html",
+                                                         browser_help=help_texts)),
         strings_json=htmlsafe_json_dumps(
             {key: str(text) for key, text in strings.items()},
             dumps=environment.policies["json.dumps_function"],

@@ -16,7 +16,7 @@ from socketio.exceptions import ConnectionRefusedError as Refused
 from extensions import db, socketio
 from ops.background import periodic
 from ops.payloads import BOOLEAN, NUMBER, expects, maybe, obj, one_of, text, whole
-from visits import calls, presence, realtime, state, writer
+from visits import calls, media, presence, realtime, state, writer
 from visits.errors import VisitError
 from visits.models import Participant
 
@@ -275,6 +275,21 @@ def call_quality(data):
     if identity is None or request.sid not in _in_call:
         return {"ok": False}
     return {"ok": calls.record_quality(identity.participant_id, data, _now())}
+
+
+@socketio.on("report_media")
+@expects(camera=one_of(*media.CAMERA_STATES), microphone=one_of(*media.MICROPHONE_STATES))
+def report_media(data):
+    """Sent by a participant's page when its camera or microphone changes (on, off or
+    muted, blocked by the browser, unavailable) and with every ``lobby_state`` it hears;
+    the visit's staff hear ``participant_media``."""
+    identity = realtime.identity_for(request.sid)
+    if identity is None:
+        return {"ok": False, "error": "Not part of a visit."}
+    recorded = media.record(identity.participant_id, data["camera"], data["microphone"],
+                            _now())
+    realtime.push_media(identity.appointment_id, recorded)
+    return {"ok": True}
 
 
 def _leave_call(sid: str) -> None:

@@ -21,7 +21,7 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from extensions import db, socketio
-from visits import presence, state, writer
+from visits import media, presence, state, writer
 from visits.models import Participant
 
 
@@ -105,6 +105,13 @@ def push_presence(change: presence.Change, *, skip_sid: str | None = None,
     }, to=staff_room(change.appointment_id), skip_sid=skip_sid)
 
 
+def push_media(appointment_id: int, recorded: media.MediaState) -> None:
+    """Tell the visit's staff one participant's camera and microphone state."""
+    socketio.emit("participant_media", {"participant_id": recorded.participant_id,
+                                        **recorded.as_dict()},
+                  to=staff_room(appointment_id))
+
+
 def push_visit(appointment_id: int, now: datetime) -> None:
     """Send the current picture to the visit's staff and each participant their own state."""
     socketio.emit("visit_state", state.staff_view(appointment_id, now),
@@ -127,6 +134,7 @@ def _announce_recorded(_app, result: writer.FlushResult) -> None:
     now = utcnow()
     visits_with_staff_change = set()
     for fact in result.disconnected:
+        media.forget(fact.participant_id)
         socketio.emit("presence", {"participant_id": fact.participant_id,
                                    "presence": "disconnected", "since": fact.at.isoformat(),
                                    "lobby_entered_at": None},

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
+from flask import current_app
 
 from extensions import db
-from visits import presence
+from visits import media, presence
 from visits.models import Appointment, LobbyEntry, Participant
 
 _p = Participant.__table__
@@ -53,6 +54,8 @@ class Context:
     lobby_note: str | None
     waiting_since: datetime | None
     provider_present: bool
+    start_at: datetime
+    clinic_phone: str | None
 
     @property
     def needs_admission(self) -> bool:
@@ -77,6 +80,7 @@ def _context_query() -> sa.Select:
     return (
         sa.select(_p.c.id, _p.c.appointment_id, _p.c.role, _p.c.admitted_at, _a.c.ended_at,
                   _a.c.start_at, endpoints.c.lobby_opens_before_minutes, _a.c.lobby_note,
+                  endpoints.c.clinic_phone,
                   _open_entry(_p.c.id).label("waiting_since"),
                   sa.exists().where(providers.c.appointment_id == _a.c.id,
                                     providers.c.role == "provider",
@@ -106,7 +110,8 @@ def _context(row) -> Context:
         # A lobby place this process queued but has not written yet counts too.
         waiting_since=row.waiting_since if admitted
         else (row.waiting_since or presence.waiting_since(row.id)),
-        provider_present=bool(row.provider) or presence.staff_here(row.appointment_id))
+        provider_present=bool(row.provider) or presence.staff_here(row.appointment_id),
+        start_at=row.start_at, clinic_phone=row.clinic_phone)
 
 
 def context(participant_id: int) -> Context | None:
@@ -121,13 +126,18 @@ def visit_contexts(appointment_id: int) -> list[Context]:
 
 
 def lobby_state(ctx: Context, now: datetime, waiting_since: datetime | None = None) -> dict:
-    """A patient's or guest's own state: waiting, admitted or ended."""
+    """A patient's or guest's own state: waiting, admitted or ended. ``call_clinic_at``:
+    from then on the waiting room tells a patient still waiting to call the clinic
+    (``clinic_phone``, when the endpoint has one): the page times it by the server clock."""
+    late = timedelta(minutes=current_app.config["LOBBY_CALL_CLINIC_AFTER_MINUTES"])
     return {
         "state": ctx.state,
         "server_time": now.isoformat(),
         "waiting_since": _iso(waiting_since or ctx.waiting_since),
         "note": ctx.lobby_note,
         "provider_present": ctx.provider_present,
+        "call_clinic_at": _iso(ctx.start_at + late),
+        "clinic_phone": ctx.clinic_phone,
     }
 
 
@@ -174,6 +184,8 @@ def staff_view(appointment: Appointment | int, now: datetime) -> dict:
         participants.append({
             "id": row.id, "role": row.role, "display_name": row.display_name,
             "presence": shown, "presence_since": _iso(since), "admitted": admitted,
+            # What their page last said of its camera and microphone, while connected.
+            "media": _media(row.id, shown),
             # The latest device-test grade, so staff can call ahead.
             "device_test": {"overall": row.test_overall, "at": _iso(row.test_at)}
             if row.test_overall else None,
@@ -192,6 +204,13 @@ def staff_view(appointment: Appointment | int, now: datetime) -> dict:
         "participants": participants,
         "lobby": lobby,
     }
+
+
+def _media(participant_id: int, shown: str) -> dict | None:
+    known = media.state_of(participant_id)
+    if known is None or shown not in ("connected", "reconnecting"):
+        return None
+    return known.as_dict()
 
 
 def _presence(row) -> tuple[str, datetime | None]:

@@ -12,6 +12,9 @@ const $ = (id) => document.getElementById(id);
 const clockOffsetMs = Date.now() - Date.parse(data.server_time);
 
 let stream = null;
+// Why the camera or microphone did not start (describeMediaError's kind: "denied",
+// "no_device", ...), null when both did or nobody asked yet; the visit session shows it.
+let problemKind = null;
 let stopLevel = () => {};
 let joining = false;
 // Set by the visit session while this tab is in the visit ("joined", or "left" the
@@ -63,6 +66,7 @@ function setStatus(text) {
 
 function showProblem(error) {
   const described = describeMediaError(error, S);
+  problemKind = described.kind;
   const box = $("media-problem");
   box.dataset.kind = described.kind;
   if (described.browser) box.dataset.browser = described.browser;
@@ -91,6 +95,7 @@ function startPreview() {
 
 async function openCameraAndMicrophone() {
   $("media-problem").hidden = true;
+  problemKind = null;
   $("preview-start").disabled = true;
   setStatus(S.preview_starting);
   stopLevel();
@@ -103,6 +108,7 @@ async function openCameraAndMicrophone() {
       // No camera (a desktop without a webcam): a visit by sound alone still works.
       try {
         stream = await openPreview($("preview"), { audio: true, video: false });
+        problemKind = "no_device";
         setStatus(S.audio_only);
       } catch (audioError) {
         showProblem(audioError);
@@ -118,7 +124,18 @@ async function openCameraAndMicrophone() {
   $("preview-start").hidden = live || !$("media-problem").hidden;
   $("level-row").hidden = !(live && stream.getAudioTracks().length);
   if (live) stopLevel = watchLevel(stream, showLevel);
+  showConsequence();
   return live;
+}
+
+// Before Join: what the care team will miss if the patient joins like this.
+function showConsequence() {
+  const video = Boolean(stream && stream.getVideoTracks().length);
+  const audio = Boolean(stream && stream.getAudioTracks().length);
+  const box = $("media-consequence");
+  box.textContent = !video && !audio ? S.join_without_both
+    : !video ? S.join_without_camera : !audio ? S.join_without_microphone : "";
+  box.hidden = !box.textContent;
 }
 
 function openWaitingRoom() {
@@ -157,7 +174,7 @@ async function join({ left = false } = {}) {
     const { startVisitSession } = await import("../js/visit_session.js");
     $("prejoin").hidden = true;
     document.body.dataset.stage = "visit";
-    startVisitSession({ data, localStream: stream, stageKey, left });
+    startVisitSession({ data, localStream: stream, stageKey, left, mediaProblem: problemKind });
   } catch (error) {
     $("prejoin").hidden = false;
     $("join-error").textContent = S.join_failed;

@@ -51,6 +51,8 @@ function renderParticipants() {
       role.textContent += ` · ${S.admitted}`;
     }
     item.append(who, role, state);
+    const media = mediaBadge(p);
+    if (media) item.append(media);
     if (p.device_test) {
       // The latest device test, so the care team can call ahead when it failed.
       const badge = document.createElement("span");
@@ -62,6 +64,27 @@ function renderParticipants() {
     }
     return item;
   }));
+}
+
+// Their camera and microphone as their page says (on, off/muted, blocked, unavailable),
+// while they are connected: a black tile or silence then has a reason the provider can
+// read out.
+function mediaBadge(p) {
+  if (!p.media || p.id === data.me || !["connected", "reconnecting"].includes(p.presence)) return null;
+  const badge = document.createElement("span");
+  badge.className = "media-state";
+  badge.setAttribute("data-testid", "participant-media");
+  badge.dataset.camera = p.media.camera;
+  badge.dataset.microphone = p.media.microphone;
+  const part = (device, value) => {
+    const piece = document.createElement("span");
+    if (["blocked", "unavailable"].includes(value)) piece.className = "media-problem";
+    piece.textContent = S[`${device}_${value}`] || value;
+    return piece;
+  };
+  badge.append(part("camera", p.media.camera), document.createTextNode(" · "),
+               part("microphone", p.media.microphone));
+  return badge;
 }
 
 function renderLobby() {
@@ -220,6 +243,14 @@ socket.on("presence", async (delta) => {
   }
   render();
   announceArrivals();
+});
+// A participant's camera or microphone changed (or their page told a provider who just
+// arrived).
+socket.on("participant_media", (delta) => {
+  const person = snapshot.participants.find((p) => p.id === delta.participant_id);
+  if (!person) return;
+  person.media = { camera: delta.camera, microphone: delta.microphone, at: delta.at };
+  renderParticipants();
 });
 socket.on("connect_error", (error) => {
   if (error.message === "not_authorized") setConnection("reconnecting");

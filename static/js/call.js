@@ -10,12 +10,13 @@ import { request } from "./socket.js";
 const QUALITY_INTERVAL_MS = 10_000;
 
 export class Call {
-  constructor({ socket, localStream, root, strings, onState = () => {} }) {
+  constructor({ socket, localStream, root, strings, onState = () => {}, onMedia = () => {} }) {
     this.socket = socket;
     this.localStream = localStream;
     this.root = root;
     this.S = strings;
     this.onState = onState;
+    this.onMedia = onMedia; // after Mute or camera off, so the page can tell the others
     this.peers = new Map(); // sid -> { pc, offerer, relay, pending, tile, stats }
     this.queues = new Map(); // sid -> promise chain of that peer's signal messages
     this.iceServers = [];
@@ -57,6 +58,14 @@ export class Call {
                    stats: { bytesIn: 0, bytesOut: 0, at: performance.now() } };
     if (this.localStream) {
       for (const track of this.localStream.getTracks()) pc.addTrack(track, this.localStream);
+    }
+    if (offerer) {
+      // Someone without a camera or microphone (blocked, missing) still sees and hears the
+      // others: without these, an offer from them has no media at all and never connects.
+      for (const kind of ["audio", "video"]) {
+        const sending = this.localStream?.getTracks().some((track) => track.kind === kind);
+        if (!sending) pc.addTransceiver(kind, { direction: "recvonly" });
+      }
     }
     pc.onicecandidate = ({ candidate }) => {
       if (candidate) request(this.socket, "signal", { to: sid, candidate: candidate.toJSON() });
@@ -186,10 +195,12 @@ export class Call {
   // --- controls ------------------------------------------------------------------------
   setMuted(muted) {
     for (const track of this.localStream?.getAudioTracks() || []) track.enabled = !muted;
+    this.onMedia();
   }
 
   setCameraOff(off) {
     for (const track of this.localStream?.getVideoTracks() || []) track.enabled = !off;
+    this.onMedia();
   }
 
   // Phones: flip between the front and back camera without renegotiating.
@@ -282,6 +293,9 @@ export function bindCallControls(call, root, S) {
   mic.textContent = S.mute;
   camera.setAttribute("aria-pressed", "false");
   camera.textContent = S.camera_off;
+  delete mic.dataset.available; // decided afresh for this call's stream
+  delete camera.dataset.available;
+  showDeviceAvailability(root, S, call.localStream);
   if (root.callControls) {
     root.callControls.call = call;
     return;
@@ -300,8 +314,33 @@ export function bindCallControls(call, root, S) {
     camera.textContent = off ? S.camera_on : S.camera_off;
   });
   navigator.mediaDevices?.enumerateDevices().then((devices) => {
-    flip.hidden = devices.filter((d) => d.kind === "videoinput").length < 2;
+    flip.hidden = camera.disabled || devices.filter((d) => d.kind === "videoinput").length < 2;
   });
   flip.addEventListener("click", () => bound.call.switchCamera().catch((e) => console.warn(e)));
   leave.addEventListener("click", () => bound.call.leave());
+}
+
+// Mute and "Turn camera off" only where there is a live microphone or camera to act on:
+// without one (blocked, missing, unplugged) the button is disabled and says so, instead of
+// looking as if it worked. Call again when a track ends.
+export function showDeviceAvailability(root, S, stream) {
+  const live = (tracks) => tracks.some((track) => track.readyState === "live");
+  const buttons = [
+    [root.querySelector(".toggle-mic"), live(stream?.getAudioTracks() || []),
+     S.mic_unavailable, S.unmute, S.mute],
+    [root.querySelector(".toggle-camera"), live(stream?.getVideoTracks() || []),
+     S.camera_unavailable, S.camera_on, S.camera_off],
+  ];
+  for (const [button, available, unavailable, pressedText, text] of buttons) {
+    if (button.dataset.available === String(available)) continue;
+    button.dataset.available = String(available);
+    button.disabled = !available;
+    if (!available) {
+      button.setAttribute("aria-pressed", "false");
+      button.textContent = unavailable;
+    } else {
+      button.textContent = button.getAttribute("aria-pressed") === "true" ? pressedText : text;
+    }
+  }
+  if (!live(stream?.getVideoTracks() || [])) root.querySelector(".switch-camera").hidden = true;
 }

@@ -3,9 +3,9 @@
 // it, so reloading or losing the network and coming back lands in the same place.
 // Where this tab was (in the visit, or left the call) is kept in sessionStorage under
 // `stageKey`, so the join page can come back here by itself after a reload.
-import { connectSocket } from "./socket.js";
-import { Call, bindCallControls } from "./call.js";
-import { openPreview, stopStream } from "./media.js";
+import { connectSocket, request } from "./socket.js";
+import { Call, bindCallControls, showDeviceAvailability } from "./call.js";
+import { browserFamily, describeMediaError, openPreview, stopStream } from "./media.js";
 import { duration, fill } from "./format.js";
 
 const readJson = (id) => JSON.parse(document.getElementById(id).textContent);
@@ -19,7 +19,10 @@ function remember(key, stage) {
 }
 
 // `left`: this tab had left the call before a reload; wait for Rejoin instead of calling.
-export function startVisitSession({ data, localStream, stageKey = null, left = false }) {
+// `mediaProblem`: why the camera or microphone did not start on the join page
+// (describeMediaError's kind), or null.
+export function startVisitSession({ data, localStream, stageKey = null, left = false,
+                                    mediaProblem = null }) {
   const S = readJson("lobby-strings");
   const callStrings = readJson("call-strings");
   const lobby = document.getElementById("lobby");
@@ -31,6 +34,8 @@ export function startVisitSession({ data, localStream, stageKey = null, left = f
   let stream = localStream || null;
   let hasLeft = left;
   let ended = false;
+  let problemKind = mediaProblem;
+  let lastReported = ""; // the camera and microphone state last sent, as JSON
 
   remember(stageKey, hasLeft ? "left" : "joined");
   lobby.hidden = false;
@@ -41,11 +46,16 @@ export function startVisitSession({ data, localStream, stageKey = null, left = f
   const socket = connectSocket({ patient: true }, (status) => {
     $("lobby-connection").textContent = status === "reconnecting" ? S.reconnecting : "";
   });
+  watchTracks();
+  showMediaWarnings(mediaState()); // sent with the first lobby_state, once connected
 
   socket.on("lobby_state", (state) => {
     lobbyState = state;
     clockOffsetMs = Date.now() - Date.parse(state.server_time);
     render(state);
+    // Again on every state: a provider who just opened the visit (perhaps on another
+    // server process) hears this person's camera and microphone too.
+    reportMedia();
     if (state.state === "admitted" && !call) {
       if (hasLeft) showLeft();
       else startCall();
@@ -58,7 +68,7 @@ export function startVisitSession({ data, localStream, stageKey = null, left = f
     const titles = { waiting: S.waiting_title, admitted: S.admitted_title, ended: S.ended_title };
     $("lobby-title").textContent = titles[state.state];
     if (state.state === "waiting") {
-      $("lobby-status").textContent = state.provider_present ? S.provider_knows : S.told;
+      $("lobby-status").textContent = state.provider_present ? S.provider_here : S.not_opened;
     } else {
       $("lobby-status").textContent = state.state === "admitted" ? S.admitted : S.ended;
     }
@@ -71,7 +81,24 @@ export function startVisitSession({ data, localStream, stageKey = null, left = f
     tick();
   }
 
+  // Past the start by the endpoint's margin and still waiting: whom to call.
+  function showLate() {
+    const late = $("lobby-late");
+    const due = lobbyState && lobbyState.state === "waiting" && lobbyState.call_clinic_at
+      && Date.now() - clockOffsetMs >= Date.parse(lobbyState.call_clinic_at);
+    late.hidden = !due;
+    if (!due) return;
+    const phone = lobbyState.clinic_phone;
+    $("lobby-late-text").textContent = phone ? S.late_phone : S.late;
+    const link = $("lobby-late-phone");
+    link.hidden = !phone;
+    link.textContent = phone || "";
+    if (phone) link.href = `tel:${phone.replace(/[^0-9+]/g, "")}`;
+    else link.removeAttribute("href");
+  }
+
   function tick() {
+    showLate();
     if (!lobbyState || !lobbyState.waiting_since || lobbyState.state !== "waiting") return;
     const waited = Date.now() - clockOffsetMs - Date.parse(lobbyState.waiting_since);
     $("lobby-waited").textContent = duration(waited);
@@ -86,18 +113,124 @@ export function startVisitSession({ data, localStream, stageKey = null, left = f
 
   // Camera and microphone again after leaving (they were released): sound only when
   // there is no camera, nothing at all when both are refused (others still see and hear
-  // nothing from us, but we see and hear them).
+  // nothing from us, but we see and hear them). `problemKind` says why, for the warning.
   async function reopenMedia() {
+    const kindOf = (error) => describeMediaError(error, {}).kind;
     try {
-      return await openPreview(null, { audio: true, video: true });
+      const opened = await openPreview(null, { audio: true, video: true });
+      problemKind = null;
+      return opened;
     } catch (error) {
+      problemKind = kindOf(error);
       if (error.name !== "NotFoundError") return null;
       try {
-        return await openPreview(null, { audio: true, video: false });
-      } catch {
+        const opened = await openPreview(null, { audio: true, video: false });
+        problemKind = "no_device";
+        return opened;
+      } catch (audioError) {
+        problemKind = kindOf(audioError);
         return null;
       }
     }
+  }
+
+  // --- what the others get of this person's camera and microphone ---------------------
+  // camera: on | off | blocked | unavailable; microphone: on | muted | off | blocked |
+  // unavailable. "off" for both after leaving the call (released on purpose).
+  function mediaState() {
+    const liveTrack = (tracks) => tracks.find((track) => track.readyState === "live");
+    const camera = liveTrack(stream?.getVideoTracks() || []);
+    const microphone = liveTrack(stream?.getAudioTracks() || []);
+    const missing = problemKind === "denied" ? "blocked" : "unavailable";
+    const released = !stream && !problemKind;
+    return {
+      camera: camera ? (camera.enabled ? "on" : "off") : (released ? "off" : missing),
+      microphone: microphone ? (microphone.enabled ? "on" : "muted")
+        : (released ? "off" : missing),
+    };
+  }
+
+  function reportMedia({ force = true } = {}) {
+    const media = mediaState();
+    showMediaWarnings(media);
+    if (call && call.state !== "ended") showDeviceAvailability(callRoot, callStrings, stream);
+    const key = JSON.stringify(media);
+    if (!force && key === lastReported) return;
+    lastReported = key;
+    request(socket, "report_media", media).catch(() => {});
+  }
+
+  // A device unplugged, or its permission taken back, ends its track.
+  function watchTracks() {
+    for (const track of stream?.getTracks() || []) {
+      track.addEventListener("ended", () => reportMedia({ force: false }));
+    }
+  }
+
+  // "Your care team can't see you" (can't hear, can't see or hear) in the waiting room
+  // and the call, with how to allow the camera in this browser when it is blocked.
+  function showMediaWarnings(media) {
+    const noCamera = media.camera === "blocked" || media.camera === "unavailable";
+    const noMicrophone = media.microphone === "blocked" || media.microphone === "unavailable";
+    const blocked = media.camera === "blocked" || media.microphone === "blocked";
+    const browser = browserFamily();
+    const texts = data.strings || {};
+    for (const where of ["lobby", "call"]) {
+      const shown = !ended && (noCamera || noMicrophone);
+      $(`${where}-media-warning`).hidden = !shown;
+      if (!shown) continue;
+      const box = warningBox(where);
+      box.dataset.camera = media.camera;
+      box.dataset.microphone = media.microphone;
+      box.dataset.browser = browser;
+      box.querySelector(".media-warning-title").textContent = noCamera && noMicrophone
+        ? callStrings.cant_see_or_hear : noCamera ? callStrings.cant_see : callStrings.cant_hear;
+      let text = blocked ? texts.denied : (texts[problemKind] || texts.no_device || "");
+      if (where === "call") text = `${text} ${callStrings.retry_in_call}`;
+      box.querySelector(".media-warning-text").textContent = text;
+      const help = box.querySelector(".media-warning-help");
+      help.textContent = blocked ? (texts[`help_${browser}`] || texts.help_chrome || "") : "";
+      help.hidden = !help.textContent;
+      const all = box.querySelector(".media-warning-all");
+      if (all) all.hidden = !blocked;
+    }
+  }
+
+  // "Try again" in the waiting room: ask once more; the preview and meter follow.
+  async function retryInLobby() {
+    const fresh = await reopenMedia();
+    if (ended) { stopStream(fresh); return; }
+    if (fresh) {
+      stopMeter();
+      stopStream(stream);
+      stream = fresh;
+      $("lobby-preview").srcObject = stream;
+      stopMeter = startMicMeter(stream, $("mic-level"));
+      watchTracks();
+    }
+    reportMedia();
+  }
+
+  // "Try again" in the call: leave for a moment and come back with the devices (a new
+  // camera cannot join peer connections already made without renegotiating them all).
+  async function retryInCall() {
+    if (call && call.state !== "ended") await call.leave();
+    if (ended || !lobbyState || lobbyState.state !== "admitted") return;
+    hasLeft = false;
+    remember(stageKey, "joined");
+    startCall();
+  }
+
+  // The warning's content, from its <template> the first time it is shown.
+  function warningBox(where) {
+    const box = $(`${where}-media-warning`);
+    const template = box.querySelector("template");
+    if (template) {
+      box.replaceChildren(template.content.cloneNode(true));
+      box.querySelector(".media-warning-retry")
+        .addEventListener("click", where === "lobby" ? retryInLobby : retryInCall);
+    }
+    return box;
   }
 
   async function startCall() {
@@ -108,6 +241,7 @@ export function startVisitSession({ data, localStream, stageKey = null, left = f
     if (!stream || stream.getTracks().every((track) => track.readyState === "ended")) {
       stream = await reopenMedia();
       if (ended) { stopStream(stream); return; } // the visit ended meanwhile
+      watchTracks();
     }
     const current = new Call({
       socket, localStream: stream, root: callRoot, strings: callStrings,
@@ -115,9 +249,11 @@ export function startVisitSession({ data, localStream, stageKey = null, left = f
         $("call-status").textContent = message || "";
         if (state === "ended" && current.endReason === "left") onLeft();
       },
+      onMedia: () => reportMedia({ force: false }),
     });
     call = current;
     bindCallControls(current, callRoot, callStrings);
+    reportMedia();
     await current.join();
   }
 
@@ -127,7 +263,9 @@ export function startVisitSession({ data, localStream, stageKey = null, left = f
     hasLeft = true;
     stopStream(stream);
     stream = null;
+    problemKind = null;
     remember(stageKey, "left");
+    reportMedia();
     showLeft();
   }
 
@@ -166,6 +304,7 @@ export function startVisitSession({ data, localStream, stageKey = null, left = f
     }
     stopStream(stream);
     stream = null;
+    showMediaWarnings(mediaState()); // hidden: nothing to fix once the visit is over
     remember(stageKey, null);
   }
 

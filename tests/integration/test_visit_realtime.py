@@ -408,7 +408,8 @@ def test_patient_never_receives_staff_data_or_other_visits(app, visit):
 
     assert {m["name"] for m in received} == {"lobby_state"}
     assert all(set(m["args"][0]) == {"state", "server_time", "waiting_since", "note",
-                                     "provider_present"} for m in received)
+                                     "provider_present", "call_clinic_at", "clinic_phone"}
+               for m in received)
 
 
 def test_staff_of_one_visit_cannot_enter_or_act_on_another(app, visit):
