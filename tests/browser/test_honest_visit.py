@@ -124,6 +124,10 @@ def test_blocked_camera_and_microphone_are_told_to_patient_and_provider(
                                       "chrome_android" if screen == "phone" else "chrome")
     expect(warning).to_contain_text(CANT_SEE_OR_HEAR[locale])
     expect(warning.get_by_test_id("media-warning-help")).to_be_visible()
+    # Every browser's steps are one tap away, whatever the user agent says.
+    warning.locator("summary").click()
+    for browser_name in ("Safari", "iPhone", "Firefox", "Edge", "Android"):
+        expect(warning.locator("dl")).to_contain_text(browser_name)
     badge = participant_media(provider_page)
     expect(badge).to_have_attribute("data-camera", "blocked")
     expect(badge).to_have_attribute("data-microphone", "blocked")
