@@ -1,13 +1,17 @@
-"""Compressed responses (brotli when the client asks for it, else gzip), made by the app
-itself: the one-command default runs with no proxy in front to do it.
+"""Compressed responses (gzip, and brotli for static files when the client asks for it),
+made by the app itself: the one-command default runs with no proxy in front to do it.
 
-Pages are compressed per request at the cheapest levels, because the join page must stay
-near 1 ms of CPU per request (bench/join_page.py). Measured on its 16 KB of HTML (2-core
-box): brotli 0 gives 4.7 KB, gzip 1 4.7 KB; brotli 2 / gzip 3 would give 4.3 / 4.4 KB,
-gzip 6 4.0 KB. In a warm loop each costs 0.04-0.12 ms, but inside a real request (cold
-caches) about three times that, so the smallest levels win: on the whole page weight
-(35 KB) the 0.4 KB they give up is 1 %. In bench/join_page.py: ~0.86-0.90 ms CPU per
-request uncompressed, ~0.97-1.0 ms with brotli, ~1.03-1.07 ms with gzip (lowest of runs).
+Pages are compressed per request at cheap levels, because the join page must stay near
+1 ms of CPU per request (bench/join_page.py). Inside a real request (cold caches) zlib
+cost about three times what a warm loop shows: on the join page's 16 KB of HTML, zlib
+level 1 ~0.12 ms, brotli 0 ~0.1 ms, brotli 2 ~0.27 ms, zlib 6 ~0.3 ms. So gzip comes from
+ISA-L (python-isal, ``isal_zlib``: the same gzip format, level 1 in ~0.035 ms, 4.5 KB),
+with zlib level 1 as the fallback. That is smaller and cheaper than brotli at any quality
+this budget allows (quality 0: 4.7 KB), so pages go out gzipped even to a browser that
+also takes brotli; static files, compressed once at brotli 11, go out as brotli. In
+bench/join_page.py (lowest of runs on the shared box): 0.88 ms CPU per request
+uncompressed, 0.95-0.97 ms gzipped with ISA-L (1.03-1.07 ms with zlib level 1, 1.1 ms with
+zlib level 3), 0.98-1.0 ms with brotli 0.
 Static files are compressed once at the top levels and kept (ops/static_assets.py).
 Socket.IO traffic does not pass through here.
 
@@ -32,6 +36,10 @@ try:  # Google's brotli bindings; without them, gzip only.
     import brotli
 except ImportError:  # pragma: no cover - it is a dependency; kept for a partial install
     brotli = None
+try:  # Intel ISA-L's deflate: gzip at a third of zlib's CPU (levels 0-3).
+    from isal import isal_zlib as _fast_zlib
+except ImportError:  # pragma: no cover - it is a dependency; zlib does the same, slower
+    _fast_zlib = zlib
 
 COMPRESSIBLE = frozenset({
     "text/html", "text/css", "text/javascript", "application/javascript", "application/json",
@@ -52,16 +60,18 @@ def init_app(app: Flask) -> None:
     app.after_request(_compress_response)
 
 
-def choose(accept_encoding: str, mimetype: str) -> str | None:
-    """``"br"``, ``"gzip"`` or None for a response of ``mimetype`` to this client."""
+def choose(accept_encoding: str, mimetype: str, *, per_request: bool = False) -> str | None:
+    """``"br"``, ``"gzip"`` or None for a response of ``mimetype`` to this client; for a
+    body compressed ``per_request``, gzip first when ISA-L makes it the cheaper one."""
     if mimetype not in COMPRESSIBLE or not accept_encoding:
         return None
-    return _negotiate(accept_encoding)
+    prefer = ("gzip", "br") if per_request and _fast_zlib is not zlib else ("br", "gzip")
+    return _negotiate(accept_encoding, prefer)
 
 
 @lru_cache(maxsize=256)
-def _negotiate(accept_encoding: str) -> str | None:
-    """The best coding the header allows (q > 0), brotli first; ``*`` allows both."""
+def _negotiate(accept_encoding: str, prefer: tuple[str, ...]) -> str | None:
+    """The first coding of ``prefer`` the header allows (q > 0); ``*`` allows any."""
     allowed: dict[str, float] = {}
     for part in accept_encoding.lower().split(","):
         name, _, params = part.strip().partition(";")
@@ -73,7 +83,7 @@ def _negotiate(accept_encoding: str) -> str | None:
             except ValueError:
                 quality = 0.0
         allowed[name.strip()] = quality
-    for coding in ("br", "gzip"):
+    for coding in prefer:
         if coding == "br" and brotli is None:
             continue
         if allowed.get(coding, allowed.get("*", 0.0)) > 0:
@@ -85,8 +95,11 @@ def compress(data: bytes, coding: str, *, static: bool = False) -> bytes:
     """``data`` in ``coding``, at the per-request levels or, for static files, the top ones."""
     if coding == "br":
         return brotli.compress(data, quality=STATIC_BROTLI_QUALITY if static else BROTLI_QUALITY)
-    # wbits 31: a gzip member (header, deflate, CRC trailer) in one C call.
-    return zlib.compress(data, STATIC_GZIP_LEVEL if static else GZIP_LEVEL, wbits=31)
+    # wbits 31: a gzip member (header, deflate, CRC trailer) in one C call. Static files
+    # are compressed once, so zlib's best level; pages with ISA-L's fast one.
+    if static:
+        return zlib.compress(data, STATIC_GZIP_LEVEL, wbits=31)
+    return _fast_zlib.compress(data, GZIP_LEVEL, wbits=31)
 
 
 def _compress_response(response):
@@ -96,7 +109,8 @@ def _compress_response(response):
             or "Content-Encoding" in response.headers
             or request.blueprint in UNCOMPRESSED_BLUEPRINTS):
         return response
-    coding = choose(request.headers.get("Accept-Encoding", ""), response.mimetype)
+    coding = choose(request.headers.get("Accept-Encoding", ""), response.mimetype,
+                    per_request=True)
     if coding is None:
         return response
     data = response.get_data()
