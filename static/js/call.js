@@ -117,6 +117,7 @@ export class Call {
   onPeerState(sid, peer) {
     const state = peer.pc.connectionState;
     if (state === "connected") {
+      if (!peer.tile) this.showWithoutMedia(sid, peer);
       this.setState("connected", this.S.connected);
     } else if (state === "failed") {
       if (peer.offerer && !peer.relay && this.hasTurn()) {
@@ -138,8 +139,25 @@ export class Call {
     return [...this.peers.values()].some((peer) => peer.pc.connectionState === "connected");
   }
 
+  // Connected, but they send neither picture nor sound (camera and microphone blocked or
+  // missing): a tile that says so, rather than no tile at all.
+  showWithoutMedia(sid, peer) {
+    const tile = document.createElement("figure");
+    tile.className = "tile no-media";
+    tile.dataset.peer = sid;
+    const text = document.createElement("figcaption");
+    text.textContent = this.S.no_media;
+    tile.append(text);
+    this.root.querySelector(".video-grid").append(tile);
+    peer.tile = tile;
+  }
+
   showRemote(sid, peer, stream) {
     let tile = this.root.querySelector(`[data-peer="${CSS.escape(sid)}"]`);
+    if (tile && !tile.querySelector("video")) {
+      tile.remove(); // was shown without media; now there is some
+      tile = null;
+    }
     if (!tile) {
       tile = document.createElement("figure");
       tile.className = "tile";

@@ -156,6 +156,8 @@ def test_blocked_camera_and_microphone_are_told_to_patient_and_provider(
     no_sideways_scroll(patient)
     assert serious_violations(patient) == []
     screenshot(patient, f"issue14-blocked-call-{screen}-{locale}")
+    # The provider's call has a tile for them, saying why it is empty.
+    expect(provider_page.locator("#call .tile.no-media")).to_have_text("No camera or microphone")
     assert serious_violations(provider_page) == []
     screenshot(provider_page, f"issue14-provider-sees-blocked-{screen}-{locale}")
 
