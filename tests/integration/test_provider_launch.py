@@ -410,7 +410,7 @@ def test_endpoints_add_list_and_approve(runner):
         "approved_by": "Pat Admin", "approved_at": listed[0]["approved_at"],
         "frame_ancestors": ["https://hyperspace.example.org"], "timezone": "America/New_York",
         "phone_region": "US", "link_valid_after_end_minutes": 120,
-        "lobby_opens_before_minutes": 30, "require_staff_sso": False,
+        "lobby_opens_before_minutes": 30, "require_staff_sso": False, "clinic_phone": None,
     }]
     assert listed[0]["approved_at"]
     assert "epic-test" in text_listing and "approved by Pat Admin" in text_listing
