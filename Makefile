@@ -71,6 +71,10 @@ demo: migrate
 	$(DEMO_ENV) $(BIN)/flask --app app demo
 	$(DEMO_ENV) VV_PORT=$(PORT) VV_LOG_FORMAT=text $(BIN)/python app.py
 
+# Two workers (pytest-xdist), a test file each: a browser test mostly waits on the browser
+# and the server, so two share this 2-core machine well; the whole suite takes about half.
+PYTEST_ARGS ?= -n 2 --dist loadfile
+
 test: install-test nodejs
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
