@@ -176,8 +176,9 @@ class _FailoverStrategy:
 
 
 class CachedSigningSessionInterface(SecureCookieSessionInterface):
-    """Flask's signed-cookie sessions, with the signer built once per secret rather than
-    on every request (it derives its key with an HMAC each time)."""
+    """Flask's signed-cookie sessions, with the serializer built once per secret rather
+    than on every request and socket connect (a few objects each time; the key is still
+    derived per signature, inside itsdangerous)."""
 
     def get_signing_serializer(self, app):
         keys = (app.secret_key, tuple(app.config.get("SECRET_KEY_FALLBACKS") or ()))

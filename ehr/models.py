@@ -195,8 +195,9 @@ class WritebackOutbox(db.Model):
     # A worker that claimed the row holds it until then; another process may take it
     # over afterwards (the claimer died). If-None-Exist makes a double send harmless.
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    # The server process holding the claim (``server_processes.process_id``): once its
-    # heartbeat stops, the row is taken back before the lease runs out.
+    # The server process holding the claim (``server_processes.process_id``); with
+    # ``attempts`` it names the claim, so only the attempt that holds it records a result.
+    # A dead claimer's rows come due again when ``locked_until`` passes.
     claimed_by: Mapped[str | None] = mapped_column(sa.String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

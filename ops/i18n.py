@@ -32,10 +32,8 @@ def normalise(code: str | None) -> str | None:
 
 
 def select_locale() -> str:
-    chosen = normalise(request.args.get("lang")) if request.query_string else None
-    if chosen:
-        session["lang"] = chosen
-        return chosen
+    """The session's language (a ``?lang=`` is stored there before the request runs, see
+    ``init_app``), else the browser's."""
     if session.get("lang") in LANGUAGES:
         return session["lang"]
     return _from_accept_language(request.headers.get("Accept-Language", ""))

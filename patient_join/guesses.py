@@ -62,8 +62,8 @@ def _limits(text: str) -> list[RateLimitItem]:
 
 
 def _hit(item: RateLimitItem, address: str) -> int | None:
-    """One hit on one limit; seconds until its window resets when it is used up. A storage
-    that cannot be reached counts nothing (the guess gets its plain answer)."""
+    """One hit on one limit; seconds until its window resets when it is used up. While
+    Redis is down the limiter counts in this process (extensions.RouteLimiter)."""
     prefix = current_app.config.get("RATELIMIT_KEY_PREFIX")
     keys = (prefix, _SCOPE, address) if prefix else (_SCOPE, address)
     try:
@@ -71,7 +71,7 @@ def _hit(item: RateLimitItem, address: str) -> int | None:
         if strategy.hit(item, *keys):
             return None
         reset_at, _remaining = strategy.get_window_stats(item, *keys)
-    except Exception:  # Redis down: never turn a patient's page into an error
+    except Exception:  # a limiter bug must never turn a patient's page into an error
         log.warning("join guess limit unavailable")
         return None
     return max(1, math.ceil(reset_at - time.time()))

@@ -22,7 +22,7 @@ from ehr.models import EhrEndpoint
 from extensions import db
 from visits.appointments import AppointmentUnusable, upsert_from_fhir
 from visits.errors import LinkExpired, LinkUnknown, VisitError
-from visits.links import default_expiry, link_for_token
+from visits.links import MAX_TOKEN_LENGTH, default_expiry, link_for_token
 from visits.models import (
     Appointment,
     AppointmentStatus,
@@ -205,7 +205,7 @@ def clinic_phone(*, token: str | None = None, appointment_id: int | None = None)
     endpoint shares (a one-clinic install): a patient must never be sent to another
     clinic's phone."""
     endpoint, appointment = EhrEndpoint.__table__, Appointment.__table__
-    if token and len(token) <= 200:
+    if token and len(token) <= MAX_TOKEN_LENGTH:
         link, participant = JoinLink.__table__, Participant.__table__
         found = db.session.execute(
             sa.select(endpoint.c.clinic_phone)

@@ -143,7 +143,7 @@ def _patient_headers(response):
     carry tokens), are never cached or indexed (they name a clinic, a provider and a time),
     and are never framed: they ask for the camera and microphone, so another site must not
     dress them up (clickjacking)."""
-    response.headers["Referrer-Policy"] = "no-referrer"
+    headers.no_referrer(response)
     if request.endpoint != "patient_join.static":
         response.headers["Cache-Control"] = "no-store"
         response.headers["X-Robots-Tag"] = "noindex, nofollow"
@@ -180,7 +180,8 @@ def link(token: str):
         if retry_after is not None:
             return _too_many_attempts(retry_after)
         log.info("unknown join link", extra={"reason": "unknown_link"})
-        return problem("unknown_link", clinic_phone=services.clinic_phone(token=token))
+        # No link has this token (open_link just looked): only a one-clinic number applies.
+        return problem("unknown_link", clinic_phone=services.clinic_phone())
     except LinkExpired:
         return problem("visit_ended", clinic_phone=services.clinic_phone(token=token))
     return _enter(patient_pass)

@@ -91,10 +91,6 @@ class EndpointHealth:
     token_last_failure_at: datetime | None = None
     token_last_error: str | None = None
 
-    @property
-    def hl7_total(self) -> int:
-        return self.hl7_aa + self.hl7_ae + self.hl7_ar
-
 
 @dataclass(frozen=True)
 class HealthReport:

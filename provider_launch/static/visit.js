@@ -16,6 +16,9 @@ let clockOffsetMs = Date.now() - Date.parse(snapshot.server_time);
 let knownWaiting = new Set(snapshot.lobby.map((entry) => entry.participant_id));
 let audio = null;
 let call = null; // the provider's Call while they are in it
+// True while the camera prompt is open: renders (an admit brings several) must not
+// re-enable Join call, or a second click would open a second camera stream.
+let joining = false;
 let arrivalText = ""; // what the live region last said about arrivals
 
 function nameOf(participant) {
@@ -130,7 +133,7 @@ function renderEnded() {
   // if the visit were still on.
   $("connection-text").parentElement.hidden = snapshot.ended;
   for (const id of ["end-visit", "admit-all"]) $(id).disabled = snapshot.ended;
-  $("join-call").disabled = snapshot.ended || call !== null;
+  $("join-call").disabled = snapshot.ended || call !== null || joining;
 }
 
 function render() {
@@ -201,7 +204,7 @@ async function admitAndJoin(event, payload = {}) {
   const reply = await act(event, payload);
   if (!reply.ok) return;
   clearArrivals();
-  if (!call && !snapshot.ended && !$("join-call").disabled) joinCall();
+  if (!call && !joining && !snapshot.ended) joinCall();
 }
 
 function setConnection(status) {
@@ -273,6 +276,8 @@ $("alerts").addEventListener("click", async () => {
 $("join-call").addEventListener("click", () => joinCall());
 
 async function joinCall() {
+  if (call || joining) return;
+  joining = true;
   $("join-call").disabled = true;
   let stream = null;
   try {
@@ -280,9 +285,11 @@ async function joinCall() {
   } catch (error) {
     $("action-error").textContent = S.camera_needed;
     $("action-error").hidden = false;
-    $("join-call").disabled = false;
+    joining = false;
+    renderEnded();
     return;
   }
+  joining = false;
   const root = $("call");
   const callStrings = JSON.parse($("call-strings").textContent);
   root.hidden = false;
