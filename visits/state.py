@@ -154,18 +154,21 @@ def _staff_query() -> sa.Select:
     so visits/ does not import it)."""
     tests = db.metadata.tables["device_test_results"]
 
-    def latest(column):
-        return (sa.select(column).where(tests.c.participant_id == _p.c.id)
-                .order_by(tests.c.created_at.desc(), tests.c.id.desc()).limit(1)
-                .scalar_subquery())
+    # One correlated lookup of the latest test's id per participant, then a join by key:
+    # a subquery per column read the same index twice for every row.
+    newer = tests.alias("newer_test")
+    latest_id = (sa.select(newer.c.id).where(newer.c.participant_id == _p.c.id)
+                 .order_by(newer.c.created_at.desc(), newer.c.id.desc()).limit(1)
+                 .correlate(_p).scalar_subquery())
 
     return (sa.select(_p.c.id, _p.c.role, _p.c.display_name, _p.c.presence,
                       _p.c.presence_since, _p.c.sockets_gone_at, _p.c.admitted_at,
                       _open_entry(_p.c.id).label("waiting_since"),
-                      latest(tests.c.overall).label("test_overall"),
-                      latest(tests.c.created_at).label("test_at"),
+                      tests.c.overall.label("test_overall"),
+                      tests.c.created_at.label("test_at"),
                       _a.c.ended_at, _a.c.lobby_note)
             .join(_a, _a.c.id == _p.c.appointment_id)
+            .outerjoin(tests, tests.c.id == latest_id)
             .where(_a.c.id == sa.bindparam("aid")).order_by(_p.c.id))
 
 
