@@ -287,10 +287,11 @@ def _derive(app) -> None:
     # SameSite=None keeps the session alive in the EHR's frame; browsers require Secure with it.
     app.config["SESSION_COOKIE_SECURE"] = app.config["PUBLIC_BASE_URL"].startswith("https://")
     app.config["SESSION_COOKIE_SAMESITE"] = "None" if app.config["SESSION_COOKIE_SECURE"] else "Lax"
-    # Inside a cross-site EHR frame, browsers that block third-party cookies still keep a
-    # partitioned one (CHIPS), keyed to the EHR's site: the launch, the visit page and its
-    # socket all run in that frame, so they share it. Top-level pages see their own.
-    app.config["SESSION_COOKIE_PARTITIONED"] = app.config["SESSION_COOKIE_SECURE"]
+    # Whenever the cookie is SameSite=None it is also Partitioned (CHIPS): inside a
+    # cross-site EHR frame, browsers that block third-party cookies still keep a
+    # partitioned one, keyed to the EHR's site. The launch, the visit page and its socket
+    # all run in that frame, so they share it; top-level pages see their own.
+    app.config["SESSION_COOKIE_PARTITIONED"] = app.config["SESSION_COOKIE_SAMESITE"] == "None"
     # Flask-Limiter: counts in Redis when processes must share them, else in this process.
     app.config["RATELIMIT_STORAGE_URI"] = app.config["REDIS_URL"] or "memory://"
     app.config["RATELIMIT_KEY_PREFIX"] = app.config["REDIS_CHANNEL"]

@@ -129,3 +129,16 @@ def test_behind_https_the_session_cookie_survives_a_cross_site_ehr_frame(tmp_pat
     assert "SameSite=None" in framed and "Secure" in framed and "Partitioned" in framed
     local = session_cookie("http://127.0.0.1:5000")
     assert "SameSite=Lax" in local and "Partitioned" not in local and "Secure" not in local
+
+
+@pytest.mark.parametrize("public_url", ["https://visits.example.org", "https://127.0.0.1:8443",
+                                        "http://127.0.0.1:5000", "http://localhost:5000"])
+def test_the_session_cookie_is_partitioned_exactly_when_it_is_samesite_none(tmp_path,
+                                                                            public_url):
+    """A SameSite=None cookie is a third-party cookie in the EHR's frame: without
+    Partitioned, browsers that block those drop it and the launch fails there."""
+    config = load(tmp_path, PUBLIC_BASE_URL=public_url)
+
+    cross_site = config["SESSION_COOKIE_SAMESITE"] == "None"
+    assert config["SESSION_COOKIE_PARTITIONED"] is cross_site
+    assert cross_site is public_url.startswith("https://")
