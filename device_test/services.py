@@ -33,10 +33,16 @@ class Recorded:
     context_error: str | None  # "expired" / "invalid" when a ctx was given but not honoured
 
 
+# Checks a visit cannot do without: one that did not run (a browser without WebRTC skips
+# the test call) leaves nothing to say the visit will work, so it counts as a fail.
+REQUIRED = ("test_call",)
+
+
 def overall_of(checks: dict[str, dict[str, Any]]) -> str:
-    """The worst grade among checks that ran; nothing ran at all is a fail, never a pass."""
+    """The worst grade among checks that ran; nothing ran at all, or a required check that
+    did not run, is a fail, never a pass."""
     ran = [checks[name]["status"] for name in CHECKS if checks[name]["status"] in _RANK]
-    if not ran:
+    if not ran or any(checks[name]["status"] not in _RANK for name in REQUIRED):
         return "fail"
     return max(ran, key=_RANK.__getitem__)
 

@@ -278,16 +278,18 @@ def call_quality(data):
 
 
 @socketio.on("report_media")
-@expects(camera=one_of(*media.CAMERA_STATES), microphone=one_of(*media.MICROPHONE_STATES))
+@expects(camera=one_of(*media.CAMERA_STATES), microphone=one_of(*media.MICROPHONE_STATES),
+         webrtc=maybe(BOOLEAN))
 def report_media(data):
     """Sent by a participant's page when its camera or microphone changes (on, off or
-    muted, blocked by the browser, unavailable) and with every ``lobby_state`` it hears;
-    the visit's staff hear ``participant_media``."""
+    muted, blocked by the browser, unavailable) and with every ``lobby_state`` it hears,
+    with ``webrtc: false`` from a browser that cannot make calls; the visit's staff hear
+    ``participant_media``."""
     identity = realtime.identity_for(request.sid)
     if identity is None:
         return {"ok": False, "error": "Not part of a visit."}
     recorded = media.record(identity.participant_id, data["camera"], data["microphone"],
-                            _now())
+                            _now(), webrtc=data.get("webrtc") is not False)
     realtime.push_media(identity.appointment_id, recorded)
     return {"ok": True}
 

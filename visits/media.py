@@ -24,18 +24,22 @@ class MediaState:
     camera: str
     microphone: str
     at: datetime
+    # False when their browser has no WebRTC: the call cannot start there, whatever the
+    # camera and microphone do, and the provider needs to know why.
+    webrtc: bool = True
 
     def as_dict(self) -> dict:
         return {"camera": self.camera, "microphone": self.microphone,
-                "at": self.at.isoformat()}
+                "webrtc": self.webrtc, "at": self.at.isoformat()}
 
 
 _states: dict[int, MediaState] = {}
 
 
-def record(participant_id: int, camera: str, microphone: str, now: datetime) -> MediaState:
+def record(participant_id: int, camera: str, microphone: str, now: datetime,
+           webrtc: bool = True) -> MediaState:
     """Keep what a page said; returns it."""
-    state = MediaState(participant_id, camera, microphone, now)
+    state = MediaState(participant_id, camera, microphone, now, webrtc)
     _states[participant_id] = state
     return state
 

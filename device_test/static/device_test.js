@@ -510,7 +510,9 @@ function metricsOf(samples) {
 }
 
 async function checkTestCall() {
-  if (!support.rtc) { setCheck("test_call", "skipped", S.unsupported_browser); return; }
+  // No WebRTC: the visit itself cannot work here, so the check fails (not "skipped",
+  // which would leave the other checks to call the result a pass).
+  if (!support.rtc) { setCheck("test_call", "fail", S.no_webrtc); return; }
   setCheck("test_call", "running");
   const live = [micStream, camStream].flatMap((s) => (s ? s.getTracks() : []))
     .filter((track) => track.readyState === "live");
@@ -571,7 +573,7 @@ function showSummary(total) {
   summary.dataset.status = total;
   const heading = document.createElement("p");
   heading.className = "summary-lead";
-  heading.textContent = S[`summary_${total}`];
+  heading.textContent = support.rtc ? S[`summary_${total}`] : S.summary_no_webrtc;
   const items = CHECKS.filter((n) => results[n] && ["warn", "fail"].includes(results[n].status))
     .map((n) => {
       const item = document.createElement("li");
@@ -643,9 +645,9 @@ async function run() {
     micStream = camStream = null;
     $("camera-preview").srcObject = null;
     const doc = report();
-    const total = overall(CHECKS.map((n) => doc.checks[n].status));
+    const total = overall(CHECKS.map((n) => doc.checks[n].status), [doc.checks.test_call.status]);
     showSummary(total);
-    announce(S[`summary_${total}`]);
+    announce(support.rtc ? S[`summary_${total}`] : S.summary_no_webrtc);
     running = false;
     $("start").disabled = false;
     $("again").disabled = false;

@@ -22,9 +22,12 @@ export function worst(grades) {
   return ran.reduce((a, b) => (RANK[b] > RANK[a] ? b : a));
 }
 
-// The overall grade: the worst check that ran; nothing ran at all is a fail, never a pass.
-export function overall(statuses) {
+// The overall grade: the worst check that ran; nothing ran at all, or a required check
+// (`required`, e.g. the test call) that did not run, is a fail, never a pass. The server
+// decides the same way (device_test/services.py, overall_of).
+export function overall(statuses, required = []) {
   const result = worst(statuses);
+  if (required.some((status) => !(status in RANK))) return "fail";
   return result === "skipped" ? "fail" : result;
 }
 

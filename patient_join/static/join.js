@@ -1,7 +1,7 @@
 // The patient's join page: visit time in their own time zone, camera and microphone
 // preview with help when they are blocked, and Join, which hands over to the visit
 // session (lobby, then call) on this same page.
-import { describeMediaError, openPreview, stopStream, watchLevel } from "../js/media.js";
+import { browserToUse, canCall, describeMediaError, openPreview, stopStream, watchLevel } from "../js/media.js";
 import { fill } from "../js/format.js";
 
 const data = JSON.parse(document.getElementById("join-data").textContent);
@@ -138,6 +138,15 @@ function showConsequence() {
   box.hidden = !box.textContent;
 }
 
+// No WebRTC (some in-app and old browsers): the waiting room still works, the call would
+// not, so say before Join which browser to use instead.
+function warnIfNoCalls() {
+  if (canCall()) return;
+  $("no-webrtc-title").textContent = S.no_webrtc_title;
+  $("no-webrtc-text").textContent = fill(S.no_webrtc, { browser: browserToUse(S) });
+  $("no-webrtc").hidden = false;
+}
+
 function openWaitingRoom() {
   const button = $("join-button");
   button.disabled = false;
@@ -197,6 +206,7 @@ async function permissionsGranted() {
 }
 
 localTimes();
+warnIfNoCalls();
 watchOpening();
 $("preview-start").addEventListener("click", startPreview);
 $("media-retry").addEventListener("click", startPreview);

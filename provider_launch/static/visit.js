@@ -87,6 +87,14 @@ function mediaBadge(p) {
   };
   badge.append(part("camera", p.media.camera), document.createTextNode(" · "),
                part("microphone", p.media.microphone));
+  if (p.media.webrtc === false) {
+    // Their browser cannot make calls: their page told them which one to use instead.
+    badge.dataset.webrtc = "false";
+    const piece = document.createElement("span");
+    piece.className = "media-problem";
+    piece.textContent = S.no_webrtc;
+    badge.append(document.createTextNode(" · "), piece);
+  }
   return badge;
 }
 
@@ -252,7 +260,8 @@ socket.on("presence", async (delta) => {
 socket.on("participant_media", (delta) => {
   const person = snapshot.participants.find((p) => p.id === delta.participant_id);
   if (!person) return;
-  person.media = { camera: delta.camera, microphone: delta.microphone, at: delta.at };
+  person.media = { camera: delta.camera, microphone: delta.microphone, webrtc: delta.webrtc,
+                   at: delta.at };
   renderParticipants();
 });
 socket.on("connect_error", (error) => {

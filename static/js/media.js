@@ -72,6 +72,23 @@ export function browserFamily(ua = navigator.userAgent, touchPoints = navigator.
   return "chrome";
 }
 
+// Whether this browser can make the call at all: some (Debian's WebKitGTK, old or locked-down
+// browsers) have a camera but no WebRTC.
+export function canCall() {
+  return typeof window.RTCPeerConnection === "function";
+}
+
+// Which browser to open the visit in instead, in words for this device: `strings` holds
+// "use_ios", "use_android" and "use_computer".
+export function browserToUse(strings, ua = navigator.userAgent) {
+  const family = browserFamily(ua);
+  if (family === "safari_ios" || family === "ios_app") return strings.use_ios;
+  if (family === "chrome_android" || family === "samsung" || /Android/i.test(ua)) {
+    return strings.use_android;
+  }
+  return strings.use_computer;
+}
+
 // {kind, name, title, message, help, browser} for a getUserMedia failure. `strings` holds
 // "<kind>_title" and "<kind>" texts, and "help_<browser>" for blocked permissions.
 export function describeMediaError(error, strings, ua = navigator.userAgent) {

@@ -5,7 +5,7 @@
 // `stageKey`, so the join page can come back here by itself after a reload.
 import { connectSocket, request } from "./socket.js";
 import { Call, bindCallControls, showDeviceAvailability } from "./call.js";
-import { browserFamily, describeMediaError, openPreview, stopStream } from "./media.js";
+import { browserFamily, browserToUse, canCall, describeMediaError, openPreview, stopStream } from "./media.js";
 import { duration, fill } from "./format.js";
 
 const readJson = (id) => JSON.parse(document.getElementById(id).textContent);
@@ -38,6 +38,12 @@ export function startVisitSession({ data, localStream, stageKey = null, left = f
   let lastReported = ""; // the camera and microphone state last sent, as JSON
 
   remember(stageKey, hasLeft ? "left" : "joined");
+  if (!canCall()) {
+    $("lobby-no-webrtc-title").textContent = data.strings.no_webrtc_title;
+    $("lobby-no-webrtc-text").textContent = fill(data.strings.no_webrtc,
+                                                 { browser: browserToUse(data.strings) });
+    $("lobby-no-webrtc").hidden = false;
+  }
   lobby.hidden = false;
   $("lobby-title").focus();
   $("lobby-preview").srcObject = stream;
@@ -57,6 +63,7 @@ export function startVisitSession({ data, localStream, stageKey = null, left = f
     // server process) hears this person's camera and microphone too.
     reportMedia();
     if (state.state === "admitted" && !call) {
+      if (!canCall()) return; // render() said which browser to use instead
       if (hasLeft) showLeft();
       else startCall();
     }
@@ -72,6 +79,11 @@ export function startVisitSession({ data, localStream, stageKey = null, left = f
     } else {
       $("lobby-status").textContent = state.state === "admitted" ? S.admitted : S.ended;
     }
+    if (state.state === "admitted" && !canCall()) {
+      $("lobby-status").textContent = fill(data.strings.no_webrtc_admitted,
+                                           { browser: browserToUse(data.strings) });
+    }
+    $("lobby-no-webrtc").hidden = canCall() || state.state !== "waiting";
     const waiting = state.state === "waiting";
     // The wait time, the camera check and the note only mean something while waiting.
     lobby.querySelector(".lobby-waited").hidden = !waiting;
@@ -147,6 +159,7 @@ export function startVisitSession({ data, localStream, stageKey = null, left = f
       camera: camera ? (camera.enabled ? "on" : "off") : (released ? "off" : missing),
       microphone: microphone ? (microphone.enabled ? "on" : "muted")
         : (released ? "off" : missing),
+      webrtc: canCall(),
     };
   }
 
