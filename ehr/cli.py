@@ -1,4 +1,5 @@
-"""``flask endpoints add|update|list|approve``: the EHRs (SMART ``iss``) we accept launches from."""
+"""``flask endpoints add|update|list|approve|frame-origins``: the EHRs (SMART ``iss``) we
+accept launches from."""
 from __future__ import annotations
 
 import json
@@ -10,7 +11,7 @@ from ehr import services
 from ehr.models import Environment
 from ehr.smart import DEFAULT_SCOPES
 
-endpoints_cli = AppGroup("endpoints", help="EHR endpoints: add, update, list, approve.")
+endpoints_cli = AppGroup("endpoints", help="EHR endpoints: add, update, list, approve, frame-origins.")
 
 
 def _audit(action: str):
@@ -156,3 +157,81 @@ def list_command(as_json: bool) -> None:
         sso = "  staff sign-in required" if item["require_staff_sso"] else ""
         click.echo(f"{item['name']}  {item['environment']}  {item['fhir_base_url']}  "
                    f"client {item['client_id']}  {approval}{sso}")
+
+
+@endpoints_cli.group("frame-origins")
+def frame_origins_cli() -> None:
+    """Origins allowed to show the launch and visit pages in a frame (CSP
+    frame-ancestors), e.g. a web EHR's https://ehr.example.org. Any change withdraws the
+    endpoint's approval, as `update --frame-ancestor` does: approve it again after."""
+
+
+@frame_origins_cli.command("list")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
+def frame_origins_list(name: str, as_json: bool) -> None:
+    """Show the origins allowed to frame the endpoint NAME's pages."""
+    origins = _frame_origins(name)
+    if as_json:
+        click.echo(json.dumps(origins))
+        return
+    if not origins:
+        click.echo(f"{name!r}: no frame origins; only our own pages may frame it.")
+    for origin in origins:
+        click.echo(origin)
+
+
+@frame_origins_cli.command("add")
+@click.argument("name")
+@click.argument("origins", nargs=-1, required=True, metavar="ORIGIN...")
+def frame_origins_add(name: str, origins: tuple[str, ...]) -> None:
+    """Allow ORIGIN (https://host[:port], no path) to frame the endpoint NAME's pages."""
+    _set_frame_origins(name, _frame_origins(name) + list(origins))
+
+
+@frame_origins_cli.command("remove")
+@click.argument("name")
+@click.argument("origins", nargs=-1, required=True, metavar="ORIGIN...")
+def frame_origins_remove(name: str, origins: tuple[str, ...]) -> None:
+    """Stop ORIGIN from framing the endpoint NAME's pages."""
+    current = _frame_origins(name)
+    try:
+        gone = {services.normalise_origin(origin) for origin in origins}
+    except services.EndpointError as exc:
+        raise click.ClickException(str(exc)) from None
+    unknown = sorted(gone - set(current))
+    if unknown:
+        raise click.ClickException(
+            f"{name!r} does not allow {', '.join(unknown)}; its frame origins are: "
+            f"{', '.join(current) or '(none)'}")
+    _set_frame_origins(name, [origin for origin in current if origin not in gone])
+
+
+@frame_origins_cli.command("clear")
+@click.argument("name")
+def frame_origins_clear(name: str) -> None:
+    """Remove every frame origin of the endpoint NAME: only our own pages may frame it."""
+    _set_frame_origins(name, [])
+
+
+def _frame_origins(name: str) -> list[str]:
+    endpoint = services.get_endpoint(name)
+    if endpoint is None:
+        raise click.ClickException(f"no endpoint named {name!r} (see `flask endpoints list`)")
+    return list(endpoint.allowed_frame_ancestors or [])
+
+
+def _set_frame_origins(name: str, origins: list[str]) -> None:
+    try:
+        change = services.update_endpoint(name, allowed_frame_ancestors=origins,
+                                          before_commit=_audit("endpoint.update"))
+    except services.EndpointError as exc:
+        raise click.ClickException(str(exc)) from None
+    now = change.endpoint.allowed_frame_ancestors or []
+    if not change.changed:
+        click.echo(f"{name!r}: frame origins unchanged ({', '.join(now) or 'none'}).")
+        return
+    click.echo(f"{name!r}: frame origins now {', '.join(now) or 'none (only our own pages)'}.")
+    if change.approval_cleared:
+        click.echo(f"Its approval was withdrawn: approve it again with "
+                   f"flask endpoints approve {name} --by <your name>")

@@ -23,6 +23,7 @@ from ehr.models import EhrEndpoint
 from ehr.services import endpoint_for_iss
 from extensions import db
 from ops import pending as held
+from ops.framing import FrameLoad
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +52,24 @@ class AuthorizeStep:
 
 def begin(iss: str | None, launch: str | None, *, redirect_uri: str,
           scope: str | None = None, audience: str = "launch",
-          patient: bool = False) -> AuthorizeStep:
+          patient: bool = False, frame: FrameLoad | None = None) -> AuthorizeStep:
     """Check the launch request against our approved endpoints and build the authorize
     redirect. ``scope`` defaults to the endpoint's own (the clinician scopes); a
-    ``patient`` (portal) launch presents the endpoint's patient client id when it has one."""
+    ``patient`` (portal) launch presents the endpoint's patient client id when it has one.
+    ``frame``: the request loads a frame for another origin's page, which the endpoint
+    must allow to embed us, or the browser would show an empty frame after the launch."""
     if not iss or not launch:
         raise LaunchFailed("missing_launch_params", 400, param="iss" if not iss else "launch")
     endpoint = endpoint_for_iss(iss)
     if endpoint is None:
         log.warning("%s from an unknown iss refused", audience, extra={"reason": "unknown_iss"})
         raise LaunchFailed("unknown_iss", 403, iss=iss[:300])
+    if frame is not None and not frame.allowed_by(endpoint.allowed_frame_ancestors or []):
+        log.warning("%s in a frame of an origin not allowed refused", audience,
+                    extra={"reason": "frame_not_allowed", "endpoint": endpoint.name,
+                           "origin": frame.origin})
+        raise LaunchFailed("frame_not_allowed", 403, endpoint=endpoint, name=endpoint.name,
+                           origin=(frame.origin or "")[:300])
     if not endpoint.is_approved:
         log.warning("%s from an unapproved endpoint refused", audience,
                     extra={"reason": "unapproved_endpoint", "endpoint": endpoint.name})

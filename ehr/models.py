@@ -246,6 +246,32 @@ class LaunchSession(db.Model):
                 f"participant={self.participant_id}>")
 
 
+class LaunchState(db.Model):
+    """A provider launch sent to the EHR's sign-in and not yet back, by the SHA-256 of its
+    OAuth ``state``.
+
+    The browser's session cookie holds the launch itself (PKCE verifier, nonce), which
+    binds the answer to the browser that asked. This row only lets ``/launch/callback``
+    tell a browser that did not keep the cookie (a third-party cookie blocked inside the
+    EHR's frame) from an unknown or replayed state, and offer to start the same launch
+    in a window of its own: for that it keeps the EHR's ``iss`` and ``launch`` value
+    (encrypted). Single use; rows past ``expires_at`` are deleted as later launches
+    begin."""
+
+    __tablename__ = "launch_states"
+
+    state_hash: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    endpoint_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("ehr_endpoints.id", ondelete="CASCADE"), index=True)
+    iss: Mapped[str] = mapped_column(sa.Text)
+    launch_encrypted: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+    def __repr__(self) -> str:
+        return f"<LaunchState endpoint={self.endpoint_id} expires={self.expires_at:%H:%M:%S}>"
+
+
 class BackendTokenFailure(db.Model):
     """One backend-services token request for write-backs that failed, for the integration
     health report: when, and the error's class (an HTTP status, an OAuth error code),

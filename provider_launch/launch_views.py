@@ -2,20 +2,27 @@
 authorization server) and ``/launch/signed-in/<key>`` (back from the organization's
 sign-in, when the endpoint requires staff single sign-on). The work is in
 ``provider_launch.services``; these read the request, keep the pending launch in the
-signed session cookie, and render refusals."""
+signed session cookie (and its state on the server, ``launch_states``), and render
+refusals."""
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
+from urllib.parse import urlsplit
 
-from flask import current_app, g, redirect, render_template, request, session, url_for
+from flask import (current_app, g, make_response, redirect, render_template, request, session,
+                   url_for)
 from flask_babel import lazy_gettext as _l
 from werkzeug.routing import BuildError
 
 from ehr import launch as ehr_launch
 from ops import headers
-from provider_launch import bp, services
+from ops.framing import frame_load
+from provider_launch import bp, launch_states, services
 from provider_launch.auth import hold_launch, remember_launch, take_held
 from staff_sso.services import SsoConfig, take_identity
+
+log = logging.getLogger(__name__)
 
 PENDING_KEY = "smart_pending"
 
@@ -132,6 +139,14 @@ PAGES = {
         _l("Your EHR account is already linked to a different organization account, so the "
            "visit cannot start. Nothing was saved."),
         _l("Tell your IT team; they can check which account your EHR user is linked to.")),
+    "frame_not_allowed": (
+        _l("This EHR may not show visits inside its window"),
+        _l("The page at %(origin)s opened Virtual Visits inside a frame, but the EHR "
+           "%(name)s does not allow that site to embed visits, so your browser would show "
+           "an empty frame. Nothing was started."),
+        _l("Ask your IT team to add the EHR's web address to the endpoint's \"Origins "
+           "allowed to embed visits\" (in the admin portal, or with the first command "
+           "below), then approve the endpoint again.")),
     "fhir_refused": (
         _l("The EHR did not let us read the appointment"),
         _l("The EHR refused to let Virtual Visits read the appointment or encounter."),
@@ -139,6 +154,20 @@ PAGES = {
            "Encounter and Practitioner (for example the user/*.rs scope).")),
 }
 
+
+# frame_not_allowed when the browser did not name the page that holds the frame.
+FRAME_UNNAMED = _l("A page of another site opened Virtual Visits inside a frame, but the EHR "
+                   "%(name)s allows no other site to embed visits, so your browser would show "
+                   "an empty frame. Nothing was started.")
+# Not a refusal: the launch can go on, in a window of its own.
+COOKIE_BLOCKED = (
+    _l("Your browser blocked the sign-in inside the EHR"),
+    _l("The EHR shows Virtual Visits inside its own window, and your browser does not let "
+       "us keep the sign-in there (it blocks cookies of other sites in frames), so the visit "
+       "cannot open in it. Nothing was saved."),
+    _l("Open the visit in a new window: the same launch starts again there. To use the "
+       "EHR's window instead, your IT team can allow cookies for %(host)s in the browser's "
+       "settings."))
 
 # Their URLs carry a launch token, an authorization code or a one-time key.
 _TOKEN_IN_URL = frozenset({"provider_launch.launch", "provider_launch.callback",
@@ -168,21 +197,26 @@ def _frame_ancestors(response):
 def launch():
     """EHR launch: check the iss, then send the browser to the EHR's authorize endpoint."""
     try:
-        step = services.begin_launch(request.args.get("iss"), request.args.get("launch"),
-                                     redirect_uri=_redirect_uri())
+        step = services.begin_launch(
+            request.args.get("iss"), request.args.get("launch"), redirect_uri=_redirect_uri(),
+            frame=frame_load(request.headers, current_app.config["PUBLIC_BASE_URL"]))
     except services.LaunchFailed as failure:
         return _refusal(failure)
     g.launch_endpoint = step.endpoint
     ehr_launch.hold_pending(session, PENDING_KEY, step.pending)
+    launch_states.keep_state(step.pending.state, endpoint_id=step.endpoint.id,
+                             iss=step.pending.iss, launch=request.args["launch"])
     return redirect(step.url, code=302)
 
 
 @bp.get("/launch/callback")
 def callback():
     """The EHR's answer: code (or error) and state. The state is single use."""
-    pending = ehr_launch.take_pending(session, PENDING_KEY, request.args.get("state"))
+    state = request.args.get("state")
+    pending = ehr_launch.take_pending(session, PENDING_KEY, state)
+    seen = launch_states.take_state(state)
     if pending is None:
-        return _refusal(services.LaunchFailed("bad_state", 400))
+        return _lost_launch(seen)
     try:
         g.launch_endpoint = services.launch_endpoint(pending.endpoint_id)
         if pending.is_expired():
@@ -227,6 +261,34 @@ def after_sign_in(key: str):
     return redirect(_visit_url(done.appointment_id), code=302)
 
 
+def _lost_launch(seen: launch_states.SeenLaunch | None):
+    """The callback's state is not in this browser's cookie. When this server began that
+    launch and the browser sent no cookie at all, the browser refused it (a third-party
+    cookie in the EHR's frame): offer the launch in a new window, where it is first-party.
+    Otherwise the state is unknown, used, expired, or from another browser."""
+    if seen is None:
+        return _refusal(services.LaunchFailed("bad_state", 400))
+    try:
+        g.launch_endpoint = services.launch_endpoint(seen.endpoint_id)
+    except services.LaunchFailed as failure:
+        return _refusal(failure)
+    if seen.expired:
+        return _refusal(services.LaunchFailed("launch_expired", 400))
+    if current_app.config["SESSION_COOKIE_NAME"] in request.cookies:
+        return _refusal(services.LaunchFailed("bad_state", 400))
+    log.info("provider launch: session cookie blocked in a frame",
+             extra={"reason": "cookie_blocked", "endpoint": g.launch_endpoint.name})
+    title, message, advice = COOKIE_BLOCKED
+    host = urlsplit(current_app.config["PUBLIC_BASE_URL"]).hostname
+    response = make_response(render_template(
+        "provider_launch/cookie_blocked.html", reason="cookie_blocked", title=title,
+        message=message, advice=str(advice) % {"host": host},
+        new_window_url=url_for("provider_launch.launch", iss=seen.iss, launch=seen.launch)),
+        400)
+    response.headers["Cache-Control"] = "no-store"  # its link carries the EHR's launch value
+    return response
+
+
 def _redirect_uri() -> str:
     """Exactly as registered with the EHR: from PUBLIC_BASE_URL, never the Host header."""
     return current_app.config["PUBLIC_BASE_URL"] + url_for("provider_launch.callback")
@@ -244,6 +306,8 @@ def _refusal(failure: services.LaunchFailed):
         g.launch_endpoint = failure.endpoint
     title, message, advice = PAGES[failure.reason]
     values = defaultdict(lambda: "?", failure.detail)
+    if failure.reason == "frame_not_allowed" and not failure.detail.get("origin"):
+        message = FRAME_UNNAMED
     commands = []
     if failure.reason == "unknown_iss":
         commands = [f"flask endpoints add NAME {failure.detail.get('iss')} --client-id CLIENT_ID",
@@ -253,6 +317,17 @@ def _refusal(failure: services.LaunchFailed):
     elif failure.reason == "staff_sso_not_configured":
         commands = [f"flask endpoints approve {failure.detail.get('name')} --by YOUR_NAME "
                     "--no-require-staff-sso"]
-    return render_template("provider_launch/launch_error.html", reason=failure.reason,
-                           title=str(title) % values, message=str(message) % values,
-                           advice=str(advice) % values, commands=commands), failure.status
+    elif failure.reason == "frame_not_allowed":
+        name = failure.detail.get("name")
+        origin = failure.detail.get("origin") or "https://EHR-WEB-ADDRESS"
+        commands = [f"flask endpoints frame-origins add {name} {origin}",
+                    f"flask endpoints approve {name} --by YOUR_NAME"]
+    response = make_response(render_template(
+        "provider_launch/launch_error.html", reason=failure.reason,
+        title=str(title) % values, message=str(message) % values,
+        advice=str(advice) % values, commands=commands), failure.status)
+    if failure.reason == "frame_not_allowed":
+        # Only seen if the refusing site may frame it; a page without a form or button
+        # offers nothing to trick a click on (clickjacking), so any site may.
+        response.headers["Content-Security-Policy"] = "frame-ancestors *"
+    return response

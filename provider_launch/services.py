@@ -23,6 +23,7 @@ from ehr.launch import AuthorizeStep, LaunchFailed, safe_error_code  # noqa: F40
 from ehr.models import EhrEndpoint
 from ehr.names import display_name
 from extensions import db
+from ops.framing import FrameLoad
 from provider_launch.auth import create_launch_session
 from staff_sso import services as staff_sso
 from staff_sso.oidc import StaffIdentity
@@ -49,9 +50,12 @@ class CompletedLaunch:
     session_id: str = field(repr=False)
 
 
-def begin_launch(iss: str | None, launch: str | None, *, redirect_uri: str) -> AuthorizeStep:
-    """Check the launch request and build the authorize redirect (nothing is stored)."""
-    return ehr_launch.begin(iss, launch, redirect_uri=redirect_uri, audience="provider launch")
+def begin_launch(iss: str | None, launch: str | None, *, redirect_uri: str,
+                 frame: FrameLoad | None = None) -> AuthorizeStep:
+    """Check the launch request (and the frame it loads into, if any) and build the
+    authorize redirect (nothing is stored)."""
+    return ehr_launch.begin(iss, launch, redirect_uri=redirect_uri, audience="provider launch",
+                            frame=frame)
 
 
 def launch_endpoint(endpoint_id: int | None) -> EhrEndpoint:

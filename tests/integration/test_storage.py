@@ -24,6 +24,7 @@ from ehr.models import (
     EhrEndpoint,
     EndpointCertificate,
     LaunchSession,
+    LaunchState,
     SigningKey,
     WritebackOutbox,
 )
@@ -217,6 +218,10 @@ def test_every_table_round_trips_a_row(app):
         BackendTokenFailure(endpoint=appointment.endpoint, at=T0,
                             error="TokenRefused invalid_client"),
     ])
+    db.session.flush()
+    db.session.add(LaunchState(state_hash="ef" * 32, endpoint_id=appointment.endpoint.id,
+                               iss="https://fhir.example.org/r4",
+                               launch_encrypted=b"\x03ciphertext", expires_at=T0))
     db.session.commit()
     db.session.expunge_all()
 
