@@ -177,7 +177,7 @@ def join_visit(data: Any, now: datetime) -> JoinVisit:
     trips; nothing is cached, so a revoked or expired link stops the page at once."""
     patient_pass = PatientPass.from_session(data)
     if now >= patient_pass.expires_at:
-        raise LinkExpired("This visit has ended.")
+        raise LinkExpired()
     with db.engine.connect() as connection:
         rows = connection.execute(_JOIN_VISIT, {"participant_id": patient_pass.participant_id,
                                                 "link_id": patient_pass.link_id}).all()
@@ -186,11 +186,11 @@ def join_visit(data: Any, now: datetime) -> JoinVisit:
         # check_link's rules: the link exists, is this participant's and still usable.
         if first is None or first.link_id is None \
                 or first.link_participant_id != patient_pass.participant_id:
-            raise LinkUnknown("This link isn't valid.")
+            raise LinkUnknown()
         if not JoinLink.is_usable_at(first, now):  # reads revoked_at and expires_at
-            raise LinkExpired("This visit has ended.")
+            raise LinkExpired()
     if first is None or first.appointment_id != patient_pass.appointment_id:
-        raise LinkUnknown("This link isn't valid.")
+        raise LinkUnknown()
     appointment = AppointmentFacts(
         first.appointment_id, first.endpoint_id, first.start_at, first.end_at, first.timezone,
         first.department_display, first.status, first.ended_at,

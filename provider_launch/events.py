@@ -2,7 +2,8 @@
 
 Every handler re-checks the sender against the database through ``visits.lobby``; what
 the client says about itself is never trusted. Replies are acks: ``{"ok": true}`` or
-``{"ok": false, "error": "..."}``.
+``{"ok": false, "code": "...", "error": "..."}``, the error in the provider's language
+(visits/replies.py).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from extensions import db, socketio
 from notifications import sending
 from ops.payloads import ID, expects, is_id, maybe, text
 from provider_launch.auth import staff_holder
-from visits import calls, lobby, realtime, state
+from visits import calls, lobby, realtime, replies, state
 from visits.errors import VisitError
 from visits.models import Appointment
 
@@ -37,13 +38,13 @@ def staff_from_launch(auth: dict, session: dict) -> realtime.Identity | None:
 def _staff_action(action) -> dict:
     identity = realtime.identity_for(request.sid)
     if identity is None or not identity.is_staff:
-        return {"ok": False, "error": "Only the visit's staff can do that."}
+        return replies.refusal("staff_only", request.sid)
     now = datetime.now(timezone.utc)
     try:
         action(identity, now)
     except VisitError as error:
         db.session.rollback()
-        return {"ok": False, "error": str(error)}
+        return replies.refusal_for(error, request.sid)
     realtime.push_visit(identity.appointment_id, now)
     return {"ok": True}
 
@@ -55,7 +56,7 @@ def get_visit_state(_data):
     the whole picture (``{"ok": true, "state": ...}``), as ``visit_state`` would."""
     identity = realtime.identity_for(request.sid)
     if identity is None or not identity.is_staff:
-        return {"ok": False, "error": "Only the visit's staff can do that."}
+        return replies.refusal("staff_only", request.sid)
     return {"ok": True, "state": state.staff_view(identity.appointment_id,
                                                   datetime.now(timezone.utc))}
 
@@ -110,6 +111,11 @@ def add_participant(data):
     "phone": optional mobile number}``; the ack carries the new person's join link to
     copy and, when a number was given, ``texted`` (bool) and ``text_error`` (why not).
     The number is used for this one text and never stored."""
+    with replies.speaking_to(request.sid):  # the phone's and the text's refusals
+        return _add_participant(data)
+
+
+def _add_participant(data: dict) -> dict:
     phone_text = (data.get("phone") or "").strip()
     phone = None
     if phone_text:
@@ -119,7 +125,7 @@ def add_participant(data):
             phone = sending.normalise_phone(
                 phone_text, appointment.endpoint.default_phone_region if appointment else None)
         except sending.InvalidPhone as error:
-            return {"ok": False, "error": str(error)}
+            return {"ok": False, "code": "invalid_phone", "error": str(error)}
     created = {}
 
     def add(who, now):

@@ -14,6 +14,7 @@ import math
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
+from flask_babel import lazy_gettext as _l
 
 from extensions import db
 from visits import lobby, presence
@@ -58,10 +59,11 @@ def may_join_call(participant: Participant) -> bool:
 
 
 def check_can_join(participant: Participant) -> None:
+    """VisitEnded, or NotAllowed (``not_admitted``) for someone still in the lobby."""
     if participant.appointment.ended_at is not None:
-        raise VisitEnded("This visit has ended.")
+        raise VisitEnded()
     if lobby.needs_admission(participant):
-        raise NotAllowed("Please wait until you are let in.")
+        raise NotAllowed(_l("Please wait until you are let in."), code="not_admitted")
 
 
 def signal_target(appointment_id: int, sid: str) -> Participant | None:
@@ -111,9 +113,9 @@ def add_participant(appointment_id: int, provider_id: int, role: str, display_na
     provider = lobby.provider_of(appointment_id, provider_id)
     name = " ".join((display_name or "").split())[:80]
     if role not in ADDABLE_ROLES:
-        raise NotAllowed("Choose guest or interpreter.")
+        raise NotAllowed(_l("Choose guest or interpreter."), code="invalid_role")
     if not name:
-        raise NotAllowed("Enter the person's name.")
+        raise NotAllowed(_l("Enter the person's name."), code="name_required")
     appointment = provider.appointment
     participant = Participant(appointment=appointment, role=role, display_name=name)
     db.session.add(participant)

@@ -15,8 +15,9 @@ from socketio.exceptions import ConnectionRefusedError as Refused
 
 from extensions import db, socketio
 from ops.background import periodic
+from ops.i18n import select_locale
 from ops.payloads import BOOLEAN, NUMBER, expects, maybe, obj, one_of, text, whole
-from visits import calls, media, presence, realtime, state, writer
+from visits import calls, media, presence, realtime, replies, state, writer
 from visits.errors import VisitError
 from visits.models import Participant
 
@@ -51,8 +52,8 @@ def connect(auth=None):
         raise Refused("not_authorized")
     now = _now()
     sid = request.sid
+    realtime.remember(sid, identity, select_locale())
     _trim_environ(request.environ)
-    realtime.remember(sid, identity)
     for room in realtime.rooms_for(identity):
         join_room(room)
     if identity.link_id is not None:
@@ -79,8 +80,8 @@ def _staff_connected(identity: realtime.Identity) -> bool:
     a ``presence`` delta when this provider had no socket open."""
     now = _now()
     sid = request.sid
+    realtime.remember(sid, identity, select_locale())
     _trim_environ(request.environ)
-    realtime.remember(sid, identity)
     for room in realtime.rooms_for(identity):
         join_room(room)
     change = presence.socket_opened(identity.participant_id, identity.appointment_id, True,
@@ -184,7 +185,7 @@ def on_error(error):
         "event": event.get("message") if isinstance(event, dict) else None,
         "error": type(error).__name__, "where": _where(error)})
     db.session.rollback()
-    return {"ok": False, "error": "Something went wrong. Please try again."}
+    return replies.refusal("server_error", request.sid)
 
 
 def _where(error: BaseException, depth: int = 6) -> list[str]:
@@ -223,11 +224,11 @@ def call_join(_data):
     this socket an offer (newcomers never offer, so two sides never offer at once)."""
     identity, participant = _caller()
     if participant is None:
-        return {"ok": False, "error": "Not part of a visit."}
+        return replies.refusal("not_in_visit", request.sid)
     try:
         calls.check_can_join(participant)
     except VisitError as error:
-        return {"ok": False, "error": str(error)}
+        return replies.refusal_for(error, request.sid)
     room = realtime.call_room(identity.appointment_id)
     join_room(room)
     _in_call[request.sid] = identity.appointment_id
@@ -246,10 +247,10 @@ def signal(data):
     The recipient hears ``signal`` with ``from`` set by the server, never by the sender."""
     identity = realtime.identity_for(request.sid)
     if identity is None or _in_call.get(request.sid) != identity.appointment_id:
-        return {"ok": False, "error": "Not in a call."}
+        return replies.refusal("not_in_call", request.sid)
     target = calls.signal_target(identity.appointment_id, data["to"])
     if target is None:
-        return {"ok": False, "error": "That person is not in this call."}
+        return replies.refusal("not_in_this_call", request.sid)
     message = {"from": request.sid, "from_participant": identity.participant_id}
     for key in ("description", "candidate", "restart"):
         if data.get(key) is not None:
@@ -287,7 +288,7 @@ def report_media(data):
     ``participant_media``."""
     identity = realtime.identity_for(request.sid)
     if identity is None:
-        return {"ok": False, "error": "Not part of a visit."}
+        return replies.refusal("not_in_visit", request.sid)
     recorded = media.record(identity.participant_id, data["camera"], data["microphone"],
                             _now(), webrtc=data.get("webrtc") is not False)
     realtime.push_media(identity.appointment_id, recorded)

@@ -64,13 +64,13 @@ def link_for_token(token: str, now: datetime) -> JoinLink:
     """The usable link a token belongs to (its use is recorded); LinkUnknown or LinkExpired
     otherwise. Only the hash is looked up, so timing says nothing about the token."""
     if not token or len(token) > MAX_TOKEN_LENGTH:
-        raise LinkUnknown("This link isn't valid.")
+        raise LinkUnknown()
     link = db.session.execute(
         db.select(JoinLink).filter_by(token_hash=JoinLink.hash_token(token))).scalar_one_or_none()
     if link is None:
-        raise LinkUnknown("This link isn't valid.")
+        raise LinkUnknown()
     if not link.is_usable_at(now):
-        raise LinkExpired("This visit has ended.")
+        raise LinkExpired()
     link.last_used_at = now
     db.session.commit()
     return link
@@ -86,9 +86,9 @@ def check_link(link_id: int, participant_id: int, now: datetime) -> JoinLink:
     belongs to that participant, is not revoked and has not expired."""
     link = db.session.get(JoinLink, link_id)
     if link is None or link.participant_id != participant_id:
-        raise LinkUnknown("This link isn't valid.")
+        raise LinkUnknown()
     if not link.is_usable_at(now):
-        raise LinkExpired("This visit has ended.")
+        raise LinkExpired()
     return link
 
 
@@ -118,7 +118,7 @@ def holder_of_token(token: str, now: datetime) -> LinkHolder:
     """Like ``participant_for_token`` without touching the row: the caller records the
     use (sockets queue it behind). LinkUnknown or LinkExpired otherwise."""
     if not token or len(token) > MAX_TOKEN_LENGTH:
-        raise LinkUnknown("This link isn't valid.")
+        raise LinkUnknown()
     row = db.session.execute(_holder_query("token_hash"),
                              {"key": JoinLink.hash_token(token)}).one_or_none()
     return _holder(row, now)
@@ -134,10 +134,10 @@ def holder_of_link(link_id: int, participant_id: int, now: datetime) -> LinkHold
 
 def _holder(row, now: datetime) -> LinkHolder:
     if row is None:
-        raise LinkUnknown("This link isn't valid.")
+        raise LinkUnknown()
     link_id, revoked_at, expires_at, participant_id, appointment_id, role = row
     if revoked_at is not None or now >= expires_at:
-        raise LinkExpired("This visit has ended.")
+        raise LinkExpired()
     return LinkHolder(participant_id, appointment_id, role, link_id)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
+from flask_babel import lazy_gettext as _l
 
 from extensions import db
 from visits import presence, signals, writer
@@ -69,11 +70,11 @@ def admit(appointment_id: int, admitter_id: int, target_id: int, now: datetime) 
     admitter = provider_of(appointment_id, admitter_id)
     target = db.session.get(Participant, target_id)
     if target is None or target.appointment_id != appointment_id:
-        raise NotFound("That person is not in this visit.")
+        raise NotFound()
     if target.admitted_at is not None:
         return target  # a second click, or two providers at once: already in
     if target.role not in WAITS_IN_LOBBY:
-        raise NotAllowed("Only people in the lobby can be admitted.")
+        raise NotAllowed(_l("Only people in the lobby can be admitted."), code="not_waiting")
     _admit(target, admitter, now)
     db.session.commit()
     return target
@@ -145,11 +146,11 @@ def waiting(appointment: Appointment) -> list[Participant]:
 def provider_of(appointment_id: int, participant_id: int) -> Participant:
     participant = db.session.get(Participant, participant_id)
     if participant is None or participant.appointment_id != appointment_id:
-        raise NotAllowed("You are not part of this visit.")
+        raise NotAllowed(_l("You are not part of this visit."), code="not_in_visit")
     if participant.role != ParticipantRole.PROVIDER:
-        raise NotAllowed("Only a provider of this visit can do that.")
+        raise NotAllowed(_l("Only a provider of this visit can do that."), code="providers_only")
     if participant.appointment.ended_at is not None:
-        raise VisitEnded("This visit has ended.")
+        raise VisitEnded()
     return participant
 
 

@@ -39,6 +39,8 @@ Authenticator = Callable[[dict, dict], "Identity | None"]
 _authenticators: list[Authenticator] = []
 # Identities of the sockets connected to this process, by sid.
 _sockets: dict[str, Identity] = {}
+# The language each socket's replies are in (its page's, chosen at connect), by sid.
+_locales: dict[str, str] = {}
 
 
 def authenticator(func: Authenticator) -> Authenticator:
@@ -62,12 +64,19 @@ def identity_of(participant: Participant, *, staff: bool, link_id: int | None = 
                     staff and participant.is_staff, link_id)
 
 
-def remember(sid: str, identity: Identity) -> None:
+def remember(sid: str, identity: Identity, locale: str = "en") -> None:
     _sockets[sid] = identity
+    _locales[sid] = locale
 
 
 def forget(sid: str) -> Identity | None:
+    _locales.pop(sid, None)
     return _sockets.pop(sid, None)
+
+
+def locale_for(sid: str) -> str | None:
+    """The language of the page behind socket ``sid`` (None: not a visit socket here)."""
+    return _locales.get(sid)
 
 
 def identity_for(sid: str) -> Identity | None:

@@ -16,5 +16,5 @@ export function connectSocket(auth, onStatus = () => {}) {
 // emit with an acknowledgement, as a promise of the server's {ok, error} reply.
 export function request(socket, event, data = {}) {
   return socket.timeout(10000).emitWithAck(event, data).catch(
-    () => ({ ok: false, error: "timeout" }));
+    () => ({ ok: false, code: "timeout", error: "" }));
 }

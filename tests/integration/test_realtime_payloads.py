@@ -61,7 +61,7 @@ def test_an_id_beyond_any_row_is_a_plain_not_found(app, visit):
 
     reply = staff.emit("admit", {"participant_id": MAX_ID}, callback=True)
 
-    assert reply == {"ok": False, "error": "That person is not in this visit."}
+    assert reply == {"ok": False, "code": "not_found", "error": "That person is not in this visit."}
 
 
 @pytest.mark.parametrize("event, payload", [
@@ -104,7 +104,8 @@ def test_a_handler_error_logs_the_event_and_error_class_never_the_payload(app, v
 
     reply = staff.emit("explode_for_test", {"secret": "TOKEN-abc123"}, callback=True)
 
-    assert reply == {"ok": False, "error": "Something went wrong. Please try again."}
+    assert reply == {"ok": False, "code": "server_error",
+                     "error": "Something went wrong. Please try again."}
     failed = [r for r in caplog.records if r.getMessage() == "socket handler failed"]
     assert len(failed) == 1
     assert failed[0].event == "explode_for_test" and failed[0].error == "RuntimeError"

@@ -88,9 +88,9 @@ class StaffPage:
         return [entry["participant_id"] for entry in self.picture()["lobby"]]
 
 
-def staff_socket(app, participant, appointment_id=None):
+def staff_socket(app, participant, appointment_id=None, client=None):
     """A provider's visit-page socket: HTTP session from a launch, auth naming the visit."""
-    client = app.test_client()
+    client = client or app.test_client()
     raw = factories.make_launch_session(participant)
     with client.session_transaction() as session:
         session["launch_sessions"] = {str(participant.appointment_id): raw}
