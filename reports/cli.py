@@ -1,17 +1,19 @@
-"""``flask reports health``: the integration health report for scripts (JSON or CSV), the
-same figures as ``/admin/reports/health``. Other report kinds join this group later."""
+"""``flask reports health|usage|…``: every report for scripts (JSON or CSV), the same figures
+as its page under ``/admin/reports``. A report registered in reports/framework.py gets its
+command here, with the same filters as its page."""
 from __future__ import annotations
 
 import json
 
 import click
 from flask import current_app
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 
-from reports import health
+from reports import framework, health
 from visits.models import utcnow
 
-reports_cli = AppGroup("reports", help="Reports for the clinic: integration health.")
+reports_cli = AppGroup("reports", help="Reports for the clinic: usage, call quality, texts, "
+                       "integration health; sample data for development.")
 
 
 @reports_cli.command("health")
@@ -56,3 +58,63 @@ def health_command(start: str | None, end: str | None, endpoint: str | None, as_
                 f"  token failures={row.token_failures}")
         for alert in report.alerts:
             click.echo(f"ALERT {alert.endpoint}: {alert.kind}")
+
+
+def _report_command(kind: framework.ReportKind) -> click.Command:
+    """``flask reports <name>``: the registered report with its page's filters."""
+    def run(start: str | None, end: str | None, table: str | None, as_json: bool,
+            as_csv: bool, **chosen: str | None) -> None:
+        if as_json and as_csv:
+            raise click.UsageError("choose one of --json and --csv")
+        # Labels are translated: outside a request they are read in the default language.
+        with current_app.test_request_context():
+            _run(start, end, table, as_json, as_csv, chosen)
+
+    def _run(start, end, table, as_json, as_csv, chosen) -> None:
+        now = utcnow()
+        try:
+            filters = framework.Filters.parse({"from": start, "to": end, **chosen}, now)
+        except framework.FilterError as refused:
+            raise click.UsageError(str(refused.message)) from None
+        report = kind.build(filters, now)
+        if as_json:
+            click.echo(json.dumps(report.as_json(), indent=2))
+            return
+        try:
+            tables = [report.table(table)] if table or as_csv else report.tables
+        except KeyError:
+            raise click.UsageError(f"no table named {table!r}; one of: "
+                                   + ", ".join(t.key for t in report.tables)) from None
+        if as_csv:
+            click.echo(tables[0].csv(), nl=False)
+            return
+        click.echo(f"{kind.title} {filters.days.start} to {filters.days.end}")
+        for shown in tables:
+            click.echo(f"\n[{shown.key}]")
+            click.echo(shown.csv().replace("\r\n", "\n"), nl=False)
+
+    options = [
+        click.Option(["--from", "start"], metavar="DATE",
+                     help="First day, YYYY-MM-DD (default: six days before --to)."),
+        click.Option(["--to", "end"], metavar="DATE",
+                     help="Last day, YYYY-MM-DD (default: today in the clinic's time zone)."),
+        click.Option(["--table"], metavar="KEY",
+                     help="With --csv (or plain), this table; --csv without it: the main table."),
+        click.Option(["--json", "as_json"], is_flag=True,
+                     help="Every table as one JSON object, for scripts."),
+        click.Option(["--csv", "as_csv"], is_flag=True, help="One table as CSV, header row first."),
+    ]
+    helps = {"endpoint": "Only this endpoint (its name).",
+             "department": "Only this department, as the EHR names it.",
+             "provider": "Only this provider's EHR id (Practitioner/...).",
+             "period": "Rows per day or week."}
+    for name in kind.filters:
+        options.append(click.Option(
+            [f"--{name}"], metavar="NAME" if name != "period" else "day|week",
+            help=helps[name]))
+    return click.Command(kind.name, callback=with_appcontext(run), params=options,
+                         help=f"{kind.title}: {kind.summary}")
+
+
+for _kind in framework.kinds():
+    reports_cli.add_command(_report_command(_kind))

@@ -1,17 +1,27 @@
-"""Report pages: ``/admin/reports/health`` (both admin roles may read it), as HTML, or as
-CSV with ``?format=csv`` (``&table=`` one of the page's tables; every column without)."""
+"""Report pages (both admin roles may read them): the index ``/admin/reports/``, every
+registered report at ``/admin/reports/<name>`` (reports/framework.py) with its CSV, and
+``/admin/reports/health``, as HTML, or as CSV with ``?format=csv`` (``&table=`` one of the
+page's tables; every column, or the main table, without)."""
 from __future__ import annotations
 
 import functools
+from datetime import date, datetime
 from urllib.parse import urlencode
 
-from flask import Response, current_app, render_template, request, url_for
+from flask import Response, abort, current_app, render_template, request, url_for
+from flask_babel import format_decimal, format_percent
 from flask_babel import gettext as _
 
 from admin.auth import require_role
 from admin.models import AdminRole
-from reports import bp, health
+from reports import bp, framework, health
 from visits.models import utcnow
+
+
+@bp.app_context_processor
+def _report_kinds():
+    """``report_kinds()`` for the admin home's list of reports."""
+    return {"report_kinds": framework.kinds}
 
 
 @bp.app_template_filter("clinic_time")
@@ -30,12 +40,14 @@ def health_report():
     """Integration health per endpoint: HL7 ACKs, write-backs owed, token failures."""
     names = [endpoint.name for endpoint in health.endpoints()]
     chosen = request.args.get("endpoint", "").strip()
-    if chosen not in names:
+    error = None
+    status = 200
+    if chosen and chosen not in names:
+        error = _("There is no endpoint named %(name)s.", name=chosen[:64])
+        status = 400
         chosen = ""
     zone = health.endpoints(chosen)[0].site_timezone if chosen else (
         health.endpoints()[0].site_timezone if names else None)
-    error = None
-    status = 200
     try:
         days = health.DateRange.parse(request.args.get("from") or None,
                                       request.args.get("to") or None, _today_in(zone))
@@ -65,3 +77,88 @@ def _csv_url(days: health.DateRange, chosen: str, table: str | None) -> str:
     if table:
         query["table"] = table
     return url_for("admin.reports.health_report") + "?" + urlencode(query)
+
+
+# --- registered reports (reports/framework.py): usage, and the others as they come ------------
+
+@bp.route("/")
+@require_role(AdminRole.ADMIN, AdminRole.ANALYST)
+def index():
+    """Every report, with a line on what it answers."""
+    return render_template("reports/index.html", kinds=framework.kinds())
+
+
+@bp.route("/<name>")
+@require_role(AdminRole.ADMIN, AdminRole.ANALYST)
+def report(name: str):
+    """A registered report as a page, or one of its tables as CSV with ``?format=csv``
+    (``&table=<key>``; the main table without)."""
+    return _report(name, as_csv=request.args.get("format") == "csv")
+
+
+@bp.route("/<name>/export.csv")
+@require_role(AdminRole.ADMIN, AdminRole.ANALYST)
+def export(name: str):
+    """One table of a registered report as CSV (``?table=<key>``; the main table without)."""
+    return _report(name, as_csv=True)
+
+
+def _report(name: str, *, as_csv: bool):
+    kind = framework.REGISTRY.get(name)
+    if kind is None:
+        abort(404)
+    now = utcnow()
+    try:
+        filters = framework.Filters.parse(request.args, now)
+    except framework.FilterError as refused:
+        if as_csv:
+            return Response(str(refused.message) + "\n", status=400, mimetype="text/plain")
+        return render_template(kind.template, kind=kind, report=None, error=refused.message,
+                               filters=framework.Filters.default(now), **_page_tools(kind)), 400
+    result = kind.build(filters, now)
+    if as_csv:
+        try:
+            table = result.table(request.args.get("table"))
+        except KeyError:
+            return Response(_("This report has no table of that name.") + "\n", status=400,
+                            mimetype="text/plain")
+        filename = f"{kind.name}-{table.key}-{filters.days.start}-{filters.days.end}.csv"
+        return Response(table.csv(), mimetype="text/csv", headers={
+            "Content-Disposition": f'attachment; filename="{filename}"'})
+    return render_template(kind.template, kind=kind, report=result, error=None, filters=filters,
+                           **_page_tools(kind))
+
+
+def _page_tools(kind: framework.ReportKind) -> dict:
+    def csv_url(filters: framework.Filters, table: str | None = None) -> str:
+        query = filters.query(**({"table": table} if table else {}))
+        return url_for("admin.reports.export", name=kind.name) + "?" + urlencode(query)
+    return {"endpoint_names": framework.endpoint_names(), "csv_url": csv_url}
+
+
+@bp.app_template_filter("report_value")
+def report_value(value, kind: str = "int") -> str:
+    """A table cell as the reader's language writes it: ``12``, ``45 %``, ``3 min 05 s``,
+    ``–`` for none."""
+    if value is None:
+        return "–"
+    if kind == "percent":
+        return format_percent(value, "#,##0.#%")
+    if kind == "seconds":
+        return duration(value)
+    if kind in ("int", "number"):
+        return format_decimal(value, "#,##0.#")
+    if isinstance(value, (date, datetime)):
+        return value.isoformat()
+    return str(value)
+
+
+def duration(seconds: float) -> str:
+    """``42 s``, ``3 min 05 s``, ``1 h 02 min``; negative for early (lateness)."""
+    sign = "−" if seconds < 0 else ""
+    whole = round(abs(seconds))
+    if whole < 60:
+        return sign + _("%(s)d s", s=whole)
+    if whole < 3600:
+        return sign + _("%(m)d min %(s)02d s", m=whole // 60, s=whole % 60)
+    return sign + _("%(h)d h %(m)02d min", h=whole // 3600, m=(whole % 3600) // 60)
