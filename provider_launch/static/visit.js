@@ -1,7 +1,9 @@
 // The provider's visit page: renders the visit's live state from the server's
 // `visit_state` pushes, and sends admit / admit all / end visit. A patient arriving in
-// the lobby is announced by sound, a desktop notification (when allowed), the tab title
-// and a screen-reader announcement.
+// the lobby is announced by sound and a desktop notification (alerts: on from the first
+// click anywhere on the page, which browsers require before sound; the provider may turn
+// them off), the tab title, a screen-reader announcement and, inside an EHR frame where
+// the tab title cannot be seen, a banner that stays until someone acts on it.
 import { connectSocket, request } from "../js/socket.js";
 import { clockTime, duration, fill } from "../js/format.js";
 import { Call, bindCallControls } from "../js/call.js";
@@ -20,6 +22,10 @@ let call = null; // the provider's Call while they are in it
 // re-enable Join call, or a second click would open a second camera stream.
 let joining = false;
 let arrivalText = ""; // what the live region last said about arrivals
+const ALERTS_KEY = "vv-alerts"; // "off" once the provider turned alerts off, in this browser
+const framed = window.top !== window;
+let alertsWanted = readAlertsChoice();
+let alertsUnlocked = false; // after the first click or key press on this page
 
 function nameOf(participant) {
   if (participant.display_name) return participant.display_name;
@@ -163,11 +169,73 @@ function announceArrivals() {
   const byId = new Map(snapshot.participants.map((p) => [p.id, p]));
   arrivalText = arrived.map((id) => fill(S.arrived, { name: nameOf(byId.get(id) || { id, role: "patient" }) })).join(". ");
   $("announcer").textContent = arrivalText;
+  if (framed) showBanner(arrivalText);
+  if (!alertsOn()) return;
   chime();
-  if ("Notification" in window && Notification.permission === "granted" && document.visibilityState !== "visible") {
+  // Only when the provider may not be looking at this page (another window or tab).
+  const away = document.visibilityState !== "visible" || !document.hasFocus();
+  if ("Notification" in window && Notification.permission === "granted" && away) {
     // No names on the desktop: a notification may show on a shared screen.
     new Notification(S.notification_title, { body: S.notification_body, tag: `visit-${data.appointment_id}` });
   }
+}
+
+// --- alerts: on after the first click, with a visible on/off state ---------------------
+function readAlertsChoice() {
+  try { return localStorage.getItem(ALERTS_KEY) !== "off"; } catch { return true; }
+}
+
+function alertsOn() {
+  return alertsWanted && alertsUnlocked;
+}
+
+function renderAlerts() {
+  const on = alertsOn();
+  $("alerts").setAttribute("aria-pressed", String(on));
+  $("alerts-state").textContent = on ? S.alerts_on : S.alerts_off;
+  // Before the first click the page's own hint stands ("turn on with your first click").
+  if (alertsUnlocked || !alertsWanted) $("alerts-hint").textContent = on ? S.alerts_hint_on : S.alerts_hint_off;
+}
+
+// Sound may start and notifications be asked for only in answer to a click or key press.
+function unlockAlerts() {
+  if (alertsUnlocked) return;
+  alertsUnlocked = true;
+  try {
+    audio = audio || new AudioContext();
+    audio.resume().catch(() => {});
+  } catch (error) {
+    console.warn("sound unavailable", error);
+  }
+  if ("Notification" in window && Notification.permission === "default") {
+    Notification.requestPermission().catch(() => {});
+  }
+}
+
+function onFirstGesture(event) {
+  document.removeEventListener("click", onFirstGesture, true);
+  document.removeEventListener("keydown", onFirstGesture, true);
+  unlockAlerts();
+  // A first click on the toggle itself is the toggle's to decide (it turns them on).
+  if (!$("alerts").contains(event.target)) renderAlerts();
+}
+
+function setAlertsWanted(wanted) {
+  alertsWanted = wanted;
+  try {
+    if (wanted) localStorage.removeItem(ALERTS_KEY);
+    else localStorage.setItem(ALERTS_KEY, "off");
+  } catch { /* storage off: the choice lasts for this page */ }
+  renderAlerts();
+}
+
+function showBanner(text) {
+  $("arrival-banner-text").textContent = text;
+  $("arrival-banner").hidden = false;
+}
+
+function hideBanner() {
+  $("arrival-banner").hidden = true;
 }
 
 function chime() {
@@ -191,6 +259,7 @@ function chime() {
 }
 
 function clearArrivals() {
+  hideBanner();
   // Only our own words: a later "Copied" or "note saved" stays.
   if (arrivalText && $("announcer").textContent === arrivalText) $("announcer").textContent = "";
   arrivalText = "";
@@ -200,7 +269,7 @@ async function act(event, payload = {}) {
   $("action-error").hidden = true;
   const reply = await request(socket, event, payload);
   if (!reply.ok) {
-    $("action-error").textContent = reply.error;
+    $("action-error").textContent = reply.error || S.action_failed;
     $("action-error").hidden = false;
   }
   return reply;
@@ -272,14 +341,15 @@ $("admit-all").addEventListener("click", () => admitAndJoin("admit_all"));
 $("end-visit").addEventListener("click", () => {
   if (window.confirm(S.confirm_end)) act("end_visit");
 });
-$("alerts").addEventListener("click", async () => {
-  audio = audio || new AudioContext();
-  await audio.resume();
-  if ("Notification" in window && Notification.permission === "default") {
-    await Notification.requestPermission();
-  }
-  $("alerts").textContent = S.alerts_on;
-  $("alerts").disabled = true;
+document.addEventListener("click", onFirstGesture, true);
+document.addEventListener("keydown", onFirstGesture, true);
+$("alerts").addEventListener("click", () => {
+  unlockAlerts();
+  setAlertsWanted(!alertsOn());
+});
+$("arrival-banner-ok").addEventListener("click", () => {
+  hideBanner();
+  $("lobby-title").scrollIntoView({ block: "start" });
 });
 
 $("join-call").addEventListener("click", () => joinCall());
@@ -321,14 +391,14 @@ $("note-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const reply = await request(socket, "set_lobby_note", { text: $("note-text").value });
   $("announcer").textContent = reply.ok ? S.note_saved : "";
-  if (!reply.ok) { $("action-error").textContent = reply.error; $("action-error").hidden = false; }
+  if (!reply.ok) { $("action-error").textContent = reply.error || S.action_failed; $("action-error").hidden = false; }
 });
 
 $("add-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const reply = await request(socket, "add_participant", {
     role: $("add-role").value, display_name: $("add-name").value, phone: $("add-phone").value });
-  if (!reply.ok) { $("action-error").textContent = reply.error; $("action-error").hidden = false; return; }
+  if (!reply.ok) { $("action-error").textContent = reply.error || S.action_failed; $("action-error").hidden = false; return; }
   $("action-error").hidden = true;
   $("invite").hidden = false;
   const texted = $("invite-texted");
@@ -354,4 +424,5 @@ $("copy-invite").addEventListener("click", async () => {
 });
 
 render();
+renderAlerts();
 setInterval(tickWaitTimes, 1000);
