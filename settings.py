@@ -233,6 +233,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("REPORTS_HEALTH_ALERT_MINUTES", 15, "The admin home shows a warning when an EHR "
             "write-back has been pending longer than this, or a backend-services token request "
             "for write-backs failed within it (integration health report, `/metrics`).", int),
+    Setting("QUALITY_RETENTION_DAYS", 90, "Call-quality samples (every 10 s of every call, "
+            "behind the quality report's visit timeline) older than this many days are deleted; "
+            "the report's per-person sums stay. `flask reports purge-quality-samples` purges "
+            "at once.", int),
+    Setting("QUALITY_PURGE_INTERVAL_SECONDS", 3600.0, "How often each server process deletes "
+            "call-quality samples past `VV_QUALITY_RETENTION_DAYS`.", float),
     Setting("LOG_LEVEL", "INFO", "Python logging level.", lambda v: str(v).upper()),
     Setting("LOG_FORMAT", "json", "`json` (one object per line, for log shippers) or `text`.",
             _choice("json", "text")),

@@ -84,6 +84,8 @@ class SmsMessage(db.Model):
     __table_args__ = (
         # The scheduler asks "scheduled and due"; this index answers it.
         sa.Index("ix_sms_messages_status_scheduled_for", "status", "scheduled_for"),
+        # The texts report asks "texts due in these days".
+        sa.Index("ix_sms_messages_scheduled_for", "scheduled_for"),
         one_of("kind", SmsKind),
         one_of("status", SmsStatus),
     )
@@ -148,3 +150,30 @@ class SmsOptOut(db.Model):
 
     def __repr__(self) -> str:
         return f"<SmsOptOut {self.id} endpoint={self.endpoint_id}>"
+
+
+class OptChange(enum.StrEnum):
+    OPT_OUT = "opt_out"
+    OPT_IN = "opt_in"
+
+
+class SmsOptEvent(db.Model):
+    """A STOP or START that changed whether a number is texted, for the texts report's
+    opt-outs and opt-ins over time. Only when and where: neither the number nor its hash,
+    so the row cannot be tied back to a person."""
+
+    __tablename__ = "sms_opt_events"
+    __table_args__ = (
+        sa.Index("ix_sms_opt_events_at", "at"),
+        one_of("change", OptChange),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    change: Mapped[str] = mapped_column(sa.String(16))
+    # The endpoint whose sending number was texted, when known.
+    endpoint_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("ehr_endpoints.id", ondelete="SET NULL"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"<SmsOptEvent {self.id} {self.change} endpoint={self.endpoint_id}>"

@@ -13,7 +13,7 @@ from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
 from extensions import db
-from notifications.models import SmsOptOut
+from notifications.models import OptChange, SmsOptEvent, SmsOptOut
 
 # Carrier conventions (CTIA): these words opt out, these opt back in, HELP asks who we are.
 STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT",
@@ -34,21 +34,26 @@ def is_opted_out(phone_e164: str) -> bool:
 
 
 def opt_out(phone_e164: str, endpoint_id: int | None = None) -> bool:
-    """Record a STOP; True if it is new. The caller commits."""
+    """Record a STOP; True if it is new (then counted as an opt-out for the texts
+    report). The caller commits."""
     if is_opted_out(phone_e164):
         return False
     try:
         with db.session.begin_nested():
             db.session.add(SmsOptOut(phone_hash=phone_hash(phone_e164), endpoint_id=endpoint_id))
+            db.session.add(SmsOptEvent(change=OptChange.OPT_OUT, endpoint_id=endpoint_id))
     except IntegrityError:  # the same STOP arriving twice at once
         return False
     return True
 
 
-def opt_in(phone_e164: str) -> bool:
-    """Forget a STOP (the person replied START); True if there was one. The caller commits."""
+def opt_in(phone_e164: str, endpoint_id: int | None = None) -> bool:
+    """Forget a STOP (the person replied START); True if there was one (then counted as an
+    opt-in). The caller commits."""
     deleted = db.session.execute(db.delete(SmsOptOut).filter_by(
         phone_hash=phone_hash(phone_e164))).rowcount
+    if deleted:
+        db.session.add(SmsOptEvent(change=OptChange.OPT_IN, endpoint_id=endpoint_id))
     return bool(deleted)
 
 

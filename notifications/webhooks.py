@@ -159,7 +159,7 @@ def handle_inbound(from_number: str, body: str | None, to_number: str | None) ->
             reply = _("Virtual Visits: you will get no more texts from us. Reply START to get "
                       "them again.")
     elif word == "START":
-        optout.opt_in(phone)
+        optout.opt_in(phone, endpoint_id=_endpoint_id(to_number))
         db.session.commit()
         log.info("sms opt-in recorded", extra={"keyword": word})
         with force_locale(language):

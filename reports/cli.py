@@ -118,3 +118,9 @@ def _report_command(kind: framework.ReportKind) -> click.Command:
 
 for _kind in framework.kinds():
     reports_cli.add_command(_report_command(_kind))
+
+
+# The call-quality retention purge (reports/retention.py).
+from reports.retention import purge_command  # noqa: E402
+
+reports_cli.add_command(purge_command)

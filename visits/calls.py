@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from flask_babel import lazy_gettext as _l
 
 from extensions import db
-from visits import lobby, presence
+from visits import lobby, presence, quality
 from visits.errors import NotAllowed, VisitEnded
 from visits.links import create_join_link
 from visits.models import (
@@ -88,21 +88,32 @@ def _metric(value, low: float, high: float) -> float | None:
     return value if low <= value <= high else None
 
 
-def record_quality(participant_id: int, sample: dict, now: datetime) -> bool:
-    """Store one browser sample; out-of-range or missing figures are kept as NULL.
-    Returns False when throttled (a sample less than MIN_SAMPLE_INTERVAL ago)."""
+def record_quality(participant_id: int, sample: dict, now: datetime, *,
+                   families: tuple[str | None, str | None] = (None, None)) -> bool:
+    """Store one browser sample with its estimated MOS and the browser's coarse
+    ``families`` (browser, OS), and add it to the participant's rollup; out-of-range or
+    missing figures are kept as NULL. Returns False when throttled (a sample less than
+    MIN_SAMPLE_INTERVAL ago)."""
     latest = db.session.execute(
         sa.select(sa.func.max(CallQualitySample.at))
         .where(CallQualitySample.participant_id == participant_id)).scalar()
     if latest is not None and now - latest < MIN_SAMPLE_INTERVAL:
         return False
-    db.session.add(CallQualitySample(
-        participant_id=participant_id, at=now,
-        rtt_ms=_metric(sample.get("rtt_ms"), 0, 60_000),
-        jitter_ms=_metric(sample.get("jitter_ms"), 0, 60_000),
-        packet_loss_pct=_metric(sample.get("packet_loss_pct"), 0, 100),
+    rtt = _metric(sample.get("rtt_ms"), 0, 60_000)
+    jitter = _metric(sample.get("jitter_ms"), 0, 60_000)
+    loss = _metric(sample.get("packet_loss_pct"), 0, 100)
+    relayed = sample.get("relayed")
+    row = CallQualitySample(
+        participant_id=participant_id, at=now, rtt_ms=rtt, jitter_ms=jitter,
+        packet_loss_pct=loss,
         bitrate_in_kbps=_metric(sample.get("bitrate_in_kbps"), 0, 1_000_000),
-        bitrate_out_kbps=_metric(sample.get("bitrate_out_kbps"), 0, 1_000_000)))
+        bitrate_out_kbps=_metric(sample.get("bitrate_out_kbps"), 0, 1_000_000),
+        mos=quality.estimate_mos(rtt, jitter, loss),
+        relayed=relayed if isinstance(relayed, bool) else None,
+        browser_family=families[0], os_family=families[1])
+    db.session.add(row)
+    db.session.flush()
+    quality.add_to_rollup(row)
     db.session.commit()
     return True
 

@@ -20,6 +20,7 @@ from ops.payloads import BOOLEAN, NUMBER, expects, maybe, obj, one_of, text, who
 from visits import calls, media, presence, realtime, replies, state, writer
 from visits.errors import VisitError
 from visits.models import Participant
+from visits.quality import families as ua_families
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,8 @@ def _staff_connected(identity: realtime.Identity) -> bool:
     return True
 
 
+# The browser's (browser, OS) families, kept in the socket's environ for call quality.
+CLIENT_FAMILIES = "vv.client_families"
 # What a socket's later events still read from the environ Flask-SocketIO keeps for it
 # (each event builds a request context from it). The rest — the cookie, user agent, accept
 # and WebSocket headers — would stay in memory for the life of the connection.
@@ -100,14 +103,15 @@ _KEPT_ENVIRON = frozenset({
     "REQUEST_METHOD", "SCRIPT_NAME", "PATH_INFO", "QUERY_STRING", "SERVER_NAME",
     "SERVER_PORT", "SERVER_PROTOCOL", "HTTP_HOST", "REMOTE_ADDR", "REMOTE_PORT",
     "wsgi.url_scheme", "wsgi.version", "wsgi.input", "wsgi.errors", "wsgi.multithread",
-    "wsgi.multiprocess", "wsgi.run_once", "flask.app", "saved_session",
+    "wsgi.multiprocess", "wsgi.run_once", "flask.app", "saved_session", CLIENT_FAMILIES,
 })
 
 
 def _trim_environ(environ: dict) -> None:
     """Keep what later events need. The session was already copied for this socket's
     events (Flask-SocketIO's managed session), so without the cookie they also skip
-    decoding it again."""
+    decoding it again. Of the User-Agent, only its coarse families stay (call quality)."""
+    environ[CLIENT_FAMILIES] = ua_families(environ.get("HTTP_USER_AGENT"))
     for key in [key for key in environ if key not in _KEPT_ENVIRON]:
         del environ[key]
 
@@ -269,13 +273,17 @@ def call_leave(_data):
 
 @socketio.on("call_quality")
 @expects(rtt_ms=maybe(NUMBER), jitter_ms=maybe(NUMBER), packet_loss_pct=maybe(NUMBER),
-         bitrate_in_kbps=maybe(NUMBER), bitrate_out_kbps=maybe(NUMBER))
+         bitrate_in_kbps=maybe(NUMBER), bitrate_out_kbps=maybe(NUMBER), relayed=maybe(BOOLEAN))
 def call_quality(data):
-    """Every 10 s from each browser in a call: RTT, jitter, loss, bitrates (from getStats)."""
+    """Every 10 s from each browser in a call: RTT, jitter, loss, bitrates (from getStats)
+    and whether the path goes through TURN."""
     identity = realtime.identity_for(request.sid)
     if identity is None or request.sid not in _in_call:
         return {"ok": False}
-    return {"ok": calls.record_quality(identity.participant_id, data, _now())}
+    families = request.environ.get(CLIENT_FAMILIES) or ua_families(
+        request.environ.get("HTTP_USER_AGENT"))
+    return {"ok": calls.record_quality(identity.participant_id, data, _now(),
+                                       families=families)}
 
 
 @socketio.on("report_media")

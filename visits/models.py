@@ -334,6 +334,8 @@ class CallQualitySample(db.Model):
     __tablename__ = "call_quality_samples"
     __table_args__ = (
         sa.Index("ix_call_quality_samples_participant_id_at", "participant_id", "at"),
+        # The retention purge deletes by age.
+        sa.Index("ix_call_quality_samples_at", "at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -345,11 +347,85 @@ class CallQualitySample(db.Model):
     packet_loss_pct: Mapped[float | None] = mapped_column(sa.Float)
     bitrate_in_kbps: Mapped[float | None] = mapped_column(sa.Float)
     bitrate_out_kbps: Mapped[float | None] = mapped_column(sa.Float)
+    # Estimated from RTT, jitter and loss when stored (visits/quality.py, the device
+    # test's E-model), so reports need not recompute it.
+    mos: Mapped[float | None] = mapped_column(sa.Float)
+    # The browser's selected candidate pair went through our TURN relay.
+    relayed: Mapped[bool | None] = mapped_column(sa.Boolean)
+    # Coarse families from the User-Agent ("Chrome", "iOS"); the header itself is not kept.
+    browser_family: Mapped[str | None] = mapped_column(sa.String(24))
+    os_family: Mapped[str | None] = mapped_column(sa.String(24))
 
     participant: Mapped[Participant] = relationship(back_populates="quality_samples")
 
     def __repr__(self) -> str:
         return f"<CallQualitySample {self.id} participant={self.participant_id}>"
+
+
+class CallQualityRollup(db.Model):
+    """One participant's call quality summed as samples arrive, so reports read a row per
+    person in a call instead of every 10-s sample: sums and counts for the means, and
+    counts per bucket (``visits.quality.BUCKETS``) for the distributions. Outlives the
+    samples it sums (the retention purge deletes samples only)."""
+
+    __tablename__ = "call_quality_rollups"
+    __table_args__ = (
+        # Reports ask "calls of these endpoints that began in these days".
+        sa.Index("ix_call_quality_rollups_endpoint_id_first_at", "endpoint_id", "first_at"),
+    )
+
+    participant_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("participants.id", ondelete="CASCADE"), primary_key=True)
+    appointment_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("appointments.id", ondelete="CASCADE"), index=True)
+    endpoint_id: Mapped[int] = mapped_column(sa.Integer)
+    role: Mapped[str] = mapped_column(sa.String(16))
+    browser_family: Mapped[str | None] = mapped_column(sa.String(24))
+    os_family: Mapped[str | None] = mapped_column(sa.String(24))
+    first_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    samples: Mapped[int] = mapped_column(default=0, server_default="0")
+    # Samples whose estimated MOS was below visits.quality.POOR_MOS, and relayed ones.
+    poor: Mapped[int] = mapped_column(default=0, server_default="0")
+    relayed: Mapped[int] = mapped_column(default=0, server_default="0")
+    rtt_sum: Mapped[float] = mapped_column(sa.Float, default=0, server_default="0")
+    rtt_n: Mapped[int] = mapped_column(default=0, server_default="0")
+    jitter_sum: Mapped[float] = mapped_column(sa.Float, default=0, server_default="0")
+    jitter_n: Mapped[int] = mapped_column(default=0, server_default="0")
+    loss_sum: Mapped[float] = mapped_column(sa.Float, default=0, server_default="0")
+    loss_n: Mapped[int] = mapped_column(default=0, server_default="0")
+    bitrate_sum: Mapped[float] = mapped_column(sa.Float, default=0, server_default="0")
+    bitrate_n: Mapped[int] = mapped_column(default=0, server_default="0")
+    mos_sum: Mapped[float] = mapped_column(sa.Float, default=0, server_default="0")
+    mos_n: Mapped[int] = mapped_column(default=0, server_default="0")
+    rtt_b0: Mapped[int] = mapped_column(default=0, server_default="0")
+    rtt_b1: Mapped[int] = mapped_column(default=0, server_default="0")
+    rtt_b2: Mapped[int] = mapped_column(default=0, server_default="0")
+    rtt_b3: Mapped[int] = mapped_column(default=0, server_default="0")
+    rtt_b4: Mapped[int] = mapped_column(default=0, server_default="0")
+    jitter_b0: Mapped[int] = mapped_column(default=0, server_default="0")
+    jitter_b1: Mapped[int] = mapped_column(default=0, server_default="0")
+    jitter_b2: Mapped[int] = mapped_column(default=0, server_default="0")
+    jitter_b3: Mapped[int] = mapped_column(default=0, server_default="0")
+    jitter_b4: Mapped[int] = mapped_column(default=0, server_default="0")
+    loss_b0: Mapped[int] = mapped_column(default=0, server_default="0")
+    loss_b1: Mapped[int] = mapped_column(default=0, server_default="0")
+    loss_b2: Mapped[int] = mapped_column(default=0, server_default="0")
+    loss_b3: Mapped[int] = mapped_column(default=0, server_default="0")
+    loss_b4: Mapped[int] = mapped_column(default=0, server_default="0")
+    bitrate_b0: Mapped[int] = mapped_column(default=0, server_default="0")
+    bitrate_b1: Mapped[int] = mapped_column(default=0, server_default="0")
+    bitrate_b2: Mapped[int] = mapped_column(default=0, server_default="0")
+    bitrate_b3: Mapped[int] = mapped_column(default=0, server_default="0")
+    bitrate_b4: Mapped[int] = mapped_column(default=0, server_default="0")
+    mos_b0: Mapped[int] = mapped_column(default=0, server_default="0")
+    mos_b1: Mapped[int] = mapped_column(default=0, server_default="0")
+    mos_b2: Mapped[int] = mapped_column(default=0, server_default="0")
+    mos_b3: Mapped[int] = mapped_column(default=0, server_default="0")
+    mos_b4: Mapped[int] = mapped_column(default=0, server_default="0")
+
+    def __repr__(self) -> str:
+        return f"<CallQualityRollup participant={self.participant_id} samples={self.samples}>"
 
 
 class AuditLog(db.Model):

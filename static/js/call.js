@@ -263,13 +263,18 @@ export class Call {
 
   // --- quality -------------------------------------------------------------------------
   async sendQuality() {
-    const totals = { rtt: [], jitter: [], lost: 0, received: 0, bytesIn: 0, bytesOut: 0 };
+    const totals = { rtt: [], jitter: [], lost: 0, received: 0, bytesIn: 0, bytesOut: 0,
+                     relayed: null };
     for (const peer of this.peers.values()) {
       const report = await peer.pc.getStats();
       const now = { bytesIn: 0, bytesOut: 0, at: performance.now() };
       report.forEach((entry) => {
         if (entry.type === "candidate-pair" && entry.nominated && entry.currentRoundTripTime != null) {
           totals.rtt.push(entry.currentRoundTripTime * 1000);
+          // Through our TURN server when either end of the path is a relay candidate.
+          const ends = [report.get(entry.localCandidateId), report.get(entry.remoteCandidateId)];
+          const relayed = ends.some((end) => end?.candidateType === "relay");
+          totals.relayed = Boolean(totals.relayed) || relayed;
         } else if (entry.type === "inbound-rtp") {
           if (entry.jitter != null) totals.jitter.push(entry.jitter * 1000);
           totals.lost += entry.packetsLost || 0;
@@ -295,6 +300,7 @@ export class Call {
       packet_loss_pct: packets ? (100 * totals.lost) / packets : null,
       bitrate_in_kbps: (totals.bytesIn * 8) / 1000,
       bitrate_out_kbps: (totals.bytesOut * 8) / 1000,
+      relayed: totals.relayed,
     });
   }
 }

@@ -30,12 +30,13 @@ from ehr.models import (
 )
 from extensions import db
 from hl7feed.models import Hl7MessageReceipt
-from notifications.models import SmsMessage, SmsOptOut, SmsRecipient
+from notifications.models import SmsMessage, SmsOptEvent, SmsOptOut, SmsRecipient
 from staff_sso.models import StaffIdentityLink
 from tests.conftest import make_config
 from visits.models import (
     Appointment,
     AuditLog,
+    CallQualityRollup,
     CallQualitySample,
     JoinLink,
     LiveSocket,
@@ -210,6 +211,7 @@ def test_every_table_round_trips_a_row(app):
                    public_jwk={"kty": "RSA", "kid": "2030-03-k1", "n": "AQAB", "e": "AQAB"}),
         make_receipt(appointment.endpoint),
         SmsOptOut(phone_hash="cd" * 32, endpoint=appointment.endpoint),
+        SmsOptEvent(change="opt_out", endpoint_id=appointment.endpoint.id, at=T0),
         AuditLog(actor="participant:1", action="admitted", target_type="participant",
                  target_id="1", detail={"lobby_seconds": 60}),
         StaffIdentityLink(endpoint=appointment.endpoint, ehr_user_id="Practitioner/p-1",
@@ -222,6 +224,11 @@ def test_every_table_round_trips_a_row(app):
     db.session.add(LaunchState(state_hash="ef" * 32, endpoint_id=appointment.endpoint.id,
                                iss="https://fhir.example.org/r4",
                                launch_encrypted=b"\x03ciphertext", expires_at=T0))
+    db.session.flush()
+    db.session.add(CallQualityRollup(
+        participant_id=appointment.participants[0].id, appointment_id=appointment.id,
+        endpoint_id=appointment.endpoint.id, role="patient", first_at=T0, last_at=T0,
+        samples=1, mos_b4=1))
     db.session.commit()
     db.session.expunge_all()
 
