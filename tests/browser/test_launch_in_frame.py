@@ -29,7 +29,7 @@ SIZES = [{"width": 360, "height": 740}, {"width": 1280, "height": 800}]
 class _EhrPage(BaseHTTPRequestHandler):
     """``/hyperspace?src=URL``: a page that frames URL, as a web EHR's activity does."""
 
-    def do_GET(self):  # noqa: N802  (http.server's name)
+    def do_GET(self):
         src = parse_qs(urlsplit(self.path).query).get("src", [""])[0].replace("'", "%27")
         body = (f"<!doctype html><html lang='en'><title>EHR</title><body style='margin:0'>"
                 f"<iframe title='Virtual visit' src='{src}' allow='camera; microphone'"
