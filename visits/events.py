@@ -72,8 +72,21 @@ def connect(auth=None):
         realtime.push_presence(change, skip_sid=sid,
                                lobby_entered_at=waiting_since if context.needs_admission
                                else None)
+    else:
+        # They already had a socket here: another tab or device. The newest takes over.
+        _take_over(identity.participant_id, sid)
     writer.flush_if_immediate()
     return True
+
+
+def _take_over(participant_id: int, sid: str) -> None:
+    """The participant's older sockets on this process hear ``replaced`` (their page
+    releases its camera and says where the visit went on), then are disconnected. The new
+    socket is already counted, so staff hear no change: one person, still connected."""
+    for older in presence.sids_of(participant_id) - {sid}:
+        socketio.emit("replaced", {}, to=older)
+        _leave_call(older)
+        socketio.server.disconnect(older, namespace="/")
 
 
 def _staff_connected(identity: realtime.Identity) -> bool:

@@ -69,6 +69,9 @@ export function startVisitSession({ data, localStream, stageKey = null, left = f
     }
     if (state.state === "ended") finish();
   });
+  // This person opened the visit in another tab or on another device, which has it now
+  // (the server disconnects this socket right after).
+  socket.on("replaced", showReplaced);
 
   function render(state) {
     lobby.dataset.state = state.state;
@@ -292,6 +295,28 @@ export function startVisitSession({ data, localStream, stageKey = null, left = f
     $("call-rejoin").hidden = false;
     $("rejoin").focus(); // "Leave call" is gone: the one thing left to do
   }
+
+  function showReplaced() {
+    if (ended) return;
+    ended = true; // nothing more happens in this tab
+    socket.disconnect(); // no reconnecting: that would take the visit back
+    stopLobbyMedia();
+    if (call && call.state !== "ended") call.end("ended");
+    stopStream(stream);
+    stream = null;
+    callRoot.hidden = true;
+    lobby.hidden = false;
+    for (const part of [".lobby-waited", ".lobby-check"]) lobby.querySelector(part).hidden = true;
+    for (const id of ["lobby-note", "lobby-late", "lobby-connection"]) $(id).hidden = true;
+    showMediaWarnings(mediaState());
+    $("lobby-title").textContent = S.replaced_title;
+    $("lobby-status").textContent = S.replaced;
+    $("lobby-replaced").hidden = false;
+    $("lobby-title").focus();
+  }
+  // Taking the visit back here: a reload comes back into the visit (remembered stage)
+  // and this tab becomes the newest.
+  $("take-back").addEventListener("click", () => window.location.reload());
 
   $("rejoin").addEventListener("click", () => {
     if (ended || (call && call.state !== "ended")) return;

@@ -211,19 +211,60 @@ def test_coming_back_after_a_final_disconnect_is_a_new_wait(app, visit):
     assert staff.picture()["lobby"][0]["entered_at"] == again
 
 
-def test_two_tabs_one_closed_still_connected(app, visit):
+def test_a_second_tab_takes_over_and_the_first_is_told_and_closed(app, visit):
     staff = staff_socket(app, visit.provider)
     tab_one = patient_socket(app, visit.patient)
-    patient_socket(app, visit.patient)
+    entered = last(tab_one.get_received(), "lobby_state")["waiting_since"]
     staff.get_received()
     staff.deltas.clear()
 
-    tab_one.disconnect()
+    tab_two = patient_socket(app, visit.patient)
     upkeep_after(app, 60)
 
+    assert not tab_one.is_connected()
+    assert [m["name"] for m in tab_one.queue] == ["replaced"]  # told before the disconnect
+    assert tab_two.is_connected()
+    assert last(tab_two.get_received(), "lobby_state")["waiting_since"] == entered
     assert db.session.get(Participant, visit.patient.id).presence == "connected"
+    assert kinds_of(visit.patient) == ["connected"]
     assert staff.presence_of(visit.patient) == "connected"
-    assert [d["presence"] for d in staff.deltas] == []  # a closed tab is not news
+    assert staff.lobby_ids() == [visit.patient.id]
+    assert [d["presence"] for d in staff.deltas] == []  # one person, still here: not news
+
+
+def test_the_tab_that_took_over_leaving_is_a_normal_leave(app, visit):
+    staff = staff_socket(app, visit.provider)
+    patient_socket(app, visit.patient)
+    tab_two = patient_socket(app, visit.patient)
+
+    tab_two.disconnect()
+
+    assert staff.presence_of(visit.patient) == "reconnecting"
+    upkeep_after(app, 6)
+    assert staff.presence_of(visit.patient) == "disconnected"
+    assert kinds_of(visit.patient) == ["connected", "disconnected"]
+
+
+def test_a_tab_in_the_call_that_is_taken_over_leaves_the_call(app, visit):
+    staff = staff_socket(app, visit.provider)
+    staff.emit("admit", {"participant_id": visit.patient.id}, callback=True)
+    assert staff.emit("call_join", callback=True)["ok"]
+    tab_one = patient_socket(app, visit.patient)
+    joined = tab_one.emit("call_join", callback=True)
+    staff.get_received()
+
+    patient_socket(app, visit.patient)
+
+    assert {"sid": joined["sid"]} in [m["args"][0] for m in staff.get_received()
+                                      if m["name"] == "call_peer_left"]
+
+
+def test_providers_may_keep_two_pages_open(app, visit):
+    one = staff_socket(app, visit.provider)
+    two = staff_socket(app, visit.provider)
+
+    assert one.is_connected() and two.is_connected()
+    assert "replaced" not in [m["name"] for m in one.client.get_received()]
 
 
 def test_restart_shorter_than_grace_keeps_presence_and_sends_no_disconnect(app, visit):
