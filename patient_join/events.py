@@ -1,4 +1,5 @@
-"""Socket.IO side of the patient's pages: recognising a patient's socket.
+"""Socket.IO side of the patient's pages: recognising a patient's socket, and the rating
+given once the visit has ended.
 
 Both ways read one row (no ORM objects) and write nothing: the link's use is queued
 behind with the socket's other rows (visits/writer.py)."""
@@ -6,12 +7,15 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from flask import request
 from socketio.exceptions import ConnectionRefusedError as Refused
 
+from extensions import socketio
+from ops.payloads import expects, whole
 from patient_join import guesses
 from patient_join.services import SESSION_KEY, NoPatientSession, PatientPass
-from visits import realtime
-from visits.errors import LinkExpired, LinkUnknown
+from visits import ratings, realtime, replies
+from visits.errors import LinkExpired, LinkUnknown, VisitError
 from visits.links import LinkHolder, holder_of_link, holder_of_participant, holder_of_token
 
 
@@ -66,3 +70,19 @@ def patient_from_session(auth: dict, session: dict) -> realtime.Identity | None:
     if holder is None or holder.appointment_id != patient_pass.appointment_id:
         return None
     return _identity(holder)
+
+
+@socketio.on("rate_visit")
+@expects(score=whole(ratings.LOWEST, ratings.HIGHEST))
+def rate_visit(data):
+    """From a patient's or guest's page once the visit has ended: their one-tap rating
+    (1 to 5, no text). Only that page hears the reply; the socket limits (ops/socket_limits)
+    bound how often, and a second tap replaces the first score."""
+    identity = realtime.identity_for(request.sid)
+    if identity is None or identity.is_staff:
+        return replies.refusal("not_in_visit", request.sid)
+    try:
+        ratings.rate(identity.participant_id, data["score"], datetime.now(timezone.utc))
+    except VisitError as error:
+        return replies.refusal_for(error, request.sid)
+    return {"ok": True}

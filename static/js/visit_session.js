@@ -7,6 +7,7 @@ import { connectSocket, request } from "./socket.js";
 import { Call, bindCallControls, showDeviceAvailability } from "./call.js";
 import { browserFamily, browserToUse, canCall, describeMediaError, openPreview, stopStream } from "./media.js";
 import { duration, fill } from "./format.js";
+import { offerRating } from "./rating.js";
 
 const readJson = (id) => JSON.parse(document.getElementById(id).textContent);
 
@@ -339,6 +340,7 @@ export function startVisitSession({ data, localStream, stageKey = null, left = f
       callRoot.hidden = true;
       lobby.hidden = false;
       $("lobby-title").focus();
+      offerRating(socket, S); // they had a visit to rate
     }
     stopStream(stream);
     stream = null;
