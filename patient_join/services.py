@@ -28,6 +28,7 @@ from visits.models import (
     AppointmentStatus,
     AuditLog,
     JoinLink,
+    JoinRoute,
     Participant,
     ParticipantRole,
 )
@@ -263,6 +264,7 @@ def complete_portal_launch(pending: smart.PendingLaunch, *, code: str, redirect_
         expires_at = default_expiry(appointment)
         if now >= expires_at:
             raise LaunchFailed("visit_over", 410)
+        participant.join_route = JoinRoute.MYCHART
         db.session.add(AuditLog(actor=f"participant:{participant.id}", action="patient_launch",
                                 target_type="appointment", target_id=str(appointment.id),
                                 detail={"endpoint": endpoint.name}))

@@ -1,4 +1,4 @@
-"""Reports for the clinic, under ``/admin/reports``: integration health first.
+"""Reports for the clinic, under ``/admin/reports``: usage, integration health, and more.
 
 The blueprint is nested in the admin portal's, so every report passes the portal's
 guards (sign-in, CSRF, its error pages and security headers); services in
@@ -10,6 +10,9 @@ import admin
 
 bp = Blueprint("reports", __name__, url_prefix="/reports", template_folder="templates")
 
+# Reports register themselves (reports/framework.py) before the views and the CLI read the
+# registry; a new report adds its module here.
+from reports import usage  # noqa: E402,F401
 from reports import metrics, views  # noqa: E402,F401
 
 # Nested once, at import: a blueprint may be registered on its parent only once, and the

@@ -4,6 +4,7 @@ command here, with the same filters as its page."""
 from __future__ import annotations
 
 import json
+import time
 
 import click
 from flask import current_app
@@ -58,6 +59,48 @@ def health_command(start: str | None, end: str | None, endpoint: str | None, as_
                 f"  token failures={row.token_failures}")
         for alert in report.alerts:
             click.echo(f"ALERT {alert.endpoint}: {alert.kind}")
+
+
+@reports_cli.command("sample-data")
+@click.option("--visits", "count", type=click.IntRange(1, 5_000_000), required=True,
+              help="How many made-up visits to add.")
+@click.option("--days", type=click.IntRange(1, 3650), default=365, show_default=True,
+              help="Spread over this many days before today (and a week after).")
+@click.option("--samples-per-visit", type=click.IntRange(0, 1000), default=20,
+              show_default=True, help="Call-quality samples per call, on average.")
+@click.option("--seed", type=int, default=12, show_default=True, help="Random seed.")
+def sample_data_command(count: int, days: int, samples_per_visit: int, seed: int) -> None:
+    """Add made-up visits (participants, lobby waits, device tests, call-quality samples,
+    texts) for developing and measuring the reports. Refused in production."""
+    from reports import sample_data
+
+    refused = sample_data.refusal(current_app.config)
+    if refused:
+        raise click.ClickException(refused)
+    counts = sample_data.generate(
+        count, utcnow(), days=days, samples_per_visit=samples_per_visit, seed=seed,
+        progress=lambda n: click.echo(f"{n} visits...", err=True))
+    click.echo(f"Added {counts.appointments} visits, {counts.participants} participants, "
+               f"{counts.lobby_entries} lobby entries, {counts.device_tests} device tests, "
+               f"{counts.quality_samples} quality samples ({counts.quality_rollups} rollups), "
+               f"{counts.texts} texts in {counts.seconds:.1f} s.")
+    _refresh_usage()
+
+
+@reports_cli.command("refresh-usage")
+def refresh_usage_command() -> None:
+    """Keep the usage report's facts of every visit settled since the last refresh (each
+    server process also does it every 10 minutes)."""
+    _refresh_usage()
+
+
+def _refresh_usage() -> None:
+    from reports import usage
+
+    started = time.perf_counter()
+    added = usage.refresh_facts(utcnow())
+    click.echo(f"Usage facts: {added} settled visits added in "
+               f"{time.perf_counter() - started:.1f} s.")
 
 
 def _report_command(kind: framework.ReportKind) -> click.Command:

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from extensions import db
 from visits.errors import LinkExpired, LinkUnknown
-from visits.models import Appointment, JoinLink, Participant
+from visits.models import Appointment, JoinLink, JoinRoute, Participant, ParticipantRole
 
 # 32 bytes = 256 random bits, well over the 128 the design asks for; URL-safe base64.
 TOKEN_BYTES = 32
@@ -72,6 +72,12 @@ def link_for_token(token: str, now: datetime) -> JoinLink:
     if not link.is_usable_at(now):
         raise LinkExpired()
     link.last_used_at = now
+    # For the usage report: a patient's personal link is the one texted to them.
+    participants = Participant.__table__
+    db.session.execute(
+        sa.update(participants).where(participants.c.id == link.participant_id)
+        .values(join_route=sa.case((participants.c.role == ParticipantRole.PATIENT,
+                                    JoinRoute.SMS.value), else_=JoinRoute.GUEST.value)))
     db.session.commit()
     return link
 

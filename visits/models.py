@@ -86,6 +86,14 @@ class ParticipantRole(enum.StrEnum):
     GUEST = "guest"
 
 
+class JoinRoute(enum.StrEnum):
+    """How a participant last opened their visit, for the usage report."""
+
+    SMS = "sms"          # a patient's personal link (sent by text message)
+    MYCHART = "mychart"  # the patient portal's launch
+    GUEST = "guest"      # a guest's or interpreter's personal link
+
+
 class PresenceKind(enum.StrEnum):
     CONNECTED = "connected"
     DISCONNECTED = "disconnected"
@@ -112,6 +120,8 @@ class Appointment(db.Model):
                             name="uq_appointments_endpoint_id_ehr_appointment_id"),
         sa.Index("ix_appointments_endpoint_id_filler_id", "endpoint_id", "filler_id"),
         sa.Index("ix_appointments_endpoint_id_placer_id", "endpoint_id", "placer_id"),
+        # Reports: an endpoint's visits over a range of days.
+        sa.Index("ix_appointments_endpoint_id_start_at", "endpoint_id", "start_at"),
         sa.CheckConstraint(
             "ehr_appointment_id IS NOT NULL OR filler_id IS NOT NULL OR placer_id IS NOT NULL",
             name="has_ehr_id",
@@ -170,6 +180,7 @@ class Participant(db.Model):
         sa.CheckConstraint(f"display_name IS NULL OR role != '{ParticipantRole.PATIENT.value}'",
                            name="display_name_not_patient"),
         one_of("presence", PresenceState),
+        one_of("join_route", JoinRoute),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -181,6 +192,9 @@ class Participant(db.Model):
     display_name: Mapped[str | None] = mapped_column(sa.String(200))
     # BCP 47 tag ("en", "es", "zh-Hant") for the pages and texts this person gets.
     language: Mapped[str | None] = mapped_column(sa.String(16))
+    # How they last opened the visit (SMS link, MyChart, guest link); NULL before it was
+    # recorded or when never opened. A route, not a device or address.
+    join_route: Mapped[str | None] = mapped_column(sa.String(16))
     admitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     left_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # Current presence, as recorded by the last PresenceEvent; kept on the row so a

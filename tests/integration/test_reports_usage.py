@@ -1,0 +1,273 @@
+"""/admin/reports/usage, its CSV and `flask reports usage`, on hand-made visits with known
+answers, on SQLite and PostgreSQL. clinic-a (America/Chicago), Monday 2 and Tuesday 3
+November 2026 (CST, UTC-6):
+
+- V1 09:00 CST: completed. The patient (SMS link, Spanish) passed the device test, waited
+  10 min (entered 08:55, admitted 09:05: 5 min late) and the visit lasted 20 min.
+- V2 10:00: a no-show (the patient never connected); the provider came.
+- V3 11:00: the patient (MyChart, English) failed the device test, waited and left; the
+  provider (Practitioner/p2) never came.
+- V4 12:00: cancelled.
+- V5 Tuesday 09:00: completed; the patient (SMS) waited 2 min, admitted on time, 30 min.
+- V6 Tuesday 23:30 CST (Wednesday 05:30 UTC): a no-show with no provider at all.
+- clinic-b (UTC) has one completed visit on Monday, outside every clinic-a filter.
+"""
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from admin.models import AdminRole
+from device_test.models import DeviceTestResult
+from ehr.services import ensure_endpoint
+from extensions import db
+from reports import framework, usage
+from reports.models import UsageVisitFacts
+from tests.admin_helpers import create_account, sign_in
+from tests.conftest import build_app, dispose_app
+from visits.models import Appointment, LobbyEntry, Participant, utcnow
+
+PATH = "/admin/reports/usage"
+RANGE = "from=2026-11-02&to=2026-11-03"
+
+
+def at(day: int, hour: int, minute: int = 0) -> datetime:
+    return datetime(2026, 11, day, hour, minute, tzinfo=UTC)
+
+
+def _visit(endpoint_id, n, start, *, status="booked", department="Cardiology", ended=None,
+           provider=None, provider_presence="connected", patient_presence="never",
+           route=None, language=None, entered=None, admitted=None, left=None, test=None):
+    appointment = Appointment(endpoint_id=endpoint_id, ehr_appointment_id=f"appt-{n}",
+                              start_at=start, end_at=start + timedelta(minutes=30),
+                              timezone="America/Chicago", department_display=department,
+                              status=status, ended_at=ended)
+    if provider:
+        ehr_id, name = provider
+        appointment.participants.append(Participant(
+            role="provider", ehr_user_id=ehr_id, display_name=name, presence=provider_presence))
+    patient = Participant(role="patient", ehr_user_id=f"Patient/{n}", presence=patient_presence,
+                          join_route=route, language=language, admitted_at=admitted)
+    appointment.participants.append(patient)
+    if entered:
+        patient.lobby_entries.append(LobbyEntry(entered_at=entered, admitted_at=admitted,
+                                                left_at=left))
+    db.session.add(appointment)
+    db.session.flush()
+    if test:
+        outcome, when = test
+        db.session.add(DeviceTestResult(appointment_id=appointment.id, participant_id=patient.id,
+                                        created_at=when, overall=outcome, checks={}))
+
+
+P1 = ("Practitioner/p1", "Dr. Ada Lovelace")
+P2 = ("Practitioner/p2", "Dr. Bo Diddley")
+
+
+def seed(application) -> None:
+    with application.app_context():
+        a = ensure_endpoint("clinic-a", "https://a.example.org/fhir", client_id="vv",
+                            scopes="launch", approved_by="t", site_timezone="America/Chicago")
+        b = ensure_endpoint("clinic-b", "https://b.example.org/fhir", client_id="vv",
+                            scopes="launch", approved_by="t", site_timezone="UTC")
+        db.session.flush()
+        _visit(a.id, 1, at(2, 15), provider=P1, patient_presence="disconnected", route="sms",
+               language="es", entered=at(2, 14, 55), admitted=at(2, 15, 5),
+               ended=at(2, 15, 25), status="fulfilled", test=("pass", at(2, 14, 50)))
+        _visit(a.id, 2, at(2, 16), provider=P1)
+        _visit(a.id, 3, at(2, 17), provider=P2, provider_presence="never", department="Dermatology",
+               patient_presence="disconnected", route="mychart", language="en",
+               entered=at(2, 17), left=at(2, 17, 20), test=("fail", at(2, 16, 55)))
+        _visit(a.id, 4, at(2, 18), provider=P1, status="cancelled")
+        _visit(a.id, 5, at(3, 15), provider=P1, patient_presence="disconnected", route="sms",
+               entered=at(3, 14, 58), admitted=at(3, 15), ended=at(3, 15, 30), status="fulfilled")
+        _visit(a.id, 6, at(4, 5, 30), department=None)
+        _visit(b.id, 7, at(2, 15), provider=P1, patient_presence="disconnected", route="sms",
+               entered=at(2, 15), admitted=at(2, 15, 1), ended=at(2, 15, 11), status="fulfilled")
+        db.session.commit()
+
+
+@pytest.fixture
+def app(tmp_path, monkeypatch, database_url):
+    application = build_app(tmp_path, monkeypatch, SANDBOX=False, DATABASE_URL=database_url)
+    seed(application)
+    create_account(application, "ada", "admin")
+    create_account(application, "ann", "analyst")
+    yield application
+    dispose_app(application)
+
+
+def _csv(client, query: str, table: str | None = None) -> list[dict[str, str]]:
+    response = client.get(f"{PATH}/export.csv?{query}" + (f"&table={table}" if table else ""))
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.mimetype == "text/csv"
+    return framework.read_csv(response.get_data(as_text=True))
+
+
+def test_the_counts_and_times_are_the_known_answers(app):
+    client = sign_in(app.test_client(), "ann")
+
+    days = {row["period"]: row for row in _csv(client, RANGE + "&endpoint=clinic-a")}
+    endpoint = _csv(client, RANGE + "&endpoint=clinic-a", "endpoints")
+
+    assert list(days) == ["2026-11-02", "2026-11-03"]
+    monday, tuesday = days["2026-11-02"], days["2026-11-03"]
+    assert (monday["scheduled"], monday["started"], monday["completed"]) == ("3", "1", "1")
+    assert (monday["no_shows"], monday["left_before_admitted"],
+            monday["provider_never_joined"]) == ("1", "1", "1")
+    assert (monday["wait_median_seconds"], monday["duration_median_seconds"]) == ("600.0",
+                                                                                  "1200.0")
+    assert (tuesday["scheduled"], tuesday["completed"], tuesday["no_shows"],
+            tuesday["provider_never_joined"]) == ("2", "1", "1", "1")
+    [a] = endpoint
+    assert a["endpoint"] == "clinic-a"
+    assert (a["scheduled"], a["started"], a["completed"], a["no_shows"],
+            a["left_before_admitted"], a["provider_never_joined"]) == ("5", "2", "2", "2", "1", "2")
+    assert (float(a["wait_median_seconds"]), float(a["wait_p90_seconds"])) == (360, 552)
+    assert (float(a["duration_median_seconds"]), float(a["duration_p90_seconds"])) == (1500, 1740)
+    assert (float(a["lateness_median_seconds"]), float(a["lateness_p90_seconds"])) == (150, 270)
+    assert float(a["device_tested_share"]) == pytest.approx(2 / 3, abs=1e-4)
+    assert float(a["device_pass_rate"]) == 0.5
+
+
+def test_routes_languages_providers_and_the_wait_histogram(app):
+    client = sign_in(app.test_client(), "ann")
+    query = RANGE + "&endpoint=clinic-a"
+
+    routes = {row["route"]: row["patients"] for row in _csv(client, query, "join_routes")}
+    languages = {row["code"]: row["patients"] for row in _csv(client, query, "languages")}
+    providers = {row["provider"]: row for row in _csv(client, query, "providers")}
+    waits = {row["wait"]: row["patients"] for row in _csv(client, query, "wait_histogram")}
+
+    assert routes == {"SMS link": "2", "MyChart": "1", "Guest link": "0"}
+    assert languages == {"es": "1", "en": "1", "": "1"}
+    assert providers["Practitioner/p1"]["provider_name"] == "Dr. Ada Lovelace"
+    assert providers["Practitioner/p1"]["scheduled"] == "3"  # V1, V2, V5 (V4 was cancelled)
+    assert providers["Practitioner/p1"]["completed"] == "2"
+    assert providers["Practitioner/p2"]["provider_never_joined"] == "1"
+    assert waits["2–5 min"] == "1" and waits["10–15 min"] == "1"
+    assert sum(int(n) for n in waits.values()) == 2
+
+
+def test_filters_narrow_by_department_provider_week_and_the_clinic_day(app):
+    client = sign_in(app.test_client(), "ann")
+
+    dermatology = _csv(client, RANGE + "&department=Dermatology", "endpoints")
+    p2 = _csv(client, RANGE + "&provider=Practitioner/p2", "endpoints")
+    weeks = _csv(client, RANGE + "&endpoint=clinic-a&period=week")
+    monday_only = _csv(client, "from=2026-11-02&to=2026-11-02&endpoint=clinic-a", "endpoints")
+    both = {row["endpoint"]: row for row in _csv(client, RANGE, "endpoints")}
+
+    assert [(r["endpoint"], r["scheduled"]) for r in dermatology] == [("clinic-a", "1")]
+    assert [(r["endpoint"], r["left_before_admitted"]) for r in p2] == [("clinic-a", "1")]
+    assert [(r["period"], r["scheduled"]) for r in weeks] == [("2026-11-02", "5")]
+    # V6 starts on Wednesday in UTC but on Tuesday in Chicago: not a Monday visit.
+    assert monday_only[0]["scheduled"] == "3"
+    assert both["clinic-b"]["completed"] == "1" and both["clinic-a"]["scheduled"] == "5"
+
+
+def test_the_page_shows_the_figures_a_chart_and_the_csv_links(app):
+    client = sign_in(app.test_client(), "ann")
+
+    html = client.get(f"{PATH}?{RANGE}&endpoint=clinic-a").get_data(as_text=True)
+
+    assert 'data-testid="report-periods"' in html
+    assert 'data-key="2026-11-02"' in html
+    assert '<svg viewBox="0 0 360' in html and 'role="img"' in html
+    assert 'data-testid="chart-wait"' in html
+    assert 'data-testid="report-csv-providers"' in html
+    assert "Dr. Ada Lovelace" in html
+    assert "Patient/" not in html
+
+
+def test_csv_round_trip_matches_the_json_of_the_cli(app):
+    client = sign_in(app.test_client(), "ada")
+    runner = app.test_cli_runner()
+
+    result = runner.invoke(args=["reports", "usage", "--from", "2026-11-02", "--to",
+                                 "2026-11-03", "--endpoint", "clinic-a", "--json"])
+    as_csv = runner.invoke(args=["reports", "usage", "--from", "2026-11-02", "--to",
+                                 "2026-11-03", "--endpoint", "clinic-a", "--csv",
+                                 "--table", "endpoints"])
+    page_csv = _csv(client, RANGE + "&endpoint=clinic-a", "endpoints")
+
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["filters"]["endpoint"] == "clinic-a"
+    [row] = data["tables"]["endpoints"]
+    assert as_csv.exit_code == 0, as_csv.output
+    assert framework.read_csv(as_csv.output) == page_csv
+    for key, value in page_csv[0].items():
+        expected = row[key]
+        assert value == ("" if expected is None else str(expected)), key
+
+
+@pytest.mark.parametrize("query", ["endpoint=nope", "from=yesterday",
+                                   "from=2026-12-05&to=2026-12-01", "period=month"])
+def test_unusable_filters_get_400_with_a_message(app, query):
+    client = sign_in(app.test_client(), "ann")
+
+    page = client.get(f"{PATH}?{query}")
+    download = client.get(f"{PATH}/export.csv?{query}")
+
+    assert page.status_code == 400
+    assert 'data-testid="report-error"' in page.get_data(as_text=True)
+    assert download.status_code == 400
+
+
+def test_the_cli_refuses_an_unknown_endpoint(app):
+    result = app.test_cli_runner().invoke(args=["reports", "usage", "--endpoint", "nope",
+                                                "--json"])
+
+    assert result.exit_code == 2
+    assert "nope" in result.output
+
+
+def test_signed_out_visitors_are_sent_to_sign_in(app):
+    for path in (PATH, f"{PATH}/export.csv", "/admin/reports/"):
+        response = app.test_client().get(path)
+
+        assert response.status_code == 302
+        assert response.headers["Location"].split("?")[0].endswith("/admin/login")
+
+
+def test_analysts_and_admins_may_read_it_and_find_it(app):
+    view = app.view_functions["admin.reports.report"]
+
+    for name in ("ada", "ann"):
+        client = sign_in(app.test_client(), name)
+        assert client.get(PATH).status_code == 200
+        assert client.get("/admin/reports/").status_code == 200
+    home = sign_in(app.test_client(), "ann").get("/admin/").get_data(as_text=True)
+    assert set(view.admin_roles) == {AdminRole.ADMIN, AdminRole.ANALYST}
+    assert 'data-testid="admin-nav-reports"' in home
+    assert 'data-testid="home-report-usage"' in home
+    assert sign_in(app.test_client(), "ann").get("/admin/reports/nope").status_code == 404
+
+
+def test_settled_visits_kept_as_facts_give_the_same_answers(app):
+    client = sign_in(app.test_client(), "ann")
+    tables = ("periods", "endpoints", "providers", "departments", "join_routes", "languages",
+              "wait_histogram", "device_test", "times")
+    live = {table: _csv(client, RANGE, table) for table in tables}
+
+    with app.app_context():
+        added = usage.refresh_facts(utcnow())
+        again = usage.refresh_facts(utcnow())
+        kept = db.session.execute(sa.select(sa.func.count()).select_from(
+            UsageVisitFacts)).scalar()
+    stored = {table: _csv(client, RANGE, table) for table in tables}
+
+    assert (added, again, kept) == (7, 0, 7)
+    assert stored == live
+
+
+def test_a_visit_is_kept_only_once_settled(app):
+    with app.app_context():
+        before = usage.refresh_facts(at(3, 12))  # two days after Monday 1 November noon UTC
+        kept = set(db.session.execute(sa.select(UsageVisitFacts.appointment_id)).scalars())
+
+    assert before == 0 and kept == set()
