@@ -19,7 +19,6 @@ from flask_babel import lazy_gettext as _l
 from flask_limiter import RateLimitExceeded
 from jinja2.utils import htmlsafe_json_dumps
 from markupsafe import Markup
-from werkzeug.routing import BuildError
 
 from ehr.launch import LaunchFailed, safe_error_code
 from ehr import launch as ehr_launch
@@ -285,16 +284,14 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _device_test_url(participant: services.ParticipantFacts) -> str | None:
+def _device_test_url(participant: services.ParticipantFacts) -> str:
     """The device test for this participant, with a context token so a patient's result
-    reaches their chart (once the endpoint exists; a later issue built it).
+    reaches their chart.
 
     Signing the token was a tenth of the page's cost, and patients reload the page, so a
     participant's URL is reused for up to a minute (a hundredth of the token's lifetime,
     if that is shorter): the token carries only row ids and its age, which the device
     test checks again when it is used."""
-    if "device_test.device_test" not in current_app.view_functions:
-        return None
     lifetime = min(60.0, current_app.config["DEVICE_TEST_CONTEXT_TTL_SECONDS"] / 100)
     period = int(time.monotonic() // lifetime) if lifetime > 0 else None
     made = current_app.extensions.get("patient_join.device_test_urls")
@@ -309,18 +306,15 @@ def _device_test_url(participant: services.ParticipantFacts) -> str | None:
         url = _make_device_test_url(participant)
         if period is not None:
             made[1][key] = url
-    return url or None
+    return url
 
 
 def _make_device_test_url(participant: services.ParticipantFacts) -> str:
     from device_test.context import make_token
 
-    try:
-        return url_for("device_test.device_test",
-                       ctx=make_token(current_app.config["SECRET_KEY"], participant),
-                       next=url_for("patient_join.join"))
-    except BuildError:
-        return ""
+    return url_for("device_test.device_test",
+                   ctx=make_token(current_app.config["SECRET_KEY"], participant),
+                   next=url_for("patient_join.join"))
 
 
 def browser_help() -> list[tuple[str, str, str]]:
