@@ -8,11 +8,11 @@ BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 SUDO := $(shell [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null && echo sudo)
 
-.PHONY: messages demo test bench nodejs install install-test translations migrate chromium coturn redis-server serve clean help
+.PHONY: messages demo test bench nodejs install install-test translations migrate chromium webkit coturn redis-server serve clean help
 
 help:
 	@echo "make demo   - set up and start the app with the sandbox EHR on http://127.0.0.1:$(PORT)"
-	@echo "make test   - install test dependencies (and Debian chromium) and run the whole suite"
+	@echo "make test   - install test dependencies (and Debian chromium, WebKitGTK, coturn) and run the whole suite"
 	@echo "make bench  - the app against the Node socket.io reference, side by side (several minutes)"
 
 $(BIN)/python:
@@ -30,7 +30,7 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	@touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed translations
-install-test: $(VENV)/.installed-test translations chromium coturn redis-server
+install-test: $(VENV)/.installed-test translations chromium webkit coturn redis-server
 
 translations: $(VENV)/.installed
 	@$(BIN)/pybabel -q compile -d translations
@@ -39,6 +39,14 @@ chromium:
 	@if [ ! -x /usr/bin/chromium ]; then \
 	  echo "Installing Debian chromium for the browser tests..."; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; \
+	fi
+
+# The second engine: tests/browser/test_webkit.py drives Debian's WebKitGTK (Safari's engine)
+# through WebKitWebDriver on an Xvfb screen of its own.
+webkit:
+	@if [ ! -x /usr/bin/WebKitWebDriver ] || [ ! -x /usr/bin/Xvfb ]; then \
+	  echo "Installing Debian webkit2gtk-driver and xvfb for the WebKit browser test..."; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq webkit2gtk-driver xvfb >/dev/null; \
 	fi
 
 # The device test's browser tests start their own coturn (TURN relay) on loopback ports.

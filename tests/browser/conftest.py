@@ -1,9 +1,12 @@
 """Browser fixtures: the real server (``python app.py``, gevent) in a subprocess on a free
-port, and Debian Chromium driven by Playwright with fake camera and microphone."""
+port, Debian Chromium driven by Playwright with fake camera and microphone, and Debian
+WebKitGTK (Safari's engine) driven by Selenium under Xvfb with mock camera and microphone."""
 from __future__ import annotations
 
 import json
 import os
+import re
+import select
 import socket
 import sqlite3
 import subprocess
@@ -22,6 +25,15 @@ CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+]
+WEBKIT_DRIVER = "/usr/bin/WebKitWebDriver"
+WEBKIT_BROWSER = "/usr/lib/x86_64-linux-gnu/webkit2gtk-4.1/MiniBrowser"
+XVFB = "/usr/bin/Xvfb"
+# Mock camera and microphone, granted without a prompt. --full-screen: MiniBrowser's window
+# will not go below ~447 px wide with its toolbar; full screen on a phone-sized X screen will.
+WEBKIT_ARGS = [
+    "--automation", "--full-screen", "--enable-media-stream=true",
+    "--enable-mock-capture-devices=true", "--enable-webaudio=true",
 ]
 OUTPUT = Path(os.environ.get("VV_TEST_OUTPUT", ROOT / "test-output"))
 
@@ -44,8 +56,8 @@ class LiveServer:
 
     def flask(self, *args: str) -> str:
         """Run a ``flask`` CLI command against this server's database; returns stdout."""
-        done = subprocess.run([sys.executable, "-m", "flask", "--app", "app", *args], cwd=ROOT,
-                              env=self.env, capture_output=True, text=True, timeout=60)
+        done = subprocess.run([sys.executable, "-m", "flask", "--app", "app", *args], check=False,
+                              cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=60)
         if done.returncode != 0:
             raise RuntimeError(f"flask {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
         return done.stdout
@@ -77,7 +89,8 @@ def start_server(workdir: Path, *, port: int | None = None, public_url: str | No
     # As `make demo` does: migrate, then seed the sandbox and register it as an approved EHR.
     for command in (["db", "upgrade"], ["demo"]):
         done = subprocess.run([sys.executable, "-m", "flask", "--app", "app", *command],
-                              cwd=ROOT, env=env, capture_output=True, text=True)
+                              check=False, cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=180)
         if done.returncode != 0:
             raise RuntimeError(f"flask {' '.join(command)} failed:\n{done.stdout}{done.stderr}")
     log_path = workdir / "server.log"
@@ -169,3 +182,134 @@ def screenshot(page, name: str) -> Path:
     path = OUTPUT / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+# Every error the page reports (WebDriver has no console API here): installed after each load.
+COLLECT_ERRORS = """if (!window.__errors) {
+  window.__errors = [];
+  addEventListener("error", (e) => __errors.push(`${e.message} (${e.filename}:${e.lineno})`));
+  addEventListener("unhandledrejection", (e) => __errors.push(`unhandled: ${e.reason}`));
+  const logError = console.error.bind(console);
+  console.error = (...args) => { __errors.push(args.map(String).join(" ")); logError(...args); };
+}"""
+
+
+@dataclass
+class WebKit:
+    """A WebKitGTK window (Selenium WebDriver) on its own Xvfb screen, with the logs that
+    explain a failure."""
+    driver: object
+    width: int
+    height: int
+    logs: dict[str, Path]
+
+    def open(self, url: str) -> None:
+        """Load a page and start collecting its errors."""
+        self.driver.get(url)
+        self.collect_errors()
+
+    def arrive(self, path_pattern: str) -> None:
+        """After a link was followed: wait until that page has loaded, then collect its errors."""
+        self.wait(lambda driver: re.search(path_pattern, driver.current_url)
+                  and driver.execute_script("return document.readyState") == "complete",
+                  f"a loaded page matching {path_pattern}")
+        self.collect_errors()
+
+    def collect_errors(self) -> None:
+        self.driver.execute_script(COLLECT_ERRORS)
+
+    def errors(self) -> list[str]:
+        return self.driver.execute_script("return window.__errors || []")
+
+    def wait(self, condition, what: str, timeout: float = 15):
+        """Poll ``condition(driver)`` until it is truthy; the failure says what was awaited."""
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        return WebDriverWait(self.driver, timeout, poll_frequency=0.1).until(
+            condition, f"WebKit: waited {timeout} s for {what}")
+
+    def by_test_id(self, test_id: str):
+        from selenium.webdriver.common.by import By
+
+        return self.driver.find_element(By.CSS_SELECTOR, f'[data-testid="{test_id}"]')
+
+    def screenshot(self, name: str, show: str | None = None) -> Path:
+        """Save what the screen shows, scrolled to the element ``show`` (a test id) if given."""
+        if show:
+            self.driver.execute_script("arguments[0].scrollIntoView({block: 'center'})",
+                                       self.by_test_id(show))
+        OUTPUT.mkdir(parents=True, exist_ok=True)
+        path = OUTPUT / f"{name}.png"
+        self.driver.save_screenshot(str(path))
+        return path
+
+    def log_text(self) -> str:
+        return "\n".join(f"--- {name} ({path}):\n{path.read_text(errors='replace')[-4000:]}"
+                         for name, path in self.logs.items() if path.exists())
+
+
+def start_xvfb(workdir: Path, size: str, timeout: float = 15) -> tuple[subprocess.Popen, str]:
+    """Xvfb on a display it picks itself (-displayfd: no race with parallel runs)."""
+    log = workdir / "xvfb.log"
+    with open(log, "wb") as errors:
+        process = subprocess.Popen([XVFB, "-displayfd", "1", "-screen", "0", f"{size}x24",
+                                    "-nolisten", "tcp"], stdout=subprocess.PIPE, stderr=errors)
+    ready, _, _ = select.select([process.stdout], [], [], timeout)
+    number = process.stdout.readline().decode().strip() if ready else ""
+    if not number.isdigit():
+        process.kill()
+        process.wait(timeout=5)
+        raise RuntimeError(f"Xvfb gave no display within {timeout} s:\n{log.read_text()}")
+    return process, f":{number}"
+
+
+@pytest.fixture(scope="session")
+def webkit(tmp_path_factory):
+    """WebKitGTK (Debian's webkit2gtk-driver: WebKitWebDriver and MiniBrowser) at 390 x 844,
+    the size of a phone, with mock camera and microphone. It has no WebRTC."""
+    for path in (WEBKIT_DRIVER, WEBKIT_BROWSER, XVFB):
+        if not Path(path).exists():
+            pytest.fail(f"{path} is missing: `make test` installs webkit2gtk-driver and xvfb")
+    from selenium import webdriver
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.webkitgtk.options import Options
+    from selenium.webdriver.webkitgtk.service import Service
+
+    workdir = tmp_path_factory.mktemp("webkit")
+    width, height = 390, 844
+    xvfb, display = start_xvfb(workdir, f"{width}x{height}")
+    logs = {"Xvfb": workdir / "xvfb.log", "WebKitWebDriver": workdir / "webkitwebdriver.log"}
+    options = Options()
+    options.binary_location = WEBKIT_BROWSER
+    for argument in WEBKIT_ARGS:
+        options.add_argument(argument)
+    driver_log = open(logs["WebKitWebDriver"], "wb")  # noqa: SIM115  (the driver's lifetime)
+    service = Service(WEBKIT_DRIVER, log_output=driver_log, env={**os.environ, "DISPLAY": display})
+    try:
+        driver = webdriver.WebKitGTK(options=options, service=service)
+    except WebDriverException as error:
+        xvfb.kill()
+        xvfb.wait(timeout=10)
+        driver_log.close()
+        logged = "\n".join(path.read_text(errors="replace") for path in logs.values())
+        raise RuntimeError(f"WebKitWebDriver did not start: {error}\n{logged}") from error
+    driver.command_executor.client_config.timeout = 60  # per command, not the default 120 s
+    driver.set_page_load_timeout(20)
+    driver.set_script_timeout(30)
+    browser = WebKit(driver, width, height, logs)
+    try:
+        driver.set_window_rect(width=width, height=height)
+        size = driver.execute_script("return [innerWidth, innerHeight]")
+        if size != [width, height]:
+            raise RuntimeError(f"WebKit's viewport is {size}, not {width} x {height}")
+        yield browser
+    finally:
+        try:
+            driver.quit()
+        finally:
+            xvfb.terminate()
+            try:
+                xvfb.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                xvfb.kill()
+            driver_log.close()
