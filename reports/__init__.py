@@ -13,7 +13,9 @@ bp = Blueprint("reports", __name__, url_prefix="/reports", template_folder="temp
 # Reports register themselves (reports/framework.py) before the views and the CLI read the
 # registry; a new report adds its module here.
 from reports import usage  # noqa: E402,F401
+from reports import quality, texts  # noqa: E402,F401
 from reports import metrics, views  # noqa: E402,F401
+from reports import quality_views  # noqa: E402,F401
 
 # Nested once, at import: a blueprint may be registered on its parent only once, and the
 # test suite builds many apps from the same admin blueprint.
