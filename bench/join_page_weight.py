@@ -11,10 +11,15 @@ from another origin (no CDN, no web font service: an old phone on 3G pays for ea
 extra connection, and a third party would learn who visits a clinic).
 
     .venv/bin/python bench/join_page_weight.py [--encoding gzip|br|identity]
+    .venv/bin/python bench/join_page_weight.py --join-link https://host/j/<token> [--insecure]
 
-builds the app on a throw-away SQLite database, opens a join link with the test client,
-prints one line per file and the total, and exits 1 above the budget or when the page
-names another origin. ``measure()`` is what the test suite runs too.
+The first builds the app on a throw-away SQLite database and opens a join link with the
+test client (the whole WSGI app, its compression included). The second measures a
+running server over real HTTP (``python app.py``, gunicorn, or the same behind nginx):
+each response body is counted as it came off the socket, before any decoding, so a proxy
+that compresses, or does not, is what is measured. Either prints one line per file (bytes
+sent, bytes decoded) and the total, and exits 1 above the budget or when the page names
+another origin. ``measure()`` is what the test suite runs too, both ways.
 """
 from __future__ import annotations
 
@@ -125,12 +130,28 @@ def _decode(body: bytes, coding: str | None) -> bytes:
     return body
 
 
+def http_fetch(session, origin: str, encoding: str = ENCODING, *,
+               verify: bool = True) -> Callable[[str], tuple[bytes, int] | None]:
+    """A ``fetch`` for ``measure`` over real HTTP with a ``requests.Session``: the body is
+    read undecoded from the socket (after de-chunking), so its length is what was sent."""
+    def fetch(target: str) -> tuple[bytes, int] | None:
+        response = session.get(origin + target, headers={"Accept-Encoding": encoding},
+                               stream=True, timeout=30, verify=verify)
+        with response:
+            if response.status_code != 200:
+                return None
+            sent = response.raw.read(decode_content=False)
+        return _decode(sent, response.headers.get("Content-Encoding")), len(sent)
+
+    return fetch
+
+
 def measure(client, path: str = "/join",
             fetch: Callable[[str], tuple[bytes, int] | None] | None = None,
-            encoding: str = ENCODING) -> Report:
+            encoding: str = ENCODING, base: str = BASE) -> Report:
     """Load ``path`` with a Flask test client (or any ``fetch(path) -> (body, bytes sent)
-    | None``), accepting ``encoding``, and every same-origin asset it pulls in;
-    other-origin URLs are listed, not fetched."""
+    | None``, e.g. ``http_fetch``), accepting ``encoding``, and every asset of ``base``'s
+    origin it pulls in; other-origin URLs are listed, not fetched."""
     if fetch is None:
         def fetch(target: str) -> tuple[bytes, int] | None:
             response = client.get(target, headers={"Accept-Encoding": encoding})
@@ -140,7 +161,8 @@ def measure(client, path: str = "/join",
             return _decode(sent, response.headers.get("Content-Encoding")), len(sent)
 
     report = Report(encoding=encoding)
-    page_url = urljoin(BASE, path)
+    own = urlsplit(base)
+    page_url = urljoin(base, path)
     fetched = fetch(path)
     if fetched is None:
         raise RuntimeError(f"{path} did not answer 200")
@@ -159,7 +181,7 @@ def measure(client, path: str = "/join",
             continue
         absolute = urljoin(referrer, reference)
         parts = urlsplit(absolute)
-        if (parts.scheme, parts.netloc) != ("http", "localhost"):
+        if (parts.scheme, parts.netloc) != (own.scheme, own.netloc):
             if absolute not in report.other_origins:
                 report.other_origins.append(absolute)
             continue
@@ -179,13 +201,49 @@ def measure(client, path: str = "/join",
 
 
 def main() -> int:
-    """Build a throw-away app, open a join link, and report the join page's weight."""
+    """Report the join page's weight: of a throw-away app, or of a running server."""
     import argparse
-    import tempfile
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--encoding", default=ENCODING, choices=["gzip", "br", "identity"])
+    parser.add_argument("--join-link", metavar="URL",
+                        help="measure a running server over HTTP, from this /j/<token> link")
+    parser.add_argument("--insecure", action="store_true",
+                        help="with --join-link: accept a self-signed certificate")
     args = parser.parse_args()
+    if args.join_link:
+        report = _measure_live(args.join_link, args.encoding, verify=not args.insecure)
+    else:
+        report = _measure_app(args.encoding)
+    print(report.table())
+    over = report.total_gzip > BUDGET_BYTES
+    if over:
+        print(f"over budget by {report.total_gzip - BUDGET_BYTES} bytes", file=sys.stderr)
+    if report.other_origins or report.missing or report.unversioned:
+        print("the page names other origins, missing or un-fingerprinted files",
+              file=sys.stderr)
+    return 1 if over or report.other_origins or report.missing or report.unversioned else 0
+
+
+def _measure_live(join_link: str, encoding: str, *, verify: bool) -> Report:
+    """Open the join link on a running server (its redirect sets the session cookie),
+    then measure the page it lands on over HTTP."""
+    import requests
+
+    session = requests.Session()
+    session.trust_env = False
+    landed = session.get(join_link, timeout=30, verify=verify)
+    if landed.status_code != 200:
+        raise SystemExit(f"{join_link} answered {landed.status_code}")
+    parts = urlsplit(landed.url)
+    origin = f"{parts.scheme}://{parts.netloc}"
+    return measure(None, parts.path, fetch=http_fetch(session, origin, encoding, verify=verify),
+                   encoding=encoding, base=origin)
+
+
+def _measure_app(encoding: str) -> Report:
+    """Build a throw-away app on SQLite, open a join link with its test client, measure."""
+    import tempfile
 
     root = Path(__file__).resolve().parents[1]
     sys.path.insert(0, str(root))
@@ -205,19 +263,12 @@ def main() -> int:
             token = factories.join_token(factories.make_visit().patient)
         client = app.test_client()
         client.get(f"/j/{token}")
-        report = measure(client, "/join", encoding=args.encoding)
+        report = measure(client, "/join", encoding=encoding)
         with app.app_context():
             from extensions import db
 
             db.engine.dispose()
-    print(report.table())
-    over = report.total_gzip > BUDGET_BYTES
-    if over:
-        print(f"over budget by {report.total_gzip - BUDGET_BYTES} bytes", file=sys.stderr)
-    if report.other_origins or report.missing or report.unversioned:
-        print("the page names other origins, missing or un-fingerprinted files",
-              file=sys.stderr)
-    return 1 if over or report.other_origins or report.missing or report.unversioned else 0
+    return report
 
 
 if __name__ == "__main__":
