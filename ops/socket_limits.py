@@ -200,3 +200,27 @@ def _cut_off(server, eio_sid: str, namespace: str) -> None:
         server.eio.disconnect(eio_sid)
     except Exception:  # it may have gone already; nothing else to undo
         log.info("flooding socket already gone")
+
+
+class Budget:
+    """A token bucket per key for one kind of event (chat messages per participant):
+    ``burst`` at once, then ``rate`` a second. The socket-wide bucket above stops floods
+    of anything; this stops a flood of one thing other people must read."""
+
+    def __init__(self, rate: float, burst: int, clock=time.monotonic) -> None:
+        self.rate, self.burst, self.clock = rate, float(burst), clock
+        self._buckets: dict = {}  # key -> (tokens, at)
+
+    def take(self, key) -> bool:
+        """Whether one more event of ``key`` may go now (a token taken)."""
+        now = self.clock()
+        tokens, at = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - at) * self.rate)
+        if tokens < 1.0:
+            self._buckets[key] = (tokens, now)
+            return False
+        self._buckets[key] = (tokens - 1.0, now)
+        return True
+
+    def forget(self, key) -> None:
+        self._buckets.pop(key, None)

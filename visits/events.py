@@ -17,7 +17,7 @@ from extensions import db, socketio
 from ops.background import periodic
 from ops.i18n import select_locale
 from ops.payloads import BOOLEAN, NUMBER, expects, maybe, obj, one_of, text, whole
-from visits import calls, media, presence, realtime, replies, state, writer
+from visits import calls, chat, media, presence, realtime, replies, state, writer
 from visits.errors import VisitError
 from visits.models import Participant
 from visits.quality import families as ua_families
@@ -184,6 +184,7 @@ def presence_upkeep() -> None:
     presence.finalize_overdue(now, config["PRESENCE_GRACE_SECONDS"],
                               config["PRESENCE_RESTART_GRACE_SECONDS"])
     writer.flush(now)
+    chat.sweep(now)
 
 
 @socketio.on_error_default
@@ -323,3 +324,38 @@ def _leave_call(sid: str) -> None:
     room = realtime.call_room(appointment_id)
     leave_room(room, sid=sid)
     socketio.emit("call_peer_left", {"sid": sid}, to=room)
+
+
+# --- chat -----------------------------------------------------------------------------
+
+@socketio.on("chat_send")
+# Cut and checked by visits.chat (1,000 characters once trimmed); the page stops at 1,000.
+@expects(text=text(2 * chat.MAX_CHARS))
+def chat_send(data):
+    """Sent by a provider's page or an admitted person's with ``{"text": ...}``; everyone
+    it reaches (visits/chat.py) hears ``chat_message``; the ack carries the message."""
+    identity, participant = _caller()
+    if participant is None:
+        return replies.refusal("not_in_visit", request.sid)
+    try:
+        message, audience = chat.send(participant, data["text"], _now(),
+                                      staff=identity.is_staff)
+    except VisitError as error:
+        return replies.refusal_for(error, request.sid)
+    sent = message.as_dict()
+    rooms = [realtime.staff_room(audience.appointment_id),
+             *(realtime.participant_room(pid) for pid in audience.participant_ids)]
+    socketio.emit("chat_message", sent, to=rooms)
+    return {"ok": True, "message": sent}
+
+
+@socketio.on("chat_history")
+@expects()
+def chat_history(_data):
+    """Sent by a page when it connects; the ack carries what this person may read of the
+    visit's chat so far (``messages``, oldest first)."""
+    identity, participant = _caller()
+    if participant is None:
+        return replies.refusal("not_in_visit", request.sid)
+    kept = chat.history(participant, staff=identity.is_staff)
+    return {"ok": True, "messages": [message.as_dict() for message in kept]}

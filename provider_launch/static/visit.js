@@ -7,6 +7,7 @@
 import { connectSocket, request } from "../js/socket.js";
 import { clockTime, duration, fill } from "../js/format.js";
 import { Call, bindCallControls } from "../js/call.js";
+import { startChat } from "../js/chat.js";
 
 const data = JSON.parse(document.getElementById("visit-data").textContent);
 const S = data.strings;
@@ -154,6 +155,8 @@ function render() {
   renderParticipants();
   renderLobby();
   renderEnded();
+  // After the end the page keeps what it has (the server deleted it): the transcript.
+  chat.show(true, !snapshot.ended);
 }
 
 function announceArrivals() {
@@ -292,6 +295,14 @@ function setConnection(status) {
 }
 
 const socket = connectSocket({ visit: data.appointment_id }, setConnection);
+// The visit's chat, with the transcript download; senders named as in the lists above.
+const chat = startChat({
+  socket, me: data.me, lang, timeZone: data.time_zone, transcript: true,
+  nameOf: (message) => {
+    const person = snapshot.participants.find((p) => p.id === message.participant_id);
+    return person ? nameOf(person) : null;
+  },
+});
 socket.on("visit_state", (next) => {
   snapshot = next;
   clockOffsetMs = Date.now() - Date.parse(next.server_time);

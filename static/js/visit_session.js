@@ -5,6 +5,7 @@
 // `stageKey`, so the join page can come back here by itself after a reload.
 import { connectSocket, request } from "./socket.js";
 import { Call, bindCallControls, showDeviceAvailability } from "./call.js";
+import { startChat } from "./chat.js";
 import { browserFamily, browserToUse, canCall, describeMediaError, openPreview, stopStream } from "./media.js";
 import { duration, fill } from "./format.js";
 import { offerRating } from "./rating.js";
@@ -53,6 +54,9 @@ export function startVisitSession({ data, localStream, stageKey = null, left = f
   const socket = connectSocket({ patient: true }, (status) => {
     $("lobby-connection").textContent = status === "reconnecting" ? S.reconnecting : "";
   });
+  // Times in the person's own clock; senders named by the server (never a patient's name).
+  const chat = startChat({ socket, me: data.participant_id, nameOf: () => null,
+                           lang: document.documentElement.lang || "en" });
   watchTracks();
   showMediaWarnings(mediaState()); // sent with the first lobby_state, once connected
 
@@ -60,6 +64,9 @@ export function startVisitSession({ data, localStream, stageKey = null, left = f
     lobbyState = state;
     clockOffsetMs = Date.now() - Date.parse(state.server_time);
     render(state);
+    // Waiting people read what a provider writes; people let in write too.
+    if (state.state === "ended") chat.clear();
+    else chat.show(true, state.state === "admitted");
     // Again on every state: a provider who just opened the visit (perhaps on another
     // server process) hears this person's camera and microphone too.
     reportMedia();
@@ -300,6 +307,7 @@ export function startVisitSession({ data, localStream, stageKey = null, left = f
   function showReplaced() {
     if (ended) return;
     ended = true; // nothing more happens in this tab
+    chat.clear();
     socket.disconnect(); // no reconnecting: that would take the visit back
     stopLobbyMedia();
     if (call && call.state !== "ended") call.end("ended");
