@@ -8,11 +8,12 @@ BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 SUDO := $(shell [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null && echo sudo)
 
-.PHONY: messages demo test bench nodejs install install-test translations migrate chromium webkit coturn redis-server serve clean help
+.PHONY: messages demo test stack-test bench nodejs install install-test translations migrate chromium webkit coturn redis-server nginx serve clean help
 
 help:
 	@echo "make demo   - set up and start the app with the sandbox EHR on http://127.0.0.1:$(PORT)"
 	@echo "make test   - install test dependencies (and Debian chromium, WebKitGTK, coturn) and run the whole suite"
+	@echo "make stack-test - nginx, 2 gunicorn workers, PostgreSQL, Redis, coturn on loopback, driven by Chromium"
 	@echo "make bench  - the app against the Node socket.io reference, side by side (several minutes)"
 
 $(BIN)/python:
@@ -30,7 +31,7 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	@touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed translations
-install-test: $(VENV)/.installed-test translations chromium webkit coturn redis-server
+install-test: $(VENV)/.installed-test translations chromium webkit coturn redis-server nginx
 
 translations: $(VENV)/.installed
 	@$(BIN)/pybabel -q compile -d translations
@@ -63,6 +64,14 @@ redis-server:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server >/dev/null; \
 	fi
 
+# The stack test (tests/stack/) runs deploy/nginx/ in front of gunicorn; nginx is started
+# by the test on loopback ports, never as the system service.
+nginx:
+	@if [ ! -x /usr/sbin/nginx ] && ! command -v nginx >/dev/null; then \
+	  echo "Installing Debian nginx for the stack test..."; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nginx-light >/dev/null; \
+	fi
+
 # The load driver and the Node socket.io reference need Node.js 20+ and npm.
 nodejs:
 	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
@@ -85,6 +94,13 @@ PYTEST_ARGS ?= -n 2 --dist loadfile
 
 test: install-test nodejs
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The production shape on loopback (tests/stack/, also part of `make test`): nginx with
+# TLS, 2 gunicorn workers, a PostgreSQL database it creates and drops in the server at
+# DATABASE_URL (default postgresql://postgres@127.0.0.1:5432/test), a private Redis,
+# coturn; then Chromium over https. About two minutes.
+stack-test: install-test
+	$(BIN)/python -m pytest tests/stack $(STACK_TEST_ARGS)
 
 # `make bench BENCH_ARGS="--pairs 1000 --variants node,sqlite"`; see bench/run.py --help.
 bench: install nodejs

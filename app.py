@@ -39,12 +39,6 @@ def create_app(config: dict | None = None) -> Flask:
 
     babel.init_app(app, locale_selector=i18n.select_locale)
     i18n.init_app(app)
-    if app.config["PROXY_COUNT"]:
-        from werkzeug.middleware.proxy_fix import ProxyFix
-
-        # Trust exactly that many hops: the client address is then the patient's, not nginx's.
-        count = app.config["PROXY_COUNT"]
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count)
     limiter.init_app(app)
 
     # Features register their Socket.IO handlers at import time; that must happen before
@@ -103,6 +97,14 @@ def create_app(config: dict | None = None) -> Flask:
     socket_limits.install(socketio.server, rate=app.config["SOCKET_EVENT_RATE"],
                           burst=app.config["SOCKET_EVENT_BURST"],
                           drop_limit=app.config["SOCKET_EVENT_DROP_LIMIT"])
+    if app.config["PROXY_COUNT"]:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        # Trust exactly that many hops: the client address is then the patient's, not
+        # nginx's. Outermost, around the Socket.IO middleware too, so a socket's handshake
+        # (and the rate limits that read it) sees the same address as a page request.
+        count = app.config["PROXY_COUNT"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count)
     return app
 
 
@@ -114,6 +116,7 @@ def _register_cli(app: Flask) -> None:
     from ehr.outbox_cli import outbox_cli
     from hl7feed.cli import certs_cli, hl7_cli
     from notifications.cli import sms_cli
+    from ops.cli import static_cli
     from reports.cli import reports_cli
     from sandbox_ehr.cli import demo_command, sandbox_cli
     from visits.cli import appointments_cli, links_cli
@@ -121,7 +124,8 @@ def _register_cli(app: Flask) -> None:
     # `demo` and `sandbox seed` are registered even with the sandbox off, so they can say
     # how to turn it on.
     for command in (admin_cli, endpoints_cli, certs_cli, hl7_cli, keys_cli, outbox_cli,
-                    appointments_cli, links_cli, sms_cli, reports_cli, demo_command, sandbox_cli):
+                    appointments_cli, links_cli, sms_cli, reports_cli, demo_command, sandbox_cli,
+                    static_cli):
         app.cli.add_command(command)
 
 

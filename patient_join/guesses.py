@@ -28,18 +28,9 @@ _parsed: dict[str, list[RateLimitItem]] = {}
 
 
 def client_address() -> str:
-    """The client's IP address for this request or socket event.
-
-    HTTP requests pass through ProxyFix (``VV_PROXY_COUNT``); Socket.IO requests are
-    answered before it, so for them the same rule is applied here: the address that many
-    hops from the right of ``X-Forwarded-For``."""
-    environ = request.environ
-    count = current_app.config.get("PROXY_COUNT") or 0
-    if count and "werkzeug.proxy_fix.orig" not in environ:
-        forwarded = [part.strip() for part in environ.get("HTTP_X_FORWARDED_FOR", "").split(",")
-                     if part.strip()]
-        if len(forwarded) >= count:
-            return forwarded[-count]
+    """The client's IP address for this request or socket event (behind ``VV_PROXY_COUNT``
+    proxies, ProxyFix has already put the forwarded one in ``REMOTE_ADDR``, for sockets
+    too)."""
     return request.remote_addr or "unknown"
 
 

@@ -96,7 +96,13 @@ export class Call {
   async onSignal({ from, description, candidate, restart }) {
     let peer = this.peers.get(from);
     if (description && description.type === "offer") {
-      if (!peer || restart) {
+      // Two people who enter at once on different server processes can each hear that the
+      // other joined, and both offer. Then the side with the smaller socket id gives way:
+      // it drops its own offer and answers; the other keeps its offer and ignores theirs.
+      const collision = Boolean(peer && peer.offerer && !restart
+                                && peer.pc.signalingState === "have-local-offer");
+      if (collision && this.socket.id > from) return;
+      if (!peer || restart || collision) {
         this.close(from, { keepTile: true });
         peer = this.createPeer(from, { offerer: false, relay: Boolean(restart && restart.relay) });
       }
@@ -109,7 +115,10 @@ export class Call {
     if (peer && (description || candidate)) {
       if (candidate) peer.pending.push(candidate);
       if (peer.pc.remoteDescription) {
-        for (const pending of peer.pending.splice(0)) await peer.pc.addIceCandidate(pending);
+        for (const pending of peer.pending.splice(0)) {
+          // One meant for an offer that gave way (above) no longer matches: skip just it.
+          await peer.pc.addIceCandidate(pending).catch((error) => console.warn("candidate skipped", error));
+        }
       }
     }
   }

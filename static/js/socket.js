@@ -1,9 +1,24 @@
 // One Socket.IO connection per page, with the page's auth payload. Reconnects on its own;
 // onStatus hears "connecting" | "live" | "reconnecting" so pages can say so.
-import { io } from "../vendor/socket.io-4.8.4.esm.min.js";
+import { Manager, io } from "../vendor/socket.io-4.8.4.esm.min.js";
+
+const OPTIONS = { transports: ["websocket"], reconnectionDelayMax: 5000 };
+let warm = null;
+
+// Open the page's connection to the server before the person acts (the join page, while
+// they look at their picture): on a slow network its handshake is a round trip they then
+// do not wait for. Nothing happens on the server until connectSocket sends the auth (the
+// namespace's connect): no presence, no waiting room.
+export function warmUp() {
+  warm = warm || new Manager(OPTIONS);
+}
 
 export function connectSocket(auth, onStatus = () => {}) {
-  const socket = io({ auth, transports: ["websocket", "polling"], reconnectionDelayMax: 5000 });
+  // WebSocket only: one connection stays on one server process, so several processes
+  // behind a proxy need no sticky sessions (long-polling's requests would each need the
+  // same process). socket.io-client 4.8 never fell back to polling here anyway.
+  // A manager's socket connects by itself (autoConnect), at once when warm.
+  const socket = warm ? warm.socket("/", { auth }) : io({ auth, ...OPTIONS });
   onStatus("connecting");
   socket.on("connect", () => onStatus("live"));
   socket.on("disconnect", () => onStatus("reconnecting"));
