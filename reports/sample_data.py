@@ -1,6 +1,7 @@
 """Made-up visits for developing and measuring the reports (``flask reports sample-data``):
 appointments with a patient and a provider, lobby waits, device tests, call-quality samples
-(and their per-person rollups) and texts, spread over the clinic's hours of the last days.
+(summed into the quality rollups by ``visits.quality.rebuild_rollups`` when that exists) and
+texts, spread over the clinic's hours of the last days.
 
 Development and the sandbox only: production refuses (``refusal``). Rows are written in
 bulk, with their ids chosen here: PostgreSQL's ``COPY`` (then the id sequences are moved
@@ -27,7 +28,6 @@ from notifications.models import SmsMessage
 from visits import quality
 from visits.models import (
     Appointment,
-    CallQualityRollup,
     CallQualitySample,
     LobbyEntry,
     Participant,
@@ -40,7 +40,7 @@ BROWSERS = (("Chrome", "Windows"), ("Safari", "iOS"), ("Chrome", "Android"), ("E
 CHUNK = 20_000
 # Tables in the order their rows are written: parents before the rows that refer to them.
 _ORDER = ["appointments", "participants", "lobby_entries", "device_test_results",
-          "call_quality_samples", "call_quality_rollups", "sms_messages"]
+          "call_quality_samples", "sms_messages"]
 
 
 class Refused(Exception):
@@ -159,7 +159,7 @@ def generate(visits: int, now: datetime, *, days: int = 365, samples_per_visit: 
     tables = {name: model.__table__ for name, model in (
         ("appointments", Appointment), ("participants", Participant),
         ("lobby_entries", LobbyEntry), ("device_test_results", DeviceTestResult),
-        ("call_quality_samples", CallQualitySample), ("call_quality_rollups", CallQualityRollup),
+        ("call_quality_samples", CallQualitySample),
         ("sms_messages", SmsMessage))}
     ids = {name: _next_ids(table) for name, table in tables.items() if "id" in table.c}
     connection = db.session.connection()
@@ -175,13 +175,17 @@ def generate(visits: int, now: datetime, *, days: int = 365, samples_per_visit: 
     writer.flush()
     writer.fix_sequences()
     db.session.commit()
+    # The call-quality report reads rollups summed as samples arrive; samples written in
+    # bulk are summed afterwards by the quality module's own rebuild, when it has one.
+    rebuild = getattr(quality, "rebuild_rollups", None)
+    rollups = rebuild() if rebuild and samples_per_visit else 0
     written = writer.written
     return Counts(appointments=written.get("appointments", 0),
                   participants=written.get("participants", 0),
                   lobby_entries=written.get("lobby_entries", 0),
                   device_tests=written.get("device_test_results", 0),
                   quality_samples=written.get("call_quality_samples", 0),
-                  quality_rollups=written.get("call_quality_rollups", 0),
+                  quality_rollups=rollups or 0,
                   texts=written.get("sms_messages", 0),
                   seconds=(datetime.now() - started).total_seconds(), by_table=dict(written))
 
@@ -202,11 +206,6 @@ SAMPLE_COLUMNS = ("id", "participant_id", "at", "rtt_ms", "jitter_ms", "packet_l
 TEXT_COLUMNS = ("id", "appointment_id", "participant_id", "kind", "language", "scheduled_for",
                 "status", "sent_at", "status_updated_at", "error_code", "error_message",
                 "attempts", "created_at")
-_ROLLUP_BASE = ("participant_id", "appointment_id", "endpoint_id", "role", "browser_family",
-                "os_family", "first_at", "last_at", "samples", "poor", "relayed")
-ROLLUP_COLUMNS = _ROLLUP_BASE + tuple(
-    f"{metric}_{part}" for metric in quality.BUCKETS for part in ("sum", "n")) + tuple(
-    f"{metric}_b{index}" for metric in quality.BUCKETS for index in range(5))
 
 
 def _visits(count: int, now: datetime, rng: random.Random, endpoints: list[EhrEndpoint],
@@ -293,23 +292,14 @@ def _visits(count: int, now: datetime, rng: random.Random, endpoints: list[EhrEn
 def _quality_rows(rng: random.Random, appointment_id: int, endpoint_id: int,
                   people: Iterable[tuple[int, str]], admitted: datetime, ended: datetime,
                   samples_per_visit: int, ids: dict[str, int]) -> Iterator[tuple]:
-    """10-second samples for each person in the call, and each person's rollup, summed as
-    visits/quality.add_to_rollup would have."""
+    """10-second samples for each person in the call (their rollups are rebuilt after,
+    see ``generate``)."""
     people = list(people)
     per_person = max(1, samples_per_visit // len(people))
     bad = rng.random() < 0.1  # a tenth of calls on a poor network
     for participant_id, role in people:
         browser, system = BROWSERS[rng.randrange(len(BROWSERS))]
         relayed = rng.random() < 0.15
-        rollup = {"participant_id": participant_id, "appointment_id": appointment_id,
-                  "endpoint_id": endpoint_id, "role": role, "browser_family": browser,
-                  "os_family": system, "first_at": None, "last_at": None, "samples": 0,
-                  "poor": 0, "relayed": 0}
-        for metric in quality.BUCKETS:
-            rollup[f"{metric}_sum"] = 0.0
-            rollup[f"{metric}_n"] = 0
-            for index in range(5):
-                rollup[f"{metric}_b{index}"] = 0
         step = max(10.0, (ended - admitted).total_seconds() / per_person)
         for index in range(per_person):
             at = admitted + timedelta(seconds=10 + index * step)
@@ -322,15 +312,3 @@ def _quality_rows(rng: random.Random, appointment_id: int, endpoint_id: int,
                 ids["call_quality_samples"], participant_id, at, rtt, jitter, loss, bitrate,
                 bitrate * 0.9, mos, relayed, browser, system))
             ids["call_quality_samples"] += 1
-            rollup["first_at"] = rollup["first_at"] or at
-            rollup["last_at"] = at
-            rollup["samples"] += 1
-            rollup["poor"] += int(mos is not None and mos < quality.POOR_MOS)
-            rollup["relayed"] += int(relayed)
-            for metric, value in (("rtt", rtt), ("jitter", jitter), ("loss", loss),
-                                  ("bitrate", bitrate), ("mos", mos)):
-                rollup[f"{metric}_sum"] += value
-                rollup[f"{metric}_n"] += 1
-                rollup[f"{metric}_b{quality.bucket(metric, value)}"] += 1
-        yield ("call_quality_rollups", ROLLUP_COLUMNS,
-               tuple(rollup[column] for column in ROLLUP_COLUMNS))

@@ -265,6 +265,7 @@ def _providers(ids: Iterable[int]) -> dict[int, tuple[str | None, str | None]]:
 SETTLE_AFTER = timedelta(days=2)
 # How often each server process keeps the newly settled visits' facts.
 REFRESH_INTERVAL_SECONDS = 600.0
+_STRAGGLER_BATCH = 5_000
 
 
 def settled_before() -> datetime | None:
@@ -276,8 +277,9 @@ def settled_before() -> datetime | None:
 def refresh_facts(now: datetime) -> int:
     """Keep the facts of every visit settled by ``now`` that has none yet: those scheduled
     from the last refresh's horizon up to ``now - SETTLE_AFTER``, a day's visits per
-    transaction (so SQLite's other writers wait for one day's rows at most); returns how
-    many rows were added. Several processes may run it at once: each day is added under a
+    transaction (so SQLite's other writers wait for one day's rows at most), then any visit
+    from before that horizon added since (``_add_stragglers``); returns how many rows were
+    added. Several processes may run it at once: each day is added under a
     lock on the horizon row (PostgreSQL), and a repeated day replaces its rows."""
     horizon = now - SETTLE_AFTER
     a, _provider, live = _live_query()
@@ -293,7 +295,7 @@ def refresh_facts(now: datetime) -> int:
             sa.select(sa.func.min(a.c.start_at))).scalar()) or horizon
         if since is not None and since >= horizon:
             db.session.rollback()
-            return added
+            return added + _add_stragglers(since)
         until = min(first + timedelta(days=1), horizon)
         _no_jit()
         rows = _live_rows(live.where(a.c.start_at >= first, a.c.start_at < until))
@@ -307,6 +309,26 @@ def refresh_facts(now: datetime) -> int:
         else:
             db.session.execute(state.update().where(state.c.id == 1)
                                .values(settled_before=until))
+        db.session.commit()
+        added += len(rows)
+
+
+def _add_stragglers(since: datetime) -> int:
+    """Visits scheduled before the horizon that were added after it passed them (an HL7
+    booking entered late, sample data): one anti-join over the settled history."""
+    a, _provider, live = _live_query()
+    stored = UsageVisitFacts.__table__
+    added = 0
+    while True:
+        missing = (sa.select(a.c.id).where(a.c.start_at < since, ~sa.exists().where(
+            stored.c.appointment_id == a.c.id)).limit(_STRAGGLER_BATCH))
+        _no_jit()
+        rows = _live_rows(live.where(a.c.id.in_(missing)))
+        if not rows:
+            db.session.rollback()
+            return added
+        db.session.execute(stored.insert(), [
+            {name: getattr(row, name) for name in FACT_COLUMNS} for row in rows])
         db.session.commit()
         added += len(rows)
 

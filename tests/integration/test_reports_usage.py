@@ -271,3 +271,52 @@ def test_a_visit_is_kept_only_once_settled(app):
         kept = set(db.session.execute(sa.select(UsageVisitFacts.appointment_id)).scalars())
 
     assert before == 0 and kept == set()
+
+
+def test_sample_data_is_refused_in_production(app):
+    from reports import sample_data
+
+    assert sample_data.refusal({"ENV": "production"}) is not None
+    assert sample_data.refusal({"ENV": "development", "SANDBOX": True}) is None
+
+
+def test_sample_data_fills_every_table_and_the_report_reads_it(app):
+    runner = app.test_cli_runner()
+
+    done = runner.invoke(args=["reports", "sample-data", "--visits", "300", "--days", "20",
+                               "--samples-per-visit", "4"])
+    report = runner.invoke(args=["reports", "usage", "--from", "2026-01-01", "--to",
+                                 "2026-12-31", "--json"])
+
+    assert done.exit_code == 0, done.output
+    assert "Added 300 visits, 600 participants" in done.output
+    assert report.exit_code == 0, report.output
+    endpoints = json.loads(report.output)["tables"]["endpoints"]
+    assert sum(row["scheduled"] for row in endpoints) > 0
+    with app.app_context():
+        assert db.session.execute(sa.select(sa.func.count()).select_from(
+            Appointment)).scalar() == 307
+        # Each table's ids were chosen by the generator; new rows still get fresh ones.
+        db.session.add(Appointment(endpoint_id=1, ehr_appointment_id="after-sample",
+                                   start_at=at(20, 15), end_at=at(20, 16), timezone="UTC"))
+        db.session.commit()
+
+
+def test_the_health_report_refuses_an_unknown_endpoint_too(app):
+    client = sign_in(app.test_client(), "ann")
+
+    response = client.get("/admin/reports/health?endpoint=nope")
+
+    assert response.status_code == 400
+    assert 'data-testid="health-error"' in response.get_data(as_text=True)
+
+
+def test_a_visit_added_after_its_day_settled_is_kept_at_the_next_refresh(app):
+    with app.app_context():
+        usage.refresh_facts(utcnow())
+        endpoint_id = db.session.execute(sa.select(Appointment.endpoint_id)).scalars().first()
+        _visit(endpoint_id, 8, at(2, 19), provider=P1)  # booked late, for last month
+        db.session.commit()
+        added = usage.refresh_facts(utcnow())
+
+    assert added == 1
