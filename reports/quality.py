@@ -22,12 +22,14 @@ from flask_babel import lazy_gettext as _l
 from ehr.models import EhrEndpoint
 from extensions import db
 from reports import framework
-from reports.conditions import appointment_matches, within
+from reports.conditions import appointment_matches
 from reports.framework import Chart, Column, Filters, Report, Table
 from visits.models import (
     Appointment,
+    CallQualityDay,
     CallQualityRollup,
     CallQualitySample,
+    CallQualityVisit,
     LobbyEntry,
     Participant,
     PresenceEvent,
@@ -95,30 +97,49 @@ class _Sums:
 
 
 def _round(value: float | None, digits: int = 1) -> float | None:
-    return None if value is None else round(value, digits)
+    # To 9 places first: sums added in another order (a rebuild) differ in the last bits.
+    return None if value is None else round(round(value, 9), digits)
 
 
-def _rollups(filters: Filters):
-    """Rollup rows of the calls the filters cover."""
-    r = CallQualityRollup
-    return [within(filters, r.endpoint_id, r.first_at),
-            *appointment_matches(filters, r.appointment_id)]
+def _on_days(filters: Filters, model) -> list[sa.ColumnElement[bool]]:
+    """Rows of the chosen endpoints whose call day (already the endpoint's own) is chosen."""
+    return [model.endpoint_id.in_(sorted(filters.zones)), model.day >= filters.days.start,
+            model.day <= filters.days.end]
+
+
+def _sums_by_group(filters: Filters):
+    """(role, browser, OS, people, relayed people, *_SUMS) rows: from the day rollups, or,
+    with a department or provider chosen, from each person's rollup of those visits."""
+    if filters.department or filters.provider:
+        r = CallQualityRollup
+        return db.session.execute(
+            sa.select(r.role, r.browser_family, r.os_family,
+                      sa.func.count().label("people"),
+                      sa.func.count().filter(r.relayed > 0).label("relayed_people"),
+                      *(sa.func.sum(getattr(r, name)).label(name) for name in _SUMS))
+            .where(*_on_days(filters, r), *appointment_matches(filters, r.appointment_id))
+            .group_by(r.role, r.browser_family, r.os_family)).all()
+    d = CallQualityDay
+    return db.session.execute(
+        sa.select(d.role, d.browser_family, d.os_family,
+                  sa.func.sum(d.people).label("people"),
+                  sa.func.sum(d.relayed_people).label("relayed_people"),
+                  *(sa.func.sum(getattr(d, name)).label(name) for name in _SUMS))
+        .where(*_on_days(filters, d))
+        .group_by(d.role, d.browser_family, d.os_family)).all()
+
+
+def _visits(filters: Filters) -> list[sa.ColumnElement[bool]]:
+    v = CallQualityVisit
+    return [*_on_days(filters, v), *appointment_matches(filters, v.appointment_id)]
 
 
 def build(filters: Filters, now: datetime) -> Report:
     """The report for ``filters``; ``now`` only stamps it."""
-    r = CallQualityRollup
-    groups = db.session.execute(
-        sa.select(r.role, r.browser_family, r.os_family,
-                  sa.func.count().label("people"),
-                  sa.func.count().filter(r.relayed > 0).label("relayed_people"),
-                  *(sa.func.sum(getattr(r, name)).label(name) for name in _SUMS))
-        .where(*_rollups(filters))
-        .group_by(r.role, r.browser_family, r.os_family)).all()
     total = _Sums()
     by: dict[str, dict[str, _Sums]] = {"role": defaultdict(_Sums), "browser": defaultdict(_Sums),
                                        "os": defaultdict(_Sums)}
-    for row in groups:
+    for row in _sums_by_group(filters):
         total.add(row)
         by["role"][row.role].add(row)
         by["browser"][row.browser_family or "Unknown"].add(row)
@@ -194,28 +215,25 @@ def _range_label(edges: tuple[float, ...], index: int) -> str:
 def _visit_counts(filters: Filters) -> tuple[int, int, dict[str | None, float] | None]:
     """Visits with a call, those where someone went through TURN, and the mean 1-5 rating
     of those visits, overall (key None) and per role; None when ratings are not recorded."""
-    r = CallQualityRollup
-    per_visit = (sa.select(r.appointment_id, sa.func.max(r.relayed).label("relayed"))
-                 .where(*_rollups(filters)).group_by(r.appointment_id).subquery())
+    v = CallQualityVisit
     visits, relayed = db.session.execute(
-        sa.select(sa.func.count(), sa.func.count().filter(per_visit.c.relayed > 0))).one()
+        sa.select(sa.func.count(), sa.func.count().filter(v.relayed > 0))
+        .where(*_visits(filters))).one()
     if VisitRating is None:
         return visits, relayed, None
     means: dict[str | None, float] = {}
-    rated = VisitRating.appointment_id.in_(sa.select(per_visit.c.appointment_id))
-    overall = db.session.execute(sa.select(sa.func.avg(VisitRating.score)).where(rated)).scalar()
+    rated = sa.select(VisitRating.role, sa.func.avg(VisitRating.score)).join(
+        v, v.appointment_id == VisitRating.appointment_id).where(*_visits(filters))
+    overall = db.session.execute(rated.with_only_columns(sa.func.avg(VisitRating.score))).scalar()
     if overall is not None:
         means[None] = round(float(overall), 2)
-    for role, mean in db.session.execute(
-            sa.select(VisitRating.role, sa.func.avg(VisitRating.score)).where(rated)
-            .group_by(VisitRating.role)):
+    for role, mean in db.session.execute(rated.group_by(VisitRating.role)):
         means[role] = round(float(mean), 2)
     return visits, relayed, means
 
 
 def _worst(filters: Filters) -> Table:
-    """The visits with the lowest mean MOS, worst first."""
-    r = CallQualityRollup
+    """The visits with the lowest mean MOS, worst first (``ix_call_quality_visits_mos_mean``)."""
     table = Table("worst", _l("The %(count)d worst visits", count=WORST_VISITS),
                   _l("Visits with the lowest mean estimated MOS; each opens its timeline"),
                   [Column("visit", _l("Visit"), "int"),
@@ -230,33 +248,25 @@ def _worst(filters: Filters) -> Table:
                    Column("rtt_ms", _l("Mean round-trip time (ms)"), "number"),
                    Column("loss_pct", _l("Mean packet loss (percent)"), "number"),
                    Column("relayed", _l("Relayed through TURN"), "text")])
-    mos = sa.func.sum(r.mos_sum) / sa.func.sum(r.mos_n)
-    worst = (sa.select(r.appointment_id, sa.func.count().label("people"),
-                       sa.func.sum(r.samples).label("samples"),
-                       sa.func.sum(r.poor).label("poor"), mos.label("mos"),
-                       (sa.func.sum(r.rtt_sum) / sa.func.nullif(sa.func.sum(r.rtt_n), 0))
-                       .label("rtt"),
-                       (sa.func.sum(r.loss_sum) / sa.func.nullif(sa.func.sum(r.loss_n), 0))
-                       .label("loss"),
-                       sa.func.max(r.relayed).label("relayed"))
-             .where(*_rollups(filters), r.mos_n > 0)
-             .group_by(r.appointment_id).order_by(mos, r.appointment_id)
-             .limit(WORST_VISITS).subquery())
+    v = CallQualityVisit
+    worst = (sa.select(v).where(*_visits(filters), v.mos_mean.is_not(None))
+             .order_by(v.mos_mean, v.appointment_id).limit(WORST_VISITS).subquery())
     rows = db.session.execute(
         sa.select(worst, Appointment.ehr_appointment_id, Appointment.filler_id,
                   Appointment.start_at, Appointment.department_display, EhrEndpoint.name)
         .join(Appointment, Appointment.id == worst.c.appointment_id)
         .join(EhrEndpoint, EhrEndpoint.id == Appointment.endpoint_id)
-        .order_by(worst.c.mos, worst.c.appointment_id)).all()
+        .order_by(worst.c.mos_mean, worst.c.appointment_id)).all()
     for row in rows:
         table.rows.append({
             "visit": row.appointment_id, "endpoint": row.name,
             "ehr_appointment_id": row.ehr_appointment_id or row.filler_id,
             "start": row.start_at, "department": row.department_display,
             "people": row.people, "call_seconds": int(row.samples) * SAMPLE_SECONDS,
-            "mos": _round(row.mos, 2),
+            "mos": _round(row.mos_sum / row.mos_n if row.mos_n else None, 2),
             "poor_share": row.poor / row.samples if row.samples else None,
-            "rtt_ms": _round(row.rtt), "loss_pct": _round(row.loss, 2),
+            "rtt_ms": _round(row.rtt_sum / row.rtt_n if row.rtt_n else None),
+            "loss_pct": _round(row.loss_sum / row.loss_n if row.loss_n else None, 2),
             "relayed": "yes" if row.relayed else "no"})
     return table
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -385,7 +385,7 @@ class CallQualityRollup(db.Model):
     __tablename__ = "call_quality_rollups"
     __table_args__ = (
         # Reports ask "calls of these endpoints that began in these days".
-        sa.Index("ix_call_quality_rollups_endpoint_id_first_at", "endpoint_id", "first_at"),
+        sa.Index("ix_call_quality_rollups_endpoint_id_day", "endpoint_id", "day"),
     )
 
     participant_id: Mapped[int] = mapped_column(
@@ -397,6 +397,8 @@ class CallQualityRollup(db.Model):
     browser_family: Mapped[str | None] = mapped_column(sa.String(24))
     os_family: Mapped[str | None] = mapped_column(sa.String(24))
     first_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # The day of ``first_at`` in the endpoint's time zone: the call's day in every report.
+    day: Mapped[date] = mapped_column(sa.Date)
     last_at: Mapped[datetime] = mapped_column(UTCDateTime())
     samples: Mapped[int] = mapped_column(default=0, server_default="0")
     # Samples whose estimated MOS was below visits.quality.POOR_MOS, and relayed ones.
@@ -440,6 +442,98 @@ class CallQualityRollup(db.Model):
 
     def __repr__(self) -> str:
         return f"<CallQualityRollup participant={self.participant_id} samples={self.samples}>"
+
+
+class CallQualityDay(db.Model):
+    """The rollups of one endpoint's day summed per role and browser and OS family, kept as
+    samples arrive (visits/quality.py), so a report over months reads a few rows a day.
+    Unknown families are stored as ``""`` so the key is unique."""
+
+    __tablename__ = "call_quality_days"
+    __table_args__ = (
+        sa.UniqueConstraint("endpoint_id", "day", "role", "browser_family", "os_family",
+                            name="uq_call_quality_days_endpoint_id_day_role_families"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    endpoint_id: Mapped[int] = mapped_column(sa.Integer)
+    day: Mapped[date] = mapped_column(sa.Date)
+    role: Mapped[str] = mapped_column(sa.String(16))
+    browser_family: Mapped[str] = mapped_column(sa.String(24))
+    os_family: Mapped[str] = mapped_column(sa.String(24))
+    people: Mapped[int] = mapped_column(default=0, server_default="0")
+    relayed_people: Mapped[int] = mapped_column(default=0, server_default="0")
+    samples: Mapped[int] = mapped_column(default=0, server_default="0")
+    poor: Mapped[int] = mapped_column(default=0, server_default="0")
+    rtt_sum: Mapped[float] = mapped_column(sa.Float, default=0, server_default="0")
+    rtt_n: Mapped[int] = mapped_column(default=0, server_default="0")
+    jitter_sum: Mapped[float] = mapped_column(sa.Float, default=0, server_default="0")
+    jitter_n: Mapped[int] = mapped_column(default=0, server_default="0")
+    loss_sum: Mapped[float] = mapped_column(sa.Float, default=0, server_default="0")
+    loss_n: Mapped[int] = mapped_column(default=0, server_default="0")
+    bitrate_sum: Mapped[float] = mapped_column(sa.Float, default=0, server_default="0")
+    bitrate_n: Mapped[int] = mapped_column(default=0, server_default="0")
+    mos_sum: Mapped[float] = mapped_column(sa.Float, default=0, server_default="0")
+    mos_n: Mapped[int] = mapped_column(default=0, server_default="0")
+    rtt_b0: Mapped[int] = mapped_column(default=0, server_default="0")
+    rtt_b1: Mapped[int] = mapped_column(default=0, server_default="0")
+    rtt_b2: Mapped[int] = mapped_column(default=0, server_default="0")
+    rtt_b3: Mapped[int] = mapped_column(default=0, server_default="0")
+    rtt_b4: Mapped[int] = mapped_column(default=0, server_default="0")
+    jitter_b0: Mapped[int] = mapped_column(default=0, server_default="0")
+    jitter_b1: Mapped[int] = mapped_column(default=0, server_default="0")
+    jitter_b2: Mapped[int] = mapped_column(default=0, server_default="0")
+    jitter_b3: Mapped[int] = mapped_column(default=0, server_default="0")
+    jitter_b4: Mapped[int] = mapped_column(default=0, server_default="0")
+    loss_b0: Mapped[int] = mapped_column(default=0, server_default="0")
+    loss_b1: Mapped[int] = mapped_column(default=0, server_default="0")
+    loss_b2: Mapped[int] = mapped_column(default=0, server_default="0")
+    loss_b3: Mapped[int] = mapped_column(default=0, server_default="0")
+    loss_b4: Mapped[int] = mapped_column(default=0, server_default="0")
+    bitrate_b0: Mapped[int] = mapped_column(default=0, server_default="0")
+    bitrate_b1: Mapped[int] = mapped_column(default=0, server_default="0")
+    bitrate_b2: Mapped[int] = mapped_column(default=0, server_default="0")
+    bitrate_b3: Mapped[int] = mapped_column(default=0, server_default="0")
+    bitrate_b4: Mapped[int] = mapped_column(default=0, server_default="0")
+    mos_b0: Mapped[int] = mapped_column(default=0, server_default="0")
+    mos_b1: Mapped[int] = mapped_column(default=0, server_default="0")
+    mos_b2: Mapped[int] = mapped_column(default=0, server_default="0")
+    mos_b3: Mapped[int] = mapped_column(default=0, server_default="0")
+    mos_b4: Mapped[int] = mapped_column(default=0, server_default="0")
+
+    def __repr__(self) -> str:
+        return f"<CallQualityDay endpoint={self.endpoint_id} day={self.day} role={self.role}>"
+
+
+class CallQualityVisit(db.Model):
+    """One visit's call quality summed over everyone in it, kept as samples arrive: the
+    report's visit counts, TURN share and worst visits (by ``mos_mean``, indexed)."""
+
+    __tablename__ = "call_quality_visits"
+    __table_args__ = (
+        sa.Index("ix_call_quality_visits_endpoint_id_day", "endpoint_id", "day", "relayed"),
+    )
+
+    appointment_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("appointments.id", ondelete="CASCADE"), primary_key=True)
+    endpoint_id: Mapped[int] = mapped_column(sa.Integer)
+    day: Mapped[date] = mapped_column(sa.Date)
+    first_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    people: Mapped[int] = mapped_column(default=0, server_default="0")
+    # People in it whose path went through TURN at least once.
+    relayed: Mapped[int] = mapped_column(default=0, server_default="0")
+    samples: Mapped[int] = mapped_column(default=0, server_default="0")
+    poor: Mapped[int] = mapped_column(default=0, server_default="0")
+    rtt_sum: Mapped[float] = mapped_column(sa.Float, default=0, server_default="0")
+    rtt_n: Mapped[int] = mapped_column(default=0, server_default="0")
+    loss_sum: Mapped[float] = mapped_column(sa.Float, default=0, server_default="0")
+    loss_n: Mapped[int] = mapped_column(default=0, server_default="0")
+    mos_sum: Mapped[float] = mapped_column(sa.Float, default=0, server_default="0")
+    mos_n: Mapped[int] = mapped_column(default=0, server_default="0")
+    mos_mean: Mapped[float | None] = mapped_column(sa.Float, index=True)
+
+    def __repr__(self) -> str:
+        return f"<CallQualityVisit appointment={self.appointment_id} mos={self.mos_mean}>"
 
 
 class AuditLog(db.Model):

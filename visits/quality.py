@@ -8,14 +8,23 @@ so the quality report reads one row per person in a call, never the samples.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from extensions import db
-from visits.models import Appointment, CallQualityRollup, CallQualitySample, Participant
+from visits.models import (
+    CallQualityDay,
+    CallQualityRollup,
+    CallQualitySample,
+    CallQualityVisit,
+    Participant,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +43,8 @@ BUCKETS: dict[str, tuple[float, float, float, float]] = {
 # Sample column behind each metric.
 SAMPLE_COLUMNS = {"rtt": "rtt_ms", "jitter": "jitter_ms", "loss": "packet_loss_pct",
                   "bitrate": "bitrate_in_kbps", "mos": "mos"}
+# What call_quality_visits sums of each sample.
+_VISIT_SUMS = ("samples", "poor", "rtt_sum", "rtt_n", "loss_sum", "loss_n", "mos_sum", "mos_n")
 # ua-parser's families -> ours; anything else is "Other".
 _BROWSERS = {"Chrome": "Chrome", "Chrome Mobile": "Chrome", "Chrome Mobile iOS": "Chrome",
              "Chromium": "Chrome", "HeadlessChrome": "Chrome", "Chrome Mobile WebView": "Chrome",
@@ -84,50 +95,108 @@ def bucket(metric: str, value: float | None) -> int | None:
 
 
 def add_to_rollup(sample: CallQualitySample) -> None:
-    """Sum ``sample`` (flushed, with its participant) into that participant's rollup: one
-    conditional UPDATE, or an INSERT for the first sample. The caller commits."""
-    values = {SAMPLE_COLUMNS[m]: getattr(sample, SAMPLE_COLUMNS[m]) for m in BUCKETS}
+    """Sum ``sample`` (flushed) into its participant's rollup, and into that call's day
+    (``call_quality_days``) and visit (``call_quality_visits``): a conditional UPDATE or an
+    INSERT each. The caller commits."""
+    poor = int(sample.mos is not None and sample.mos < POOR_MOS)
+    relayed = int(bool(sample.relayed))
+    measured = {metric: getattr(sample, SAMPLE_COLUMNS[metric]) for metric in BUCKETS}
+    deltas: dict[str, float] = {"samples": 1, "poor": poor}
+    for metric, value in measured.items():
+        if value is not None:
+            deltas[f"{metric}_sum"] = value
+            deltas[f"{metric}_n"] = 1
+            deltas[f"{metric}_b{bucket(metric, value)}"] = 1
     table = CallQualityRollup.__table__
     c = table.c
-    changes: dict = {"samples": c.samples + 1, "last_at": sample.at}
-    changes["poor"] = c.poor + (1 if sample.mos is not None and sample.mos < POOR_MOS else 0)
-    changes["relayed"] = c.relayed + (1 if sample.relayed else 0)
-    for metric in BUCKETS:
-        value = values[SAMPLE_COLUMNS[metric]]
-        if value is None:
-            continue
-        changes[f"{metric}_sum"] = c[f"{metric}_sum"] + value
-        changes[f"{metric}_n"] = c[f"{metric}_n"] + 1
-        column = f"{metric}_b{bucket(metric, value)}"
-        changes[column] = c[column] + 1
-    if sample.browser_family:
-        changes["browser_family"] = sample.browser_family
-        changes["os_family"] = sample.os_family
-    updated = db.session.execute(
-        table.update().where(c.participant_id == sample.participant_id).values(changes)).rowcount
-    if updated:
-        return
+    person = db.session.execute(
+        table.update().where(c.participant_id == sample.participant_id)
+        .values({"last_at": sample.at, "relayed": c.relayed + relayed,
+                 **{name: c[name] + delta for name, delta in deltas.items()}})
+        .returning(c.appointment_id, c.endpoint_id, c.day, c.role, c.browser_family,
+                   c.os_family, c.relayed)).first()
+    if person is None:
+        person = _first_sample(sample, deltas, relayed)
+        if person is None:  # a second tab's first sample won the insert: add to its row
+            add_to_rollup(sample)
+            return
+        new_person, newly_relayed = 1, relayed
+    else:
+        new_person, newly_relayed = 0, int(relayed and person.relayed == 1)
+    _add_to_day(person, deltas, new_person, newly_relayed)
+    _add_to_visit(person, sample, deltas, new_person, newly_relayed)
+
+
+def _first_sample(sample: CallQualitySample, deltas: dict[str, float], relayed: int):
+    """Insert the participant's rollup; None when another process inserted it first."""
     participant = db.session.get(Participant, sample.participant_id)
-    endpoint_id = db.session.execute(sa.select(Appointment.endpoint_id).where(
-        Appointment.id == participant.appointment_id)).scalar_one()
-    first = {"participant_id": sample.participant_id,
-             "appointment_id": participant.appointment_id, "endpoint_id": endpoint_id,
-             "role": participant.role, "browser_family": sample.browser_family,
-             "os_family": sample.os_family, "first_at": sample.at, "last_at": sample.at,
-             "samples": 1, "poor": int(sample.mos is not None and sample.mos < POOR_MOS),
-             "relayed": int(bool(sample.relayed))}
-    for metric in BUCKETS:
-        value = values[SAMPLE_COLUMNS[metric]]
-        if value is not None:
-            first[f"{metric}_sum"] = value
-            first[f"{metric}_n"] = 1
-            first[f"{metric}_b{bucket(metric, value)}"] = 1
+    # The report's days are the endpoint's (its site time zone), like every report's.
+    endpoint = participant.appointment.endpoint
+    endpoint_id, zone = endpoint.id, endpoint.site_timezone
+    row = {"participant_id": sample.participant_id,
+           "appointment_id": participant.appointment_id, "endpoint_id": endpoint_id,
+           "role": participant.role, "browser_family": sample.browser_family,
+           "os_family": sample.os_family, "first_at": sample.at,
+           "day": sample.at.astimezone(_zone(zone)).date(), "last_at": sample.at,
+           "relayed": relayed, **deltas}
     try:
         with db.session.begin_nested():
-            db.session.execute(table.insert().values(first))
-    except IntegrityError:  # a second tab's first sample won the insert: add to its row
-        db.session.execute(table.update().where(c.participant_id == sample.participant_id)
-                           .values(changes))
+            db.session.execute(CallQualityRollup.__table__.insert().values(row))
+    except IntegrityError:
+        return None
+    return _Person(row["appointment_id"], endpoint_id, row["day"], participant.role,
+                   sample.browser_family, sample.os_family, relayed)
+
+
+@dataclass(frozen=True)
+class _Person:
+    appointment_id: int
+    endpoint_id: int
+    day: date
+    role: str
+    browser_family: str | None
+    os_family: str | None
+    relayed: int
+
+
+def _upsert(model, key: dict, first: dict, changes: dict) -> None:
+    """INSERT ``key`` + ``first``, or on the key's conflict apply ``changes`` (column ->
+    expression on the existing row): the same statement on SQLite and PostgreSQL."""
+    insert = (postgresql.insert if db.session.get_bind().dialect.name == "postgresql"
+              else sqlite.insert)(model.__table__)
+    db.session.execute(insert.values({**key, **first}).on_conflict_do_update(
+        index_elements=list(key), set_=changes))
+
+
+def _add_to_day(person, deltas: dict[str, float], new_person: int, newly_relayed: int) -> None:
+    c = CallQualityDay.__table__.c
+    counts = {"people": new_person, "relayed_people": newly_relayed, **deltas}
+    _upsert(CallQualityDay,
+            {"endpoint_id": person.endpoint_id, "day": person.day, "role": person.role,
+             "browser_family": person.browser_family or "", "os_family": person.os_family or ""},
+            counts, {name: c[name] + delta for name, delta in counts.items()})
+
+
+def _add_to_visit(person, sample: CallQualitySample, deltas: dict[str, float],
+                  new_person: int, newly_relayed: int) -> None:
+    c = CallQualityVisit.__table__.c
+    counts = {"people": new_person, "relayed": newly_relayed,
+              **{name: deltas.get(name, 0) for name in _VISIT_SUMS}}
+    mos_sum, mos_n = deltas.get("mos_sum", 0), deltas.get("mos_n", 0)
+    changes = {name: c[name] + delta for name, delta in counts.items()}
+    # SET reads the row as it was, on both databases: the new mean from the old sums.
+    changes["mos_mean"] = sa.case((c.mos_n + mos_n > 0, (c.mos_sum + mos_sum) / (c.mos_n + mos_n)),
+                                  else_=None)
+    _upsert(CallQualityVisit, {"appointment_id": person.appointment_id},
+            {"endpoint_id": person.endpoint_id, "day": person.day, "first_at": sample.at,
+             "mos_mean": mos_sum / mos_n if mos_n else None, **counts}, changes)
+
+
+def _zone(name: str | None) -> ZoneInfo:
+    try:
+        return ZoneInfo(name or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
 
 
 def purge_samples(now: datetime, retention_days: int, batch: int = 10_000) -> int:
@@ -149,3 +218,35 @@ def purge_samples(now: datetime, retention_days: int, batch: int = 10_000) -> in
         log.info("old call-quality samples deleted",
                  extra={"samples": total, "retention_days": retention_days})
     return total
+
+
+def rebuild_summaries() -> None:
+    """Recompute ``call_quality_days`` and ``call_quality_visits`` from every person's
+    rollup, for rollups written in bulk (``flask reports sample-data``) rather than through
+    ``add_to_rollup``. Commits."""
+    r = CallQualityRollup.__table__.c
+    days = CallQualityDay.__table__
+    visits = CallQualityVisit.__table__
+    sums = ["samples", "poor", *(f"{m}_{p}" for m in BUCKETS for p in ("sum", "n")),
+            *(f"{m}_b{i}" for m in BUCKETS for i in range(5))]
+    relayed = sa.func.sum(sa.case((r.relayed > 0, 1), else_=0))
+    db.session.execute(days.delete())
+    db.session.execute(visits.delete())
+    browser = sa.func.coalesce(r.browser_family, sa.literal_column("''"))
+    system = sa.func.coalesce(r.os_family, sa.literal_column("''"))
+    db.session.execute(days.insert().from_select(
+        ["endpoint_id", "day", "role", "browser_family", "os_family", "people",
+         "relayed_people", *sums],
+        sa.select(r.endpoint_id, r.day, r.role, browser, system, sa.func.count(), relayed,
+                  *(sa.func.sum(r[name]) for name in sums))
+        .group_by(r.endpoint_id, r.day, r.role, browser, system)))
+    mos_n = sa.func.sum(r.mos_n)
+    db.session.execute(visits.insert().from_select(
+        ["appointment_id", "endpoint_id", "day", "first_at", "people", "relayed",
+         *_VISIT_SUMS, "mos_mean"],
+        sa.select(r.appointment_id, sa.func.min(r.endpoint_id), sa.func.min(r.day),
+                  sa.func.min(r.first_at), sa.func.count(), relayed,
+                  *(sa.func.sum(r[name]) for name in _VISIT_SUMS),
+                  sa.case((mos_n > 0, sa.func.sum(r.mos_sum) / mos_n), else_=None))
+        .group_by(r.appointment_id)))
+    db.session.commit()

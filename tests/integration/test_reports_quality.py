@@ -31,7 +31,7 @@ from visits.models import (
     PresenceEvent,
     utcnow,
 )
-from visits.quality import estimate_mos, families, purge_samples
+from visits.quality import estimate_mos, families, purge_samples, rebuild_summaries
 
 PATH = "/admin/reports/quality"
 ANDROID = ("Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -150,6 +150,27 @@ def test_breakdowns_by_role_browser_and_system(app):
     assert browsers["Chrome"]["poor_share"] == 0
     assert set(systems) == {"Android", "Windows", "iOS"}
     assert systems["iOS"]["rtt_ms"] == 400
+
+
+def test_the_day_rollups_and_the_per_person_rollups_agree(app):
+    # A department filter reads each person's rollup; no filter reads the day rollups.
+    every = _report(app)
+    department = _report(app, department="Family Medicine")
+
+    for key in ("summary", "rtt", "jitter", "loss", "bitrate", "mos", "roles", "browsers",
+                "systems", "worst"):
+        assert department.table(key).rows == every.table(key).rows, key
+
+
+def test_summaries_rebuilt_from_the_rollups_give_the_same_report(app):
+    before = _report(app)
+    with app.app_context():
+        rebuild_summaries()
+
+    after = _report(app)
+
+    for table in before.tables:
+        assert after.table(table.key).rows == table.rows, table.key
 
 
 def test_the_worst_visits_come_first_and_the_range_and_filters_narrow(app):

@@ -36,8 +36,10 @@ from tests.conftest import make_config
 from visits.models import (
     Appointment,
     AuditLog,
+    CallQualityDay,
     CallQualityRollup,
     CallQualitySample,
+    CallQualityVisit,
     JoinLink,
     LiveSocket,
     LobbyEntry,
@@ -227,8 +229,13 @@ def test_every_table_round_trips_a_row(app):
     db.session.flush()
     db.session.add(CallQualityRollup(
         participant_id=appointment.participants[0].id, appointment_id=appointment.id,
-        endpoint_id=appointment.endpoint.id, role="patient", first_at=T0, last_at=T0,
-        samples=1, mos_b4=1))
+        endpoint_id=appointment.endpoint.id, role="patient", first_at=T0, day=T0.date(),
+        last_at=T0, samples=1, mos_b4=1))
+    db.session.add(CallQualityDay(endpoint_id=appointment.endpoint.id, day=T0.date(),
+                                  role="patient", browser_family="", os_family="", people=1))
+    db.session.add(CallQualityVisit(appointment_id=appointment.id,
+                                    endpoint_id=appointment.endpoint.id, day=T0.date(),
+                                    first_at=T0, people=1, mos_mean=4.2))
     db.session.commit()
     db.session.expunge_all()
 

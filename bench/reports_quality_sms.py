@@ -1,0 +1,174 @@
+"""Time the call-quality and texts reports on PostgreSQL at scale: N visits (default
+1,000,000) over a year on 3 endpoints, a patient and a provider each with a call-quality
+rollup (what 20 samples a person, 20,000,000 samples in all, sum to), and 3 texts a visit.
+Rows are made with generate_series in a schema of their own, dropped afterwards.
+
+    DATABASE_URL=postgresql://postgres@127.0.0.1:5432/test \
+        .venv/bin/python bench/reports_quality_sms.py [--visits 1000000]
+
+Prints each report's time for a week, a month on one endpoint and department, a provider's
+quarter, and a whole year (the longest range a report allows).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import flask_migrate  # noqa: E402
+import sqlalchemy as sa  # noqa: E402
+
+from app import create_app  # noqa: E402
+from ehr.services import ensure_endpoint  # noqa: E402
+from extensions import db  # noqa: E402
+from reports import quality, texts  # noqa: E402
+from reports.framework import Filters  # noqa: E402
+from settings import sqlalchemy_url  # noqa: E402
+from visits.models import utcnow  # noqa: E402
+
+_BUCKETS = ", ".join(f"{m}_b{i}" for m in ("rtt", "jitter", "loss", "bitrate", "mos")
+                     for i in range(5))
+_SUMS = ", ".join(["samples", "poor", *(f"{m}_{p}" for m in ("rtt", "jitter", "loss", "bitrate",
+                                                                "mos") for p in ("sum", "n")),
+                   *(f"{m}_b{i}" for m in ("rtt", "jitter", "loss", "bitrate", "mos")
+                     for i in range(5))])
+_SUM_OF = ", ".join(f"sum({name})" for name in _SUMS.split(", "))
+_BUCKET_VALUES = ", ".join(
+    f"CASE WHEN p.id % 5 = {i} THEN 20 ELSE 0 END"
+    for _m in ("rtt", "jitter", "loss", "bitrate", "mos") for i in range(5))
+
+
+def fill(visits: int) -> None:
+    for n in range(3):
+        ensure_endpoint(f"bench-{n}", f"https://ehr{n}.example.org/fhir", client_id="vv",
+                        scopes="launch", approved_by="bench", site_timezone="America/Chicago")
+    db.session.commit()
+    ids = db.session.execute(sa.text("SELECT min(id) FROM ehr_endpoints")).scalar()
+    steps = [
+        ("appointments", f"""
+         INSERT INTO appointments (endpoint_id, ehr_appointment_id, start_at, end_at, timezone,
+             department_display, status, created_at, updated_at)
+         SELECT {ids} + g % 3, 'bench-' || g,
+                now() - (g % 365) * interval '1 day' + (g % 600) * interval '1 minute',
+                now() - (g % 365) * interval '1 day' + (g % 600 + 30) * interval '1 minute',
+                'America/Chicago', 'Dept ' || (g % 12), 'fulfilled', now(), now()
+         FROM generate_series(1, {visits}) g"""),
+        ("participants", """
+         INSERT INTO participants (appointment_id, role, ehr_user_id, display_name, created_at)
+         SELECT a.id, r.role,
+                CASE r.role WHEN 'provider' THEN 'Practitioner/p' || (a.id % 300)
+                            ELSE 'Patient/' || a.id END,
+                CASE r.role WHEN 'provider' THEN 'Dr ' || (a.id % 300) END, now()
+         FROM appointments a CROSS JOIN (VALUES ('patient'), ('provider')) AS r(role)"""),
+        ("call_quality_rollups", f"""
+         INSERT INTO call_quality_rollups (participant_id, appointment_id, endpoint_id, role,
+             browser_family, os_family, first_at, day, last_at, samples, poor, relayed,
+             rtt_sum, rtt_n, jitter_sum, jitter_n, loss_sum, loss_n, bitrate_sum, bitrate_n,
+             mos_sum, mos_n, {_BUCKETS})
+         SELECT p.id, a.id, a.endpoint_id, p.role,
+                (ARRAY['Chrome', 'Safari', 'Firefox', 'Edge'])[1 + p.id % 4],
+                (ARRAY['Windows', 'iOS', 'Android', 'macOS'])[1 + p.id % 4],
+                a.start_at, (a.start_at AT TIME ZONE 'America/Chicago')::date,
+                a.start_at + interval '200 seconds', 20, p.id % 7, p.id % 3,
+                20 * (50 + p.id % 400), 20, 20 * (p.id % 40), 20, 20 * (p.id % 9), 20,
+                20 * (100 + p.id % 1500), 20, 20 * (1.5 + (p.id % 29) / 10.0), 20,
+                {_BUCKET_VALUES}
+         FROM participants p JOIN appointments a ON a.id = p.appointment_id"""),
+        ("call_quality_days", f"""
+         INSERT INTO call_quality_days (endpoint_id, day, role, browser_family, os_family,
+             people, relayed_people, {_SUMS})
+         SELECT endpoint_id, day, role, browser_family, os_family, count(*),
+                count(*) FILTER (WHERE relayed > 0), {_SUM_OF}
+         FROM call_quality_rollups GROUP BY endpoint_id, day, role, browser_family, os_family"""),
+        ("call_quality_visits", """
+         INSERT INTO call_quality_visits (appointment_id, endpoint_id, day, first_at, people,
+             relayed, samples, poor, rtt_sum, rtt_n, loss_sum, loss_n, mos_sum, mos_n, mos_mean)
+         SELECT appointment_id, min(endpoint_id), min(day), min(first_at), count(*),
+                count(*) FILTER (WHERE relayed > 0), sum(samples), sum(poor), sum(rtt_sum),
+                sum(rtt_n), sum(loss_sum), sum(loss_n), sum(mos_sum), sum(mos_n),
+                sum(mos_sum) / nullif(sum(mos_n), 0)
+         FROM call_quality_rollups GROUP BY appointment_id"""),
+        ("sms_messages", """
+         INSERT INTO sms_messages (appointment_id, participant_id, kind, language, scheduled_for,
+             status, error_code, error_message, attempts, created_at)
+         SELECT a.id, NULL, k.kind, 'en', a.start_at - k.ahead,
+                (ARRAY['delivered', 'delivered', 'delivered', 'sent', 'failed', 'suppressed'])
+                    [1 + (a.id + k.n) % 6],
+                CASE WHEN (a.id + k.n) % 6 = 4 THEN '30003' END,
+                CASE WHEN (a.id + k.n) % 6 = 4 THEN 'Twilio reported undelivered (error 30003)'
+                     WHEN (a.id + k.n) % 6 = 5 THEN 'landline' END, 1, now()
+         FROM appointments a CROSS JOIN (VALUES ('confirmation', interval '3 days', 0),
+             ('reminder', interval '1 day', 1), ('reminder', interval '1 hour', 2))
+             AS k(kind, ahead, n)"""),
+    ]
+    for table, statement in steps:
+        started = time.perf_counter()
+        db.session.execute(sa.text(statement))
+        db.session.commit()
+        print(f"  {table}: {time.perf_counter() - started:.1f} s", flush=True)
+    db.session.execute(sa.text("ANALYZE"))
+    db.session.commit()
+
+
+def timed(label: str, build, args: dict) -> None:
+    now = utcnow()
+    best = None
+    for _ in range(3):
+        started = time.perf_counter()
+        build(Filters.parse(args, now), now)
+        elapsed = time.perf_counter() - started
+        best = elapsed if best is None else min(best, elapsed)
+    print(f"{label:<44} {best * 1000:8.0f} ms", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--visits", type=int, default=1_000_000)
+    url = os.environ.get("DATABASE_URL", "")
+    if not url.startswith(("postgres://", "postgresql")):
+        sys.exit("set DATABASE_URL to a PostgreSQL database")
+    visits = parser.parse_args().visits
+    schema = f"bench_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(sqlalchemy_url(url), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in url else "?"
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            app = create_app({"DATABASE_URL": f"{url}{separator}options=-csearch_path%3D{schema}",
+                              "INSTANCE_PATH": folder, "SECRET_KEY": "bench-" + "x" * 40,
+                              "ASYNC_MODE": "threading", "LOG_LEVEL": "WARNING"})
+            with app.test_request_context():
+                flask_migrate.upgrade(directory=str(Path(__file__).resolve().parents[1]
+                                                    / "migrations"))
+                print(f"filling {visits} visits:", flush=True)
+                fill(visits)
+                today = utcnow().date()
+                week = {"from": str(today - timedelta(days=6)), "to": str(today)}
+                month = {"from": str(today - timedelta(days=29)), "to": str(today),
+                         "endpoint": "bench-1", "department": "Dept 4"}
+                quarter = {"from": str(today - timedelta(days=89)), "to": str(today),
+                           "provider": "Practitioner/p17"}
+                year = {"from": str(today - timedelta(days=365)), "to": str(today)}
+                for name, build in (("quality", quality.build), ("sms", texts.build)):
+                    timed(f"{name}: a week, every endpoint", build, week)
+                    timed(f"{name}: a month, one endpoint and department", build, month)
+                    timed(f"{name}: a quarter, one provider", build, quarter)
+                    timed(f"{name}: a year, every endpoint", build, year)
+                db.session.remove()
+                db.engine.dispose()
+    finally:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+if __name__ == "__main__":
+    main()
