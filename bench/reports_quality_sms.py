@@ -22,16 +22,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import flask_migrate  # noqa: E402
-import sqlalchemy as sa  # noqa: E402
+import flask_migrate
+import sqlalchemy as sa
 
-from app import create_app  # noqa: E402
-from ehr.services import ensure_endpoint  # noqa: E402
-from extensions import db  # noqa: E402
-from reports import quality, texts  # noqa: E402
-from reports.framework import Filters  # noqa: E402
-from settings import sqlalchemy_url  # noqa: E402
-from visits.models import utcnow  # noqa: E402
+from app import create_app
+from ehr.services import ensure_endpoint
+from extensions import db
+from reports import quality, texts
+from reports.framework import Filters
+from settings import sqlalchemy_url
+from visits.models import utcnow
 
 _BUCKETS = ", ".join(f"{m}_b{i}" for m in ("rtt", "jitter", "loss", "bitrate", "mos")
                      for i in range(5))
@@ -113,6 +113,11 @@ def fill(visits: int) -> None:
         db.session.execute(sa.text(statement))
         db.session.commit()
         print(f"  {table}: {time.perf_counter() - started:.1f} s", flush=True)
+    db.session.execute(sa.text("ANALYZE"))
+    db.session.commit()
+    started = time.perf_counter()
+    days = texts.settle(utcnow())
+    print(f"  texts settled: {days} days in {time.perf_counter() - started:.1f} s", flush=True)
     db.session.execute(sa.text("ANALYZE"))
     db.session.commit()
 

@@ -4,7 +4,7 @@ narrow row per visit instead of recomputing it from participants, lobby entries 
 device tests. No patient data: ids, times, flags, the route and language codes."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
@@ -49,3 +49,33 @@ class UsageFactsState(db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     settled_before: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class SmsReportDay(db.Model):
+    """How many texts due on one endpoint's (settled) day ended how, by kind and reason:
+    what the texts report reads for days whose texts can no longer change
+    (reports/texts.py, ``settle``)."""
+
+    __tablename__ = "sms_report_days"
+    __table_args__ = (
+        sa.Index("ix_sms_report_days_endpoint_id_day", "endpoint_id", "day"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    endpoint_id: Mapped[int] = mapped_column(sa.Integer)
+    day: Mapped[date] = mapped_column(sa.Date)
+    kind: Mapped[str] = mapped_column(sa.String(16))
+    outcome: Mapped[str] = mapped_column(sa.String(16))
+    error_code: Mapped[str | None] = mapped_column(sa.String(32))
+    reason: Mapped[str | None] = mapped_column(sa.String(300))
+    texts: Mapped[int] = mapped_column(default=0, server_default="0")
+
+
+class SmsReportState(db.Model):
+    """One row: every day up to ``settled_through`` (a UTC date, at least two days before
+    any zone's today) is counted in ``sms_report_days``."""
+
+    __tablename__ = "sms_report_state"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    settled_through: Mapped[date] = mapped_column(sa.Date)

@@ -12,9 +12,11 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from flask_babel import lazy_gettext as _l
+from sqlalchemy.exc import IntegrityError
 
 from ehr.models import EhrEndpoint
 from extensions import db
@@ -27,10 +29,19 @@ from notifications.models import (
     SmsStatus,
 )
 from notifications.scheduling import LANDLINE
+from ops.background import periodic
 from reports import framework
 from reports.conditions import appointment_matches, within
 from reports.framework import Chart, Column, Filters, Report, Table
-from visits.models import Appointment, AppointmentStatus, Participant, ParticipantRole
+from reports.health import DateRange, zone_of
+from reports.models import SmsReportDay, SmsReportState
+from visits.models import (
+    Appointment,
+    AppointmentStatus,
+    Participant,
+    ParticipantRole,
+    utcnow,
+)
 
 # How far ahead the follow-up list looks, and how many appointments it shows at most.
 FOLLOW_UP_DAYS = 14
@@ -63,20 +74,118 @@ def _outcome_column():
         else_="scheduled")
 
 
-def _texts(filters: Filters) -> list[sa.ColumnElement[bool]]:
-    return [SmsMessage.appointment_id == Appointment.id,
-            within(filters, Appointment.endpoint_id, SmsMessage.scheduled_for),
-            SmsMessage.kind.in_(KINDS), *appointment_matches(filters, Appointment.id)]
+REASONED = (SmsStatus.FAILED, SmsStatus.SUPPRESSED)
+# A day's texts are final this many days after it ends (delivery reports come within
+# minutes or hours); from then on they are counted once, into sms_report_days.
+SETTLE_DAYS = 2
+Key = tuple[str, str, str | None, str | None]  # kind, outcome, error code, reason
+
+
+def _live(ids: list[int], start: datetime, stop: datetime,
+          filters: Filters | None = None) -> list[tuple[int, Key, int]]:
+    """(endpoint id, key, texts) of the texts due in [start, stop) at these endpoints."""
+    m = SmsMessage
+    outcome = _outcome_column()
+    code = sa.case((m.status.in_(REASONED), m.error_code), else_=None)
+    reason = sa.case((m.status.in_(REASONED), sa.func.substr(m.error_message, 1, 200)),
+                     else_=None)
+    query = (sa.select(Appointment.endpoint_id, m.kind, outcome, code, reason, sa.func.count())
+             .where(m.appointment_id == Appointment.id, Appointment.endpoint_id.in_(ids),
+                    m.scheduled_for >= start, m.scheduled_for < stop, m.kind.in_(KINDS))
+             .group_by(Appointment.endpoint_id, m.kind, outcome, code, reason))
+    if filters is not None:
+        query = query.where(*appointment_matches(filters, Appointment.id))
+    return [(endpoint_id, (kind, result, error_code, why), count)
+            for endpoint_id, kind, result, error_code, why, count in db.session.execute(query)]
+
+
+def _counts(filters: Filters) -> dict[Key, int]:
+    """Texts per (kind, outcome, code, reason) over the chosen days: settled days from
+    sms_report_days (unless a department or provider is chosen), the rest counted live."""
+    counts: dict[Key, int] = defaultdict(int)
+    settled = None if filters.department or filters.provider else db.session.execute(
+        sa.select(SmsReportState.settled_through)).scalar()
+    for zone, ids in sorted(filters.by_zone().items()):
+        live_from = filters.days.start
+        if settled is not None and filters.days.start <= settled:
+            d = SmsReportDay
+            for kind, result, code, reason, texts in db.session.execute(
+                    sa.select(d.kind, d.outcome, d.error_code, d.reason, sa.func.sum(d.texts))
+                    .where(d.endpoint_id.in_(sorted(ids)), d.day >= filters.days.start,
+                           d.day <= min(filters.days.end, settled))
+                    .group_by(d.kind, d.outcome, d.error_code, d.reason)):
+                counts[(kind, result, code, reason)] += texts
+            live_from = settled + timedelta(days=1)
+        if live_from <= filters.days.end:
+            start, stop = DateRange(live_from, filters.days.end).bounds(ZoneInfo(zone))
+            for _endpoint, key, texts in _live(sorted(ids), start, stop, filters):
+                counts[key] += texts
+    return counts
+
+
+def settle(now: datetime) -> int:
+    """Count the texts of every day not yet counted whose texts are final into
+    sms_report_days, each endpoint's day in its own zone; returns how many days. One
+    transaction, conditional on the state it started from, so two processes settling at
+    once count each day once. Commits."""
+    through = (now - timedelta(days=SETTLE_DAYS + 1)).date()
+    state = db.session.execute(sa.select(SmsReportState)).scalar_one_or_none()
+    if state is not None and state.settled_through >= through:
+        db.session.rollback()
+        return 0
+    if state is None:
+        first = db.session.execute(sa.select(sa.func.min(SmsMessage.scheduled_for))).scalar()
+        day = (first.date() - timedelta(days=1)) if first else through
+    else:
+        day = state.settled_through + timedelta(days=1)
+    zones: dict[str, list[int]] = defaultdict(list)
+    for endpoint_id, zone in db.session.execute(sa.select(EhrEndpoint.id,
+                                                          EhrEndpoint.site_timezone)):
+        zones[zone_of(zone).key].append(endpoint_id)
+    days = 0
+    while day <= through:
+        rows = []
+        for zone, ids in zones.items():
+            start, stop = DateRange(day, day).bounds(ZoneInfo(zone))
+            for endpoint_id, (kind, result, code, reason), texts in _live(ids, start, stop):
+                rows.append({"endpoint_id": endpoint_id, "day": day, "kind": kind,
+                             "outcome": result, "error_code": code, "reason": reason,
+                             "texts": texts})
+        if rows:
+            db.session.execute(SmsReportDay.__table__.insert(), rows)
+        day += timedelta(days=1)
+        days += 1
+    if state is None:
+        try:
+            with db.session.begin_nested():
+                db.session.add(SmsReportState(id=1, settled_through=through))
+        except IntegrityError:  # another process counted first
+            db.session.rollback()
+            return 0
+    else:
+        moved = db.session.execute(
+            sa.update(SmsReportState).where(SmsReportState.id == state.id,
+                                            SmsReportState.settled_through
+                                            == state.settled_through)
+            .values(settled_through=through)).rowcount
+        if not moved:
+            db.session.rollback()
+            return 0
+    db.session.commit()
+    return days
+
+
+@periodic(600.0, name="reports.sms_settle")
+def _settle_periodically() -> None:
+    settle(utcnow())
 
 
 def build(filters: Filters, now: datetime) -> Report:
     """The report for ``filters``; the follow-up list looks ahead from ``now``."""
-    outcome = _outcome_column().label("outcome")
-    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for kind, result, count in db.session.execute(
-            sa.select(SmsMessage.kind, outcome, sa.func.count())
-            .where(*_texts(filters)).group_by(SmsMessage.kind, outcome)):
-        counts[kind][result] += count
+    counts = _counts(filters)
+    by_kind: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for (kind, result, _code, _reason), texts in counts.items():
+        by_kind[kind][result] += texts
     kinds = Table("kinds", _l("Texts by kind"),
                   _l("Texts due in the chosen days, by kind and what became of them"),
                   [Column("kind", _l("Kind"), "text"), Column("total", _l("Texts")),
@@ -84,10 +193,10 @@ def build(filters: Filters, now: datetime) -> Report:
                    Column("delivered_share", _l("Delivered (of those sent)"), "percent")])
     totals: dict[str, int] = defaultdict(int)
     for kind in KINDS:
-        row: dict[str, Any] = {"kind": str(kind), "total": sum(counts[kind].values())}
+        row: dict[str, Any] = {"kind": str(kind), "total": sum(by_kind[kind].values())}
         for key in OUTCOMES:
-            row[key] = counts[kind][key]
-            totals[key] += counts[kind][key]
+            row[key] = by_kind[kind][key]
+            totals[key] += by_kind[kind][key]
         handed = sum(row[key] for key in ("delivered", "sent", "failed", "undelivered"))
         row["delivered_share"] = row["delivered"] / handed if handed else None
         kinds.rows.append(row)
@@ -95,7 +204,7 @@ def build(filters: Filters, now: datetime) -> Report:
                      _l("Every text due in the chosen days, by what became of it"),
                      [Column("outcome", _l("Outcome"), "text"), Column("texts", _l("Texts"))],
                      [{"outcome": key, "texts": totals[key]} for key in OUTCOMES])
-    reasons = _reasons(filters)
+    reasons = _reasons(counts)
     opt = _opt_changes(filters)
     follow_up = _follow_up(filters, now)
     return Report("sms", filters, now, [kinds, outcomes, reasons, opt, follow_up], [
@@ -108,22 +217,18 @@ def build(filters: Filters, now: datetime) -> Report:
                  "The follow-up list looks %(days)d days ahead from now.", days=FOLLOW_UP_DAYS)])
 
 
-def _reasons(filters: Filters) -> Table:
-    outcome = _outcome_column().label("outcome")
+def _reasons(counts: dict[Key, int]) -> Table:
     table = Table("reasons", _l("Why texts failed or were not sent"),
                   _l("Failed, undelivered and unsent texts by kind and reason"),
                   [Column("kind", _l("Kind"), "text"), Column("outcome", _l("Outcome"), "text"),
                    Column("error_code", _l("Error code"), "text"),
                    Column("reason", _l("Reason"), "text"), Column("texts", _l("Texts"))])
-    m = SmsMessage
-    count = sa.func.count().label("texts")
-    for kind, result, code, reason, texts in db.session.execute(
-            sa.select(m.kind, outcome, m.error_code, m.error_message, count)
-            .where(*_texts(filters), m.status.in_((SmsStatus.FAILED, SmsStatus.SUPPRESSED)))
-            .group_by(m.kind, outcome, m.error_code, m.error_message)
-            .order_by(count.desc(), m.kind, m.error_code, m.error_message)):
+    found = [(texts, key) for key, texts in counts.items()
+             if key[1] in ("failed", "undelivered", "not_sent")]
+    for texts, (kind, result, code, reason) in sorted(
+            found, key=lambda item: (-item[0], item[1][0], item[1][2] or "", item[1][3] or "")):
         table.rows.append({"kind": kind, "outcome": result, "error_code": code,
-                           "reason": (reason or "")[:200] or None, "texts": texts})
+                           "reason": reason, "texts": texts})
     return table
 
 

@@ -18,6 +18,7 @@ from extensions import db
 from notifications import optout
 from notifications.models import SmsMessage
 from reports import texts
+from reports.models import SmsReportDay
 from reports.framework import Filters, read_csv
 from tests.admin_helpers import create_account, sign_in
 from tests.integration.test_hl7_siu_rules import fixture
@@ -152,6 +153,22 @@ def test_an_upcoming_booking_whose_patient_has_only_a_landline_needs_follow_up(a
     assert row["reason"] == "no mobile number" and row["endpoint"] == ENDPOINT
     assert row["patient"].startswith("Patient?identifier=")
     assert "832" not in json.dumps({k: str(v) for k, v in row.items()})
+
+
+def test_settled_days_are_counted_once_and_read_back_the_same(app):
+    before = _report(app)
+    with app.app_context():
+        later = utcnow() + timedelta(days=10)
+        first = texts.settle(later)
+        again = texts.settle(later)
+        rows = db.session.scalar(sa.select(sa.func.sum(SmsReportDay.texts)))
+
+    after = _report(app)
+
+    assert first > 30 and again == 0
+    assert rows == 6
+    for key in ("kinds", "outcomes", "reasons"):
+        assert after.table(key).rows == before.table(key).rows, key
 
 
 def test_the_page_and_its_csv_agree(app):

@@ -31,6 +31,7 @@ from ehr.models import (
 from extensions import db
 from hl7feed.models import Hl7MessageReceipt
 from notifications.models import SmsMessage, SmsOptEvent, SmsOptOut, SmsRecipient
+from reports.models import SmsReportDay, SmsReportState
 from staff_sso.models import StaffIdentityLink
 from tests.conftest import make_config
 from visits.models import (
@@ -233,6 +234,9 @@ def test_every_table_round_trips_a_row(app):
         last_at=T0, samples=1, mos_b4=1))
     db.session.add(CallQualityDay(endpoint_id=appointment.endpoint.id, day=T0.date(),
                                   role="patient", browser_family="", os_family="", people=1))
+    db.session.add(SmsReportDay(endpoint_id=appointment.endpoint.id, day=T0.date(),
+                                kind="reminder", outcome="delivered", texts=3))
+    db.session.add(SmsReportState(id=1, settled_through=T0.date()))
     db.session.add(CallQualityVisit(appointment_id=appointment.id,
                                     endpoint_id=appointment.endpoint.id, day=T0.date(),
                                     first_at=T0, people=1, mos_mean=4.2))
