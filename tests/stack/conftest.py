@@ -309,9 +309,19 @@ def stop(process: subprocess.Popen | None, sig: int = signal.SIGTERM) -> None:
         process.wait(timeout=10)
 
 
+def _interrupt_on_sigterm(_signum, _frame):
+    raise KeyboardInterrupt("SIGTERM")
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory):
     started = time.monotonic()
+    # A run stopped with SIGTERM (a CI timeout) still stops nginx, gunicorn, coturn and
+    # Redis and drops the database: pytest tears fixtures down after an interrupt, but
+    # Python's default SIGTERM ends the process at once.
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is signal.SIG_DFL and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     workdir = tmp_path_factory.mktemp("stack")
     ca_path, cert_path, key_path, spki_hash = make_certificates(workdir)
     database_url, drop_database = create_database()
@@ -361,16 +371,20 @@ def stack(tmp_path_factory):
         print(f"flask db upgrade: {time.monotonic() - step:.1f} s")
         # The EHR of another site may frame the launch: the endpoint's frame origin (a
         # change that withdraws approval, so it is approved again).
-        configured = threading.Event()
+        configured: list[str] = []
 
         def configure_endpoint() -> None:
-            for command in (["demo"], ["endpoints", "update", "sandbox", "--frame-ancestor",
-                                       f"https://{EHR_HOST}:{port}"],
-                            ["endpoints", "approve", "sandbox", "--by", "stack-test"]):
-                run_flask(env, *command)  # raises with the command's output
-            configured.set()
+            try:
+                for command in (["demo"], ["endpoints", "update", "sandbox", "--frame-ancestor",
+                                           f"https://{EHR_HOST}:{port}"],
+                                ["endpoints", "approve", "sandbox", "--by", "stack-test"]):
+                    run_flask(env, *command)
+            except (RuntimeError, subprocess.TimeoutExpired) as exc:  # reported below
+                configured.append(str(exc))
+            else:
+                configured.append("ok")
 
-        configure = threading.Thread(target=configure_endpoint)
+        configure = threading.Thread(target=configure_endpoint, daemon=True)
         configure.start()
         side_by_side = [flask_process(env, workdir, "static", "export", str(static_export))]
         gunicorn_log = workdir / "gunicorn.log"
@@ -383,8 +397,8 @@ def stack(tmp_path_factory):
         for command in side_by_side:
             finish(command)
         configure.join(COMMAND_TIMEOUT * 3)
-        if configure.is_alive() or not configured.is_set():
-            pytest.fail("flask demo / endpoints update / approve did not finish; see above")
+        if configured != ["ok"]:
+            pytest.fail(f"flask demo, endpoints update, approve: {configured or 'no answer'}")
         print(f"flask demo, endpoints, static export: {time.monotonic() - step:.1f} s")
         nginx = start_nginx(workdir, port, f"127.0.0.1:{app_port}", cert_path, key_path,
                             static_export)
@@ -425,6 +439,8 @@ def stack(tmp_path_factory):
         redis_server.stop()
         proxy.__exit__(None, None, None)
         drop_database()
+        if previous is signal.SIG_DFL and signal.getsignal(signal.SIGTERM) is _interrupt_on_sigterm:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @pytest.fixture(scope="session")
