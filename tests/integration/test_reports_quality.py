@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from extensions import db
-from reports import quality
+from reports import quality, retention
 from reports.framework import Filters, read_csv
 from tests.admin_helpers import create_account, sign_in
 from tests.conftest import build_app, dispose_app
@@ -289,3 +289,12 @@ def test_the_purge_deletes_old_samples_and_keeps_recent_ones_and_the_sums(app):
     with app.app_context():
         assert db.session.scalar(sa.select(sa.func.count()).select_from(CallQualitySample)) == 10
         assert db.session.scalar(sa.select(sa.func.count()).select_from(CallQualityRollup)) == 5
+
+
+def test_the_periodic_purge_keeps_the_configured_days(app):
+    app.config["QUALITY_RETENTION_DAYS"] = 20
+    with app.app_context():
+        retention.purge_old_samples()  # what each server process runs every hour
+
+        ages = db.session.scalars(sa.select(CallQualitySample.at)).all()
+    assert len(ages) == 10 and min(ages) > utcnow() - timedelta(days=1)
