@@ -202,3 +202,12 @@ def test_the_cli_prints_json_and_csv(app):
     assert as_csv.exit_code == 0, as_csv.output
     assert read_csv(as_csv.output)[0]["kind"] == "confirmation"
     assert unknown.exit_code == 2
+
+
+def test_signed_out_is_sent_to_sign_in_and_an_unknown_endpoint_is_refused(app):
+    signed_out = app.test_client().get(PATH)
+    unknown = sign_in(app.test_client(), "ann").get(PATH + "?endpoint=nowhere")
+
+    assert signed_out.status_code == 302 and "/admin/login" in signed_out.headers["Location"]
+    assert unknown.status_code == 400
+    assert 'data-testid="report-error"' in unknown.get_data(as_text=True)
