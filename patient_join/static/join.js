@@ -208,14 +208,22 @@ async function permissionsGranted() {
 localTimes();
 warnIfNoCalls();
 watchOpening();
+// The waiting room is open: connect now (the visit is joined only by Join), so Join does
+// not wait for the connection's handshake.
+if (data.lobby_open && canCall()) import("../js/socket.js").then(({ warmUp }) => warmUp());
 $("preview-start").addEventListener("click", startPreview);
 $("media-retry").addEventListener("click", startPreview);
 $("join-button").addEventListener("click", () => join());
 window.addEventListener("pagehide", () => { stopLevel(); if (!joining) stopStream(stream); });
+// Handlers attached: from now on a tap is ours. One the page's inline script kept while
+// this module loaded is acted on now.
+$("join-button").dataset.ready = "true";
 const resumeStage = data.lobby_open ? savedStage() : null;
 if (resumeStage) {
   // Reloaded in the waiting room or the call: straight back in.
   join({ left: resumeStage === "left" });
+} else if ($("join-button").dataset.queued) {
+  join();
 } else {
   // Allowed before (a returning patient): show the picture at once, no button to find.
   permissionsGranted().then((granted) => { if (granted && !stream) startPreview(); });

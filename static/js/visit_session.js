@@ -4,11 +4,9 @@
 // Where this tab was (in the visit, or left the call) is kept in sessionStorage under
 // `stageKey`, so the join page can come back here by itself after a reload.
 import { connectSocket, request } from "./socket.js";
-import { Call, bindCallControls, showDeviceAvailability } from "./call.js";
 import { startChat } from "./chat.js";
 import { browserFamily, browserToUse, canCall, describeMediaError, openPreview, stopStream } from "./media.js";
 import { duration, fill } from "./format.js";
-import { offerRating } from "./rating.js";
 
 const readJson = (id) => JSON.parse(document.getElementById(id).textContent);
 
@@ -38,6 +36,11 @@ export function startVisitSession({ data, localStream, stageKey = null, left = f
   let ended = false;
   let problemKind = mediaProblem;
   let lastReported = ""; // the camera and microphone state last sent, as JSON
+  // The call's code is not needed to wait (so not on a slow phone's way to the waiting
+  // room); it loads meanwhile, usually long before the admit.
+  let callModule = null;
+  let startingCall = false;
+  const callModuleLoading = import("./call.js").then((module) => { callModule = module; return module; });
 
   remember(stageKey, hasLeft ? "left" : "joined");
   if (!canCall()) {
@@ -177,7 +180,9 @@ export function startVisitSession({ data, localStream, stageKey = null, left = f
   function reportMedia({ force = true } = {}) {
     const media = mediaState();
     showMediaWarnings(media);
-    if (call && call.state !== "ended") showDeviceAvailability(callRoot, callStrings, stream);
+    if (call && call.state !== "ended") {
+      callModule.showDeviceAvailability(callRoot, callStrings, stream);
+    }
     const key = JSON.stringify(media);
     if (!force && key === lastReported) return;
     lastReported = key;
@@ -258,6 +263,16 @@ export function startVisitSession({ data, localStream, stageKey = null, left = f
   }
 
   async function startCall() {
+    if (startingCall) return; // a second "admitted" while the first is still starting
+    startingCall = true;
+    try {
+      await startCallNow();
+    } finally {
+      startingCall = false;
+    }
+  }
+
+  async function startCallNow() {
     stopLobbyMedia();
     lobby.hidden = true;
     callRoot.hidden = false;
@@ -267,6 +282,8 @@ export function startVisitSession({ data, localStream, stageKey = null, left = f
       if (ended) { stopStream(stream); return; } // the visit ended meanwhile
       watchTracks();
     }
+    const { Call, bindCallControls } = callModule || await callModuleLoading;
+    if (ended) { stopStream(stream); return; }
     const current = new Call({
       socket, localStream: stream, root: callRoot, strings: callStrings,
       onState: (state, message) => {
@@ -348,7 +365,8 @@ export function startVisitSession({ data, localStream, stageKey = null, left = f
       callRoot.hidden = true;
       lobby.hidden = false;
       $("lobby-title").focus();
-      offerRating(socket, S); // they had a visit to rate
+      // They had a visit to rate.
+      import("./rating.js").then(({ offerRating }) => offerRating(socket, S));
     }
     stopStream(stream);
     stream = null;
