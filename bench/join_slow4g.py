@@ -31,8 +31,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, start_server, stop_server  # noqa: E402
-from tests.browser.test_patient_join_page import ANDROID_CHROME, join_link  # noqa: E402
+from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, start_server, stop_server
+from tests.browser.test_patient_join_page import ANDROID_CHROME, join_link
 
 # Installed before any page script: when the waiting room first shows "waiting".
 WATCH = """
