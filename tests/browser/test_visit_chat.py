@@ -117,5 +117,12 @@ def test_the_chat_speaks_the_patients_language(live_app, browser):
     expect(patient.get_by_test_id("chat-notice")).to_contain_text(
         "El chat no forma parte de la historia clínica")
     assert serious_violations(patient) == []
+    provider.get_by_test_id("admit").click()
+    expect_in_call(patient)
+    expect(patient.get_by_test_id("chat-send")).to_have_text("Enviar")
+    # Longer words than English, at 360 px: the field and Send still fit side by side.
+    assert patient.evaluate("document.documentElement.scrollWidth "
+                            "<= document.documentElement.clientWidth")
+    assert serious_violations(patient) == []
     context.close()
     provider_context.close()
