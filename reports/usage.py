@@ -145,9 +145,11 @@ def _aware(value) -> datetime | None:
 
 def _no_jit() -> None:
     """PostgreSQL's JIT compiles these queries for longer than they run (2 s of 3 s at
-    20,000 visits): off for this transaction."""
+    20,000 visits): off for this transaction; and enough memory that the sorts behind the
+    medians stay off disk (a year of 100,000 visits spilled 11 MB with the default 4 MB)."""
     if db.session.get_bind().dialect.name == "postgresql":
         db.session.execute(sa.text("SET LOCAL jit = off"))
+        db.session.execute(sa.text("SET LOCAL work_mem = '64MB'"))
 
 
 def _live_query():
@@ -421,27 +423,231 @@ def _wait_label(index: int) -> str:
     return _("%(low)d–%(high)d min", low=low, high=WAIT_BUCKETS_MINUTES[index + 1])
 
 
-def build(filters: Filters, now: datetime) -> Report:
-    """The usage report for ``filters`` as of ``now``."""
-    visits = _facts(filters)
-    names = dict(db.session.execute(sa.select(EhrEndpoint.id, EhrEndpoint.name)).all())
+@dataclass
+class Figures:
+    """Every figure of the report before it is laid out in tables: metrics (``metrics``'s
+    keys) per period, endpoint name, department, provider (EHR id, name), and overall; the
+    lobby-wait histogram; patients who connected per join route and per language."""
 
+    by_period: dict[date, dict]
+    by_endpoint: dict[str, dict]
+    by_department: dict[str, dict]
+    by_provider: dict[tuple[str | None, str | None], dict]
+    overall: dict
+    wait_counts: list[int]
+    routes: Counter
+    languages: Counter
+
+
+def _figures_python(filters: Filters, now: datetime, names: dict[int, str]) -> Figures:
+    """From a line per visit (SQLite, and any database): ``_facts`` then ``metrics``."""
     by_period: dict[date, list[Counted]] = {period: [] for period in filters.periods()}
     by_endpoint: dict[str, list[Counted]] = defaultdict(list)
     by_department: dict[str, list[Counted]] = defaultdict(list)
     by_provider: dict[tuple[str | None, str | None], list[Counted]] = defaultdict(list)
     counted_all: list[Counted] = []
-    joined_visits: list[VisitFacts] = []
-    for visit in visits:
+    routes: Counter = Counter()
+    languages: Counter = Counter()
+    for visit in _facts(filters):
         counted = Counted.of(visit, now)
         counted_all.append(counted)
         if counted.joined:
-            joined_visits.append(visit)
+            routes[visit.join_route] += 1
+            languages[visit.language] += 1
         zone = filters.zones[visit.endpoint_id]
         by_period.setdefault(filters.period_of(visit.start_at, zone), []).append(counted)
         by_endpoint[names.get(visit.endpoint_id, str(visit.endpoint_id))].append(counted)
         by_department[visit.department or ""].append(counted)
         by_provider[(visit.provider_ehr_id, visit.provider_name)].append(counted)
+    overall = metrics(counted_all)
+    return Figures(
+        {key: metrics(group) for key, group in by_period.items()},
+        {key: metrics(group) for key, group in by_endpoint.items()},
+        {key: metrics(group) for key, group in by_department.items()},
+        {key: metrics(group) for key, group in by_provider.items()},
+        overall, histogram(overall["waits"], [m * 60 for m in WAIT_BUCKETS_MINUTES]),
+        routes, languages)
+
+
+def _source_sql(filters: Filters):
+    """PostgreSQL: every visit of the range as one derived table, settled ones from
+    ``usage_visit_facts``, the rest from the live query, in the same columns."""
+    stored = UsageVisitFacts.__table__
+    a, provider, live = _live_query()
+    settled = settled_before()
+    columns = ("endpoint_id", "start_at", "end_at", "department", "status", "ended_at",
+               "patient_joined", "admitted_at", "lobby_entered_at", "provider_joined",
+               "provider_ehr_id", "provider_name", "join_route", "language", "device_test")
+    parts = []
+    for zone, ids in filters.by_zone().items():
+        start, stop = filters.bounds(zone)
+        if settled is not None and start < settled:
+            query = sa.select(*(stored.c[name] for name in columns)).where(
+                stored.c.endpoint_id.in_(ids), stored.c.start_at >= start,
+                stored.c.start_at < min(stop, settled))
+            if filters.department:
+                query = query.where(stored.c.department == filters.department)
+            if filters.provider:
+                query = query.where(stored.c.provider_ehr_id == filters.provider)
+            parts.append(query)
+            start = max(start, settled)
+        if start >= stop:
+            continue
+        query = live.where(a.c.endpoint_id.in_(ids), a.c.start_at >= start, a.c.start_at < stop)
+        if filters.department:
+            query = query.where(a.c.department_display == filters.department)
+        if filters.provider:
+            query = query.where(sa.exists().where(provider.c.appointment_id == a.c.id,
+                                                  provider.c.role == ParticipantRole.PROVIDER,
+                                                  provider.c.ehr_user_id == filters.provider))
+        rows = query.subquery("live")
+        first = Participant.__table__.alias("first_provider")
+        values = (
+            rows.c.endpoint_id, rows.c.start_at, rows.c.end_at, rows.c.department_display,
+            rows.c.status, rows.c.ended_at, rows.c.joined, rows.c.admitted_at,
+            rows.c.entered_at, rows.c.provider_joined, first.c.ehr_user_id,
+            first.c.display_name, rows.c.join_route, rows.c.language,
+            sa.case((rows.c.best_test == 2, "pass"), (rows.c.best_test == 1, "warn"),
+                    (rows.c.best_test == 0, "fail")))
+        parts.append(sa.select(*(value.label(name) for value, name in zip(values, columns)))
+                     .select_from(rows.outerjoin(first, first.c.id == rows.c.provider_id)))
+    if not parts:
+        return None
+    union = parts[0] if len(parts) == 1 else sa.union_all(*parts)
+    return union.subquery("visits")
+
+
+def _figures_sql(filters: Filters, now: datetime, names: dict[int, str]) -> Figures:
+    """PostgreSQL: the same figures as ``_figures_python``, added up by the database (one
+    GROUPING SETS statement, ``percentile_cont`` for medians and percentiles), so a range
+    of a year returns a few hundred rows instead of a line per visit."""
+    empty = metrics([])
+    periods = {period: dict(empty) for period in filters.periods()}
+    source = _source_sql(filters)
+    if source is None:
+        return Figures(periods, {}, {}, {}, empty, [0] * len(WAIT_BUCKETS_MINUTES),
+                       Counter(), Counter())
+    _no_jit()
+    v = source.c
+    zone = sa.case({endpoint_id: name for endpoint_id, name in filters.zones.items()},
+                   value=v.endpoint_id)
+    local = sa.func.timezone(zone, v.start_at)
+    period = sa.cast(sa.func.date_trunc("week", local) if filters.period == "week"
+                     else local, sa.Date)
+
+    def seconds(later, earlier):
+        return sa.cast(sa.extract("epoch", later - earlier), sa.Float)
+
+    scheduled = v.status != AppointmentStatus.CANCELLED
+    started = sa.and_(scheduled, v.admitted_at.is_not(None))
+    completed = sa.and_(started, sa.or_(v.ended_at.is_not(None),
+                                        v.status == AppointmentStatus.FULFILLED))
+    over = sa.and_(scheduled, sa.or_(v.ended_at.is_not(None), v.end_at <= now))
+    joined = sa.and_(scheduled, v.patient_joined)
+    derived = sa.select(
+        period.label("period"), v.endpoint_id,
+        sa.func.coalesce(v.department, "").label("department"),
+        v.provider_ehr_id, v.provider_name, v.join_route, v.language,
+        scheduled.label("scheduled"), started.label("started"), completed.label("completed"),
+        sa.and_(over, sa.not_(v.patient_joined)).label("no_show"),
+        sa.and_(over, v.patient_joined, v.admitted_at.is_(None)).label("left"),
+        sa.and_(over, sa.not_(v.provider_joined)).label("provider_absent"),
+        joined.label("joined"),
+        sa.and_(joined, v.device_test.is_not(None)).label("tested"),
+        sa.and_(joined, v.device_test == "pass").label("passed"),
+        sa.case((sa.and_(started, v.lobby_entered_at.is_not(None)),
+                 sa.func.greatest(0.0, seconds(v.admitted_at, v.lobby_entered_at)))
+                ).label("wait"),
+        sa.case((sa.and_(completed, v.ended_at.is_not(None)),
+                 sa.func.greatest(0.0, seconds(v.ended_at, v.admitted_at)))).label("duration"),
+        sa.case((started, seconds(v.admitted_at, v.start_at))).label("lateness"),
+    ).subquery("counted")
+    edges = [m * 60 for m in WAIT_BUCKETS_MINUTES]
+    wait_bucket = sa.case(*((derived.c.wait >= edge, index) for index, edge in reversed(
+        list(enumerate(edges))) if index), else_=0)
+    d = derived.c
+    figures = [
+        sa.func.count().filter(d.scheduled).label("scheduled"),
+        sa.func.count().filter(d.started).label("started"),
+        sa.func.count().filter(d.completed).label("completed"),
+        sa.func.count().filter(d.no_show).label("no_shows"),
+        sa.func.count().filter(d.left).label("left_before_admitted"),
+        sa.func.count().filter(d.provider_absent).label("provider_never_joined"),
+        sa.func.count().filter(sa.not_(d.scheduled)).label("cancelled"),
+        sa.func.count().filter(d.joined).label("patients_joined"),
+        sa.func.count().filter(d.tested).label("device_tested"),
+        sa.func.count().filter(d.passed).label("device_passed"),
+        sa.func.count(d.wait).label("waited"),
+    ]
+    for key in ("wait", "duration", "lateness"):
+        figures.append(sa.func.percentile_cont(0.5).within_group(d[key])
+                       .label(f"{key}_median_seconds"))
+        figures.append(sa.func.percentile_cont(0.9).within_group(d[key])
+                       .label(f"{key}_p90_seconds"))
+    bucket = wait_bucket.label("wait_bucket")
+    # Every grouping in one pass; the histogram, routes and languages are groupings too.
+    sets = sa.func.grouping_sets(sa.tuple_(d.period), sa.tuple_(d.endpoint_id),
+                                 sa.tuple_(d.department),
+                                 sa.tuple_(d.provider_ehr_id, d.provider_name),
+                                 sa.tuple_(wait_bucket), sa.tuple_(d.join_route),
+                                 sa.tuple_(d.language), sa.tuple_())
+    grouped = db.session.execute(sa.select(
+        sa.func.grouping(d.period).label("g_period"),
+        sa.func.grouping(d.endpoint_id).label("g_endpoint"),
+        sa.func.grouping(d.department).label("g_department"),
+        sa.func.grouping(d.provider_ehr_id).label("g_provider"),
+        sa.func.grouping(wait_bucket).label("g_bucket"),
+        sa.func.grouping(d.join_route).label("g_route"),
+        sa.func.grouping(d.language).label("g_language"),
+        d.period, d.endpoint_id, d.department, d.provider_ehr_id, d.provider_name, bucket,
+        d.join_route, d.language, *figures)
+        .group_by(sets)).mappings().all()
+    by_endpoint: dict[str, dict] = {}
+    by_department: dict[str, dict] = {}
+    by_provider: dict[tuple[str | None, str | None], dict] = {}
+    overall = dict(empty)
+    wait_counts = [0] * len(edges)
+    routes: Counter = Counter()
+    languages: Counter = Counter()
+    for row in grouped:
+        values = {key: row[key] for key in row
+                  if not key.startswith("g_") and key not in (
+                      "period", "endpoint_id", "department", "provider_ehr_id",
+                      "provider_name", "wait_bucket", "join_route", "language", "waited")}
+        values["device_tested_share"] = _share(values["device_tested"],
+                                               values["patients_joined"])
+        values["device_pass_rate"] = _share(values["device_passed"], values["device_tested"])
+        if not row["g_period"]:
+            periods[row["period"]] = values
+        elif not row["g_endpoint"]:
+            by_endpoint[names.get(row["endpoint_id"], str(row["endpoint_id"]))] = values
+        elif not row["g_department"]:
+            by_department[row["department"]] = values
+        elif not row["g_provider"]:
+            by_provider[(row["provider_ehr_id"], row["provider_name"])] = values
+        elif not row["g_bucket"]:
+            wait_counts[row["wait_bucket"]] += row["waited"]
+        elif not row["g_route"]:
+            if row["patients_joined"]:
+                routes[row["join_route"]] = row["patients_joined"]
+        elif not row["g_language"]:
+            if row["patients_joined"]:
+                languages[row["language"]] = row["patients_joined"]
+        else:
+            overall = values
+    return Figures(periods, by_endpoint, by_department, by_provider, overall, wait_counts,
+                   routes, languages)
+
+
+def build(filters: Filters, now: datetime) -> Report:
+    """The usage report for ``filters`` as of ``now``."""
+    names = dict(db.session.execute(sa.select(EhrEndpoint.id, EhrEndpoint.name)).all())
+    if db.session.get_bind().dialect.name == "postgresql":
+        figures = _figures_sql(filters, now, names)
+    else:
+        figures = _figures_python(filters, now, names)
+    everything = figures.overall
+    joined_count = everything["patients_joined"]
 
     period_label = _l("Week of") if filters.period == "week" else _l("Day")
     periods = Table(
@@ -450,10 +656,9 @@ def build(filters: Filters, now: datetime) -> Report:
         (Column("period", period_label, "date"), *COUNT_COLUMNS,
          Column("wait_median_seconds", _l("Lobby wait, median"), "seconds"),
          Column("duration_median_seconds", _l("Duration, median"), "seconds")))
-    for period in sorted(by_period):
-        periods.rows.append({"period": period, **metrics(by_period[period])})
+    for period in sorted(figures.by_period):
+        periods.rows.append({"period": period, **figures.by_period[period]})
 
-    everything = metrics(counted_all)
     times = Table("times", _l("Waiting, duration and lateness"),
                   _l("Median and 90th percentile of the lobby wait, the visit's duration and "
                      "the lateness from the scheduled start to the admission"),
@@ -469,8 +674,8 @@ def build(filters: Filters, now: datetime) -> Report:
     waits = Table("wait_histogram", _l("Lobby wait"),
                   _l("Patients admitted, by how long they waited in the lobby"),
                   (Column("wait", _l("Wait"), "text"), Column("patients", _l("Patients"))))
-    counts = histogram(everything["waits"], [m * 60 for m in WAIT_BUCKETS_MINUTES])
-    waits.rows.extend({"wait": _wait_label(i), "patients": n} for i, n in enumerate(counts))
+    waits.rows.extend({"wait": _wait_label(i), "patients": n}
+                      for i, n in enumerate(figures.wait_counts))
 
     device = Table("device_test", _l("Device test before the visit"),
                    _l("Patients who connected, ran the device test before the visit, and "
@@ -486,45 +691,45 @@ def build(filters: Filters, now: datetime) -> Report:
          "share": everything["device_pass_rate"]},
     ])
 
-    joined = joined_visits
     routes = Table("join_routes", _l("How patients joined"),
                    _l("Patients who connected, by the way they opened their visit"),
                    (Column("route", _l("Route"), "text"), Column("patients", _l("Patients")),
                     Column("share", _l("Share"), "percent")))
-    route_counts = Counter(v.join_route for v in joined)
+    route_counts = figures.routes
     for route in (JoinRoute.SMS, JoinRoute.MYCHART, JoinRoute.GUEST, None):
         if route_counts.get(route) or route is not None:
             routes.rows.append({"route": _route_label(route), "patients": route_counts.get(route, 0),
-                                "share": _share(route_counts.get(route, 0), len(joined))})
+                                "share": _share(route_counts.get(route, 0), joined_count)})
     languages = Table("languages", _l("Patients' languages"),
                       _l("Patients who connected, by the language their clinic recorded"),
                       (Column("language", _l("Language"), "text"),
                        Column("code", _l("Code"), "text"), Column("patients", _l("Patients")),
                        Column("share", _l("Share"), "percent")))
-    for code, n in sorted(Counter(v.language for v in joined).items(),
+    for code, n in sorted(figures.languages.items(),
                           key=lambda item: (-item[1], item[0] or "")):
         languages.rows.append({"language": _language_label(code), "code": code, "patients": n,
-                               "share": _share(n, len(joined))})
+                               "share": _share(n, joined_count)})
 
     full = (*COUNT_COLUMNS, *TIME_COLUMNS, *DEVICE_COLUMNS)
     endpoints_table = Table("endpoints", _l("By endpoint"), _l("Every figure per EHR endpoint"),
                             (Column("endpoint", _l("Endpoint"), "text"), *full))
-    for name in sorted(by_endpoint):
-        endpoints_table.rows.append({"endpoint": name, **metrics(by_endpoint[name])})
+    for name in sorted(figures.by_endpoint):
+        endpoints_table.rows.append({"endpoint": name, **figures.by_endpoint[name]})
     departments = Table("departments", _l("By department"),
                         _l("Every figure per department, as the EHR names it"),
                         (Column("department", _l("Department"), "text"), *full))
-    for name in sorted(by_department):
+    for name in sorted(figures.by_department):
         departments.rows.append({"department": name or _("(none)"),
-                                 **metrics(by_department[name])})
+                                 **figures.by_department[name]})
     providers_table = Table("providers", _l("By provider"),
                             _l("Every figure per provider (the visit's first provider), by EHR "
                                "id"),
                             (Column("provider", _l("Provider (EHR id)"), "text"),
                              Column("provider_name", _l("Name"), "text"), *full))
-    for (ehr_id, name) in sorted(by_provider, key=lambda key: (key[0] or "", key[1] or "")):
+    for (ehr_id, name) in sorted(figures.by_provider,
+                                 key=lambda key: (key[0] or "", key[1] or "")):
         providers_table.rows.append({"provider": ehr_id or _("(none)"), "provider_name": name,
-                                     **metrics(by_provider[(ehr_id, name)])})
+                                     **figures.by_provider[(ehr_id, name)]})
 
     for table in (periods, endpoints_table, departments, providers_table):
         for row in table.rows:
