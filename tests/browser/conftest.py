@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from playwright.sync_api import expect
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -35,6 +36,14 @@ WEBKIT_ARGS = [
     "--automation", "--full-screen", "--enable-media-stream=true",
     "--enable-mock-capture-devices=true", "--enable-webaudio=true",
 ]
+# How long a test server may take to answer /healthz after it is started.
+SERVER_START_SECONDS = 120
+
+# Playwright's expect() gives up after 5 s by default; on a loaded 2-core machine (two test
+# workers, each driving a browser and a server) a page can take longer than that to react.
+# A passing assertion returns as soon as it holds, so a longer deadline costs nothing.
+expect.set_options(timeout=15_000)
+
 OUTPUT = Path(os.environ.get("VV_TEST_OUTPUT", ROOT / "test-output"))
 
 
@@ -57,7 +66,7 @@ class LiveServer:
     def flask(self, *args: str) -> str:
         """Run a ``flask`` CLI command against this server's database; returns stdout."""
         done = subprocess.run([sys.executable, "-m", "flask", "--app", "app", *args], check=False,
-                              cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=60)
+                              cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=180)
         if done.returncode != 0:
             raise RuntimeError(f"flask {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
         return done.stdout
@@ -98,17 +107,20 @@ def start_server(workdir: Path, *, port: int | None = None, public_url: str | No
     process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env,
                                stdout=log, stderr=subprocess.STDOUT)
     server = LiveServer(url, process, log_path, env)
-    deadline = time.monotonic() + 30
+    # Generous: on a loaded 2-core machine, importing the app and gevent alone has taken
+    # over 30 s. A server that exits fails at once, with its log.
+    deadline = time.monotonic() + SERVER_START_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}:\n{server.log_text()}")
         try:
-            if requests.get(f"{url}/healthz", timeout=1).ok:
+            if requests.get(f"{url}/healthz", timeout=5).ok:
                 return server
-        except requests.ConnectionError:
+        except requests.RequestException:
             time.sleep(0.05)  # polling for the port to open, not waiting a fixed time
     process.kill()
-    raise RuntimeError(f"server did not answer /healthz within 30 s:\n{server.log_text()}")
+    raise RuntimeError(f"server did not answer /healthz within {SERVER_START_SECONDS} s:\n"
+                       f"{server.log_text()}")
 
 
 def stop_server(server: LiveServer) -> None:
