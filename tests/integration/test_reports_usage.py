@@ -320,3 +320,50 @@ def test_a_visit_added_after_its_day_settled_is_kept_at_the_next_refresh(app):
         added = usage.refresh_facts(utcnow())
 
     assert added == 1
+
+
+def test_the_live_query_reads_participants_lobby_and_tests_through_indexes(app):
+    """SQLite's plan for the per-visit query: appointments by endpoint and start, and every
+    child table by an index, never scanned."""
+    captured: list[tuple[str, object]] = []
+    with app.test_request_context():
+        if db.engine.dialect.name != "sqlite":
+            pytest.skip("SQLite's plan only; PostgreSQL adds up in one statement")
+
+        def grab(_conn, _cursor, statement, params, _context, _many):
+            captured.append((statement, params))
+
+        sa.event.listen(db.engine, "before_cursor_execute", grab)
+        try:
+            usage.build(framework.Filters.parse({"from": "2026-11-02", "to": "2026-11-03"},
+                                                utcnow()), utcnow())
+        finally:
+            sa.event.remove(db.engine, "before_cursor_execute", grab)
+        plans = []
+        with db.engine.connect() as connection:
+            for statement, params in captured:
+                if "lobby_entries" in statement:
+                    plans += [row[-1] for row in connection.exec_driver_sql(
+                        "EXPLAIN QUERY PLAN " + statement, params)]
+
+    assert plans
+    big = ("participants", "lobby_entries", "device_test_results", "appointments")
+    assert [line for line in plans if line.startswith("SCAN") and any(
+        f" {table}" in line or line.endswith(table) for table in big)] == []
+    assert any("ix_appointments_endpoint_id_start_at" in line for line in plans)
+
+
+def test_the_sample_data_command_refuses_production(tmp_path, monkeypatch):
+    application = build_app(tmp_path, monkeypatch, SANDBOX=False, ENV="production",
+                            PUBLIC_BASE_URL="https://visits.example.org")
+    try:
+        result = application.test_cli_runner().invoke(
+            args=["reports", "sample-data", "--visits", "10"])
+
+        assert result.exit_code == 1
+        assert "refusing to add sample data in production" in result.output
+        with application.app_context():
+            assert db.session.execute(sa.select(sa.func.count()).select_from(
+                Appointment)).scalar() == 0
+    finally:
+        dispose_app(application)
