@@ -123,6 +123,11 @@ def history(participant: Participant, *, staff: bool) -> list[Message]:
     return [message for message in kept if message.to_lobby]
 
 
+def has_messages(appointment_id: int) -> bool:
+    """Whether this process holds any message of the visit (memory only)."""
+    return bool(_visits.get(appointment_id))
+
+
 def forget(appointment_id: int) -> None:
     with _lock:
         _visits.pop(appointment_id, None)

@@ -354,7 +354,12 @@ def chat_send(data):
 def chat_history(_data):
     """Sent by a page when it connects; the ack carries what this person may read of the
     visit's chat so far (``messages``, oldest first)."""
-    identity, participant = _caller()
+    identity = realtime.identity_for(request.sid)
+    if identity is None:
+        return replies.refusal("not_in_visit", request.sid)
+    if not chat.has_messages(identity.appointment_id):
+        return {"ok": True, "messages": []}  # the usual case: no query at all
+    participant = db.session.get(Participant, identity.participant_id)
     if participant is None:
         return replies.refusal("not_in_visit", request.sid)
     kept = chat.history(participant, staff=identity.is_staff)
