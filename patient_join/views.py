@@ -366,6 +366,10 @@ class _PageKit:
     # request costs a round trip and a browser opens only six at a time.
     inline_css: Markup
     favicon: str  # a data: URL, one request fewer
+    # "It is %(time)s on %(day)s where you are (%(zone)s).", by the hour's plural category,
+    # for the page's inline clock script.
+    local_time_one: str
+    local_time_other: str
 
 
 def _page_kit(locale: str) -> _PageKit:
@@ -390,6 +394,7 @@ def _make_page_kit() -> _PageKit:
     strings = dict(environment.get_template("patient_join/_strings.html").make_module().strings)
     strings.update(environment.get_template("_media_help.html").make_module().strings)
     strings.update({f"help_{key}": text for key, _name, text in help_texts})
+    local_one, local_other = strings["local_time_one"], strings["local_time_other"]
     return _PageKit(
         preview=Markup(render_template("patient_join/_preview.html",
                                        browser_help=help_texts).strip()),
@@ -406,6 +411,7 @@ def _make_page_kit() -> _PageKit:
                                           ("static", "js/visit_session.js")]),
         inline_css=_inline_css([("static", "css/base.css"), ("patient_join.static", "join.css"),
                                 ("static", "css/call.css"), ("static", "css/chat.css")]),
+        local_time_one=str(local_one), local_time_other=str(local_other),
         favicon="data:image/svg+xml," + quote(
             current_app.extensions["static_assets"].find("static", "favicon.svg").raw.decode()))
 

@@ -6,7 +6,6 @@ import { fill } from "../js/format.js";
 
 const data = JSON.parse(document.getElementById("join-data").textContent);
 const S = data.strings;
-const lang = document.documentElement.lang || "en";
 const $ = (id) => document.getElementById(id);
 // The phone's clock may be off; the server's time decides when the waiting room opens.
 const clockOffsetMs = Date.now() - Date.parse(data.server_time);
@@ -27,37 +26,6 @@ function savedStage() {
   } catch {
     return null; // storage off (private mode): Join as usual
   }
-}
-
-function localTimes() {
-  const mine = Intl.DateTimeFormat().resolvedOptions().timeZone;
-  if (!mine || mine === data.time_zone) return;
-  const options = { weekday: "long", hour: "numeric", minute: "2-digit" };
-  const at = (iso, timeZone) => new Intl.DateTimeFormat(lang, { ...options, timeZone }).format(new Date(iso));
-  // Same clock time in another zone (Chicago and Winnipeg): nothing to add.
-  if (at(data.start, mine) === at(data.start, data.time_zone)) return;
-  const start = $("local-start");
-  start.textContent = localSentence(data.start, mine);
-  start.hidden = false;
-  const opens = $("local-opens");
-  if (opens) {
-    opens.textContent = localSentence(data.lobby_opens_at, mine);
-    opens.hidden = false;
-  }
-}
-
-// "It is 10:30 PM on Friday where you are (Eastern Time)": the day and the time go into
-// the sentence separately, so each language can order them ("Son las 22:30 del viernes"),
-// and the hour's plural category picks "Es la 1:30" or "Son las 2:30".
-function localSentence(iso, timeZone) {
-  const date = new Date(iso);
-  const day = new Intl.DateTimeFormat(lang, { weekday: "long", timeZone }).format(date);
-  const clock = new Intl.DateTimeFormat(lang, { hour: "numeric", minute: "2-digit", timeZone });
-  const hour = Number((clock.formatToParts(date).find((part) => part.type === "hour") || {}).value);
-  const form = new Intl.PluralRules(lang).select(hour) === "one" ? S.local_time_one : S.local_time_other;
-  const zoneParts = new Intl.DateTimeFormat(lang, { timeZoneName: "long", timeZone }).formatToParts(date);
-  const zone = (zoneParts.find((part) => part.type === "timeZoneName") || {}).value || timeZone;
-  return fill(form, { day, time: clock.format(date), zone });
 }
 
 function setStatus(text) {
@@ -205,7 +173,6 @@ async function permissionsGranted() {
   }
 }
 
-localTimes();
 warnIfNoCalls();
 watchOpening();
 // The waiting room is open: connect now (the visit is joined only by Join), so Join does

@@ -87,3 +87,44 @@ def test_every_module_of_the_page_and_the_waiting_room_is_preloaded(live_app, br
     assert all("?v=" in url for url in preloaded)
     assert set(preloaded) <= set(loaded)
     context.close()
+
+
+# Installed before the page's scripts: every layout shift not caused by input, summed.
+LAYOUT_SHIFTS = """
+window.__shifts = [];
+new PerformanceObserver((list) => {
+  for (const entry of list.getEntries()) {
+    if (!entry.hadRecentInput) window.__shifts.push({ value: entry.value,
+      sources: (entry.sources || []).map((s) => s.node ? (s.node.id || s.node.className || s.node.nodeName) : "?") });
+  }
+}).observe({ type: "layout-shift", buffered: true });
+"""
+
+
+@pytest.mark.parametrize(("screen", "allowed"), [("phone", True), ("desktop", True),
+                                                 ("phone", False)])
+def test_the_join_page_does_not_move_as_it_loads(live_app, browser, screen, allowed):
+    """CLS <= 0.01, in another time zone than the clinic's (the local-time line shows) and
+    with the camera already allowed (the preview starts by itself) or not."""
+    link = join_link(live_app, "appt-4")
+    context = browser.new_context(**SCREENS[screen], locale="en-US",
+                                  timezone_id="America/New_York")
+    if not allowed:
+        # No automatic preview: the page stays as drawn until the patient acts.
+        context.add_init_script("navigator.permissions.query = () => Promise.reject(new Error('no'));")
+    context.add_init_script(LAYOUT_SHIFTS)
+    page = context.new_page()
+    cdp = context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    cdp.send("Network.emulateNetworkConditions", SLOW_4G)
+
+    page.goto(link)
+
+    expect(page.get_by_test_id("local-time")).to_be_visible()
+    expect(page.get_by_test_id("local-time")).to_contain_text("where you are")
+    if allowed:
+        expect(page.locator("body")).to_have_attribute("data-preview", "video")
+    page.wait_for_load_state("networkidle")
+    shifts = page.evaluate("window.__shifts")
+    assert sum(shift["value"] for shift in shifts) <= 0.01, shifts
+    context.close()
