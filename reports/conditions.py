@@ -22,15 +22,18 @@ def within(filters: Filters, endpoint_column, time_column) -> sa.ColumnElement[b
 
 def appointment_matches(filters: Filters, appointment_id_column) -> list[sa.ColumnElement[bool]]:
     """The department and provider filters, on the appointment ``appointment_id_column``
-    names (no condition for a filter not chosen)."""
+    names (no condition for a filter not chosen). Each is a set of appointment ids
+    (``ix_appointments_endpoint_id_department_display``, ``ix_participants_ehr_user_id``),
+    so the database can start from a provider's few visits instead of checking every row."""
     conditions: list[sa.ColumnElement[bool]] = []
     if filters.department:
-        conditions.append(sa.exists().where(
-            Appointment.id == appointment_id_column,
-            Appointment.department_display == filters.department))
+        conditions.append(appointment_id_column.in_(
+            sa.select(Appointment.id).where(
+                Appointment.endpoint_id.in_(sorted(filters.zones)),
+                Appointment.department_display == filters.department)))
     if filters.provider:
-        conditions.append(sa.exists().where(
-            Participant.appointment_id == appointment_id_column,
-            Participant.role == ParticipantRole.PROVIDER,
-            Participant.ehr_user_id == filters.provider))
+        conditions.append(appointment_id_column.in_(
+            sa.select(Participant.appointment_id).where(
+                Participant.ehr_user_id == filters.provider,
+                Participant.role == ParticipantRole.PROVIDER)))
     return conditions

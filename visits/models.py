@@ -120,8 +120,10 @@ class Appointment(db.Model):
                             name="uq_appointments_endpoint_id_ehr_appointment_id"),
         sa.Index("ix_appointments_endpoint_id_filler_id", "endpoint_id", "filler_id"),
         sa.Index("ix_appointments_endpoint_id_placer_id", "endpoint_id", "placer_id"),
-        # Reports: an endpoint's visits over a range of days.
+        # Reports: an endpoint's visits over a range of days; one department's visits.
         sa.Index("ix_appointments_endpoint_id_start_at", "endpoint_id", "start_at"),
+        sa.Index("ix_appointments_endpoint_id_department_display", "endpoint_id",
+                 "department_display"),
         sa.CheckConstraint(
             "ehr_appointment_id IS NOT NULL OR filler_id IS NOT NULL OR placer_id IS NOT NULL",
             name="has_ehr_id",
@@ -174,6 +176,8 @@ class Participant(db.Model):
         # never collide in a unique constraint).
         sa.UniqueConstraint("appointment_id", "ehr_user_id",
                             name="uq_participants_appointment_id_ehr_user_id"),
+        # Reports filtered by a provider start from that provider's visits.
+        sa.Index("ix_participants_ehr_user_id", "ehr_user_id"),
         one_of("role", ParticipantRole),
         # Patients are never named here (their name stays in the EHR); providers, and the
         # guests and interpreters a provider adds by name, are.
