@@ -24,6 +24,7 @@ from extensions import db
 from reports import framework
 from reports.conditions import appointment_matches
 from reports.framework import Chart, Column, Filters, Report, Table
+from reports.labels import labelled
 from visits.models import (
     Appointment,
     CallQualityDay,
@@ -48,6 +49,10 @@ METRICS = tuple(BUCKETS)
 METRIC_LABELS = {"rtt": _l("Round-trip time (ms)"), "jitter": _l("Jitter (ms)"),
                  "loss": _l("Packet loss (percent)"), "bitrate": _l("Bitrate received (kbit/s)"),
                  "mos": _l("Estimated MOS (1–5)")}
+# Row names shown translated on the page (CSV and JSON keep the key).
+NAME_LABELS = {"patient": _l("Patient"), "provider": _l("Provider"),
+               "interpreter": _l("Interpreter"), "guest": _l("Guest"),
+               "Unknown": _l("Unknown"), "Other": _l("Other"), "yes": _l("yes"), "no": _l("no")}
 _SUMS = ("samples", "poor", "rtt_sum", "rtt_n", "jitter_sum", "jitter_n", "loss_sum", "loss_n",
          "bitrate_sum", "bitrate_n", "mos_sum", "mos_n",
          *(f"{metric}_b{index}" for metric in METRICS for index in range(5)))
@@ -174,7 +179,7 @@ def build(filters: Filters, now: datetime) -> Report:
         if key == "roles" and rated is not None:
             table.columns = [*table.columns, Column("rating", _l("Mean rating (1–5)"), "number")]
         for name, sums in sorted(by[group].items()):
-            table.rows.append({group: name, **sums.figures()})
+            table.rows.append({group: labelled(name, NAME_LABELS), **sums.figures()})
             if key == "roles" and rated is not None:
                 table.rows[-1]["rating"] = rated.get(name)
         tables.append(table)
@@ -267,7 +272,7 @@ def _worst(filters: Filters) -> Table:
             "poor_share": row.poor / row.samples if row.samples else None,
             "rtt_ms": _round(row.rtt_sum / row.rtt_n if row.rtt_n else None),
             "loss_pct": _round(row.loss_sum / row.loss_n if row.loss_n else None, 2),
-            "relayed": "yes" if row.relayed else "no"})
+            "relayed": labelled("yes" if row.relayed else "no", NAME_LABELS)})
     return table
 
 

@@ -34,6 +34,7 @@ from reports import framework
 from reports.conditions import appointment_matches, within
 from reports.framework import Chart, Column, Filters, Report, Table
 from reports.health import DateRange, zone_of
+from reports.labels import labelled
 from reports.models import SmsReportDay, SmsReportState
 from visits.models import (
     Appointment,
@@ -59,6 +60,8 @@ OUTCOME_LABELS = {"delivered": _l("Delivered"), "sent": _l("Sent, not yet confir
                   "not_sent": _l("Not sent (opted out, landline, quiet hours...)"),
                   "cancelled": _l("Cancelled"), "scheduled": _l("Scheduled")}
 _UNDELIVERED = "Twilio reported undelivered%"
+FOLLOW_UP_REASONS = {"no mobile number": _l("no mobile number"), "landline": _l("landline"),
+                     "no patient": _l("no patient")}
 
 
 def _outcome_column():
@@ -193,7 +196,8 @@ def build(filters: Filters, now: datetime) -> Report:
                    Column("delivered_share", _l("Delivered (of those sent)"), "percent")])
     totals: dict[str, int] = defaultdict(int)
     for kind in KINDS:
-        row: dict[str, Any] = {"kind": str(kind), "total": sum(by_kind[kind].values())}
+        row: dict[str, Any] = {"kind": labelled(str(kind), KIND_LABELS),
+                               "total": sum(by_kind[kind].values())}
         for key in OUTCOMES:
             row[key] = by_kind[kind][key]
             totals[key] += by_kind[kind][key]
@@ -203,7 +207,8 @@ def build(filters: Filters, now: datetime) -> Report:
     outcomes = Table("outcomes", _l("All texts by outcome"),
                      _l("Every text due in the chosen days, by what became of it"),
                      [Column("outcome", _l("Outcome"), "text"), Column("texts", _l("Texts"))],
-                     [{"outcome": key, "texts": totals[key]} for key in OUTCOMES])
+                     [{"outcome": labelled(key, OUTCOME_LABELS), "texts": totals[key]}
+                      for key in OUTCOMES])
     reasons = _reasons(counts)
     opt = _opt_changes(filters)
     follow_up = _follow_up(filters, now)
@@ -227,7 +232,8 @@ def _reasons(counts: dict[Key, int]) -> Table:
              if key[1] in ("failed", "undelivered", "not_sent")]
     for texts, (kind, result, code, reason) in sorted(
             found, key=lambda item: (-item[0], item[1][0], item[1][2] or "", item[1][3] or "")):
-        table.rows.append({"kind": kind, "outcome": result, "error_code": code,
+        table.rows.append({"kind": labelled(kind, KIND_LABELS),
+                           "outcome": labelled(result, OUTCOME_LABELS), "error_code": code,
                            "reason": reason, "texts": texts})
     return table
 
@@ -309,7 +315,7 @@ def _follow_up(filters: Filters, now: datetime) -> Table:
                            "ehr_appointment_id": row.ehr_appointment_id,
                            "placer_id": row.placer_id, "filler_id": row.filler_id,
                            "patient": ", ".join(p for p in patients[row.id] if p) or None,
-                           "reason": reason})
+                           "reason": labelled(reason, FOLLOW_UP_REASONS)})
     return table
 
 
