@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from extensions import db
 from visits.models import (
+    Appointment,
     CallQualityDay,
     CallQualityRollup,
     CallQualitySample,
@@ -250,3 +251,55 @@ def rebuild_summaries() -> None:
                   sa.case((mos_n > 0, sa.func.sum(r.mos_sum) / mos_n), else_=None))
         .group_by(r.appointment_id)))
     db.session.commit()
+
+
+def rollups_from_samples() -> int:
+    """Sum the samples of every participant who has samples but no rollup (samples written
+    in bulk: ``flask reports sample-data``) into rollups, then rebuild the day and visit
+    rows; returns how many people. Commits."""
+    s = CallQualitySample.__table__.c
+    r = CallQualityRollup.__table__
+    p = Participant.__table__.c
+    a = Appointment.__table__.c
+    columns = {"samples": sa.func.count(),
+               "poor": sa.func.sum(sa.case((s.mos < POOR_MOS, 1), else_=0)),
+               "relayed": sa.func.sum(sa.case((s.relayed.is_(True), 1), else_=0))}
+    for metric, column in SAMPLE_COLUMNS.items():
+        value = s[column]
+        columns[f"{metric}_sum"] = sa.func.coalesce(sa.func.sum(value), 0)
+        columns[f"{metric}_n"] = sa.func.count(value)
+        edges = BUCKETS[metric]
+        for index in range(5):
+            low = value >= edges[index - 1] if index else sa.true()
+            high = value < edges[index] if index < 4 else sa.true()
+            columns[f"{metric}_b{index}"] = sa.func.sum(sa.case((sa.and_(low, high), 1),
+                                                                else_=0))
+    first = sa.func.min(s.at)
+    query = (sa.select(s.participant_id, p.appointment_id, a.endpoint_id, p.role,
+                       sa.func.max(s.browser_family), sa.func.max(s.os_family), first,
+                       sa.func.max(s.at), *columns.values())
+             .join(Participant.__table__, p.id == s.participant_id)
+             .join(Appointment.__table__, a.id == p.appointment_id)
+             .where(~sa.exists().where(r.c.participant_id == s.participant_id))
+             .group_by(s.participant_id, p.appointment_id, a.endpoint_id, p.role))
+    rows = db.session.execute(query).all()
+    zones = {endpoint_id: _zone(zone) for endpoint_id, zone in db.session.execute(
+        sa.text("SELECT id, site_timezone FROM ehr_endpoints"))}
+    names = ["participant_id", "appointment_id", "endpoint_id", "role", "browser_family",
+             "os_family", "first_at", "last_at", *columns]
+    made = []
+    for row in rows:
+        values = dict(zip(names, row, strict=True))
+        first_at = values["first_at"]
+        if first_at.tzinfo is None:  # SQLite, in an aggregate the type is not applied
+            first_at = first_at.replace(tzinfo=timezone.utc)
+            values["first_at"] = first_at
+            values["last_at"] = values["last_at"].replace(tzinfo=timezone.utc)
+        values["day"] = first_at.astimezone(zones.get(values["endpoint_id"],
+                                                      ZoneInfo("UTC"))).date()
+        made.append(values)
+    for start in range(0, len(made), 5000):
+        db.session.execute(r.insert(), made[start:start + 5000])
+    db.session.commit()
+    rebuild_summaries()
+    return len(made)
