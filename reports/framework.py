@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 from flask_babel import lazy_gettext as _l
 
-from reports.health import MAX_DAYS, DateRange, InvalidRange, endpoints, zone_of
+from reports.health import MAX_DAYS, DateRange, InvalidRange, csv_cell, endpoints, zone_of
 
 PERIODS = ("day", "week")
 FILTER_FIELDS = ("endpoint", "department", "provider", "period")
@@ -170,7 +170,7 @@ def _plain(value: Any) -> Any:
 
 
 def _csv_value(value: Any) -> Any:
-    return "" if value is None else _plain(value)
+    return csv_cell(_plain(value))
 
 
 def read_csv(text: str) -> list[dict[str, str]]:

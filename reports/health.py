@@ -346,6 +346,20 @@ def as_json(report: HealthReport) -> dict:
     }
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula; names and error
+# texts come from EHRs and carriers, so such a cell is written as text (OWASP's advice).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value):
+    """A value as a CSV cell: None empty, and text that a spreadsheet would run kept inert."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def as_csv(report: HealthReport, table: str | None = None) -> str:
     """One table of the report (``TABLES``), or every column, as CSV with a header row."""
     columns = TABLES.get(table or "", ALL_COLUMNS)
@@ -353,5 +367,5 @@ def as_csv(report: HealthReport, table: str | None = None) -> str:
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\r\n")
     writer.writeheader()
     for values in as_dicts(report, columns):
-        writer.writerow({key: "" if value is None else value for key, value in values.items()})
+        writer.writerow({key: csv_cell(value) for key, value in values.items()})
     return buffer.getvalue()

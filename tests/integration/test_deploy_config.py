@@ -59,6 +59,35 @@ def test_nginx_body_limits_are_the_apps(location, limit):
     assert _nginx_size(size) == limit
 
 
+def _proxied_blocks(text: str):
+    """Each location that passes requests to the app: (its name, its own lines)."""
+    for match in re.finditer(r"location ([^{]+)\{([^}]*)\}", text):
+        name, body = match.group(1).strip(), match.group(2)
+        if "proxy_pass" in body:
+            yield name, body
+
+
+def test_every_location_that_reaches_the_app_forwards_the_client_address():
+    # nginx: a location with any proxy_set_header of its own inherits none of the
+    # server's; the Socket.IO location once lost the client's address that way, and the
+    # join-guess limit counted every patient as nginx.
+    text = _render_module().render(VALUES)
+    server_lines = text[:text.index("location /")]
+
+    for name, body in _proxied_blocks(text):
+        lines = body if "proxy_set_header" in body else server_lines
+        assert "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;" in lines, name
+        assert "proxy_set_header X-Forwarded-Proto $scheme;" in lines, name
+        assert "proxy_set_header Host $http_host;" in lines, name
+
+
+def test_plain_http_redirects_to_the_configured_name_not_the_clients_host():
+    text = _render_module().render(VALUES)
+
+    assert "return 301 https://visits.example.org$request_uri;" in text
+    assert "$host$request_uri" not in text
+
+
 def test_proxy_fix_wraps_the_socketio_middleware_too(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 

@@ -37,3 +37,18 @@ def test_a_stored_error_is_shown_as_its_class_only(stored, shown):
 ])
 def test_a_token_failure_is_recorded_as_its_class_only(exc, recorded):
     assert failure_class(exc) == recorded
+
+
+def test_a_csv_cell_a_spreadsheet_would_run_is_written_as_text():
+    # A department or provider name comes from the EHR; an analyst opens the CSV in Excel.
+    from reports.framework import Column, Table, read_csv
+
+    table = Table("t", "T", "T", [Column("name", "Name", "text"), Column("visits", "Visits")],
+                  [{"name": "=HYPERLINK(\"http://x\")", "visits": -3},
+                   {"name": "@SUM(A1)", "visits": 2}, {"name": "Cardiology", "visits": None}])
+
+    rows = read_csv(table.csv())
+
+    assert [row["name"] for row in rows] == ["'=HYPERLINK(\"http://x\")", "'@SUM(A1)",
+                                             "Cardiology"]
+    assert [row["visits"] for row in rows] == ["-3", "2", ""]  # numbers stay numbers
