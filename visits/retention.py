@@ -23,6 +23,7 @@ from visits.models import (
     JoinLink,
     Participant,
     ParticipantRole,
+    PresenceState,
     utcnow,
 )
 
@@ -44,7 +45,10 @@ def forget_guest_names(now: datetime) -> int:
     cleared = db.session.execute(
         sa.update(Participant)
         .where(Participant.role.in_(NAMED_GUESTS), Participant.display_name.is_not(None),
-               sa.or_(visit_over, ~link_usable))
+               # Links run out at a set time, but a visit can run long: someone still
+               # connected keeps their name on the provider's page until they leave.
+               sa.or_(visit_over, sa.and_(~link_usable,
+                                          Participant.presence != PresenceState.CONNECTED)))
         .values(display_name=None).execution_options(synchronize_session=False)).rowcount
     db.session.commit()
     if cleared:

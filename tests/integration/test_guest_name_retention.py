@@ -9,7 +9,7 @@ import pytest
 from extensions import db
 from tests import factories
 from visits import calls
-from visits.models import Participant
+from visits.models import Participant, PresenceState
 from visits.retention import forget_guest_names
 
 
@@ -64,4 +64,24 @@ def test_names_go_once_no_join_link_can_open_the_visit(app):
 
     assert forget_guest_names(now + timedelta(days=2)) == 1
 
+    assert names(guest) == [None]
+
+
+def test_a_guest_still_in_a_long_visit_keeps_their_name_until_they_leave(app):
+    now = datetime.now(timezone.utc)
+    visit = factories.make_visit()
+    guest = invite(visit, "guest", "Maria Example", now)
+    participant = db.session.get(Participant, guest)
+    participant.presence = PresenceState.CONNECTED
+    db.session.commit()
+    later = now + timedelta(days=2)  # every link has run out; the visit runs on
+
+    assert forget_guest_names(later) == 0
+    assert names(guest) == ["Maria Example"]
+
+    participant = db.session.get(Participant, guest)
+    participant.presence = PresenceState.DISCONNECTED
+    db.session.commit()
+
+    assert forget_guest_names(later) == 1
     assert names(guest) == [None]
