@@ -304,10 +304,10 @@ def refresh_facts(now: datetime) -> int:
         if rows:
             db.session.execute(stored.delete().where(stored.c.start_at >= first,
                                                      stored.c.start_at < until))
-            db.session.execute(stored.insert(), [
+            db.session.execute(_insert_once(stored), [
                 {name: getattr(row, name) for name in FACT_COLUMNS} for row in rows])
         if since is None:
-            db.session.execute(state.insert().values(id=1, settled_before=until))
+            db.session.execute(_insert_once(state).values(id=1, settled_before=until))
         else:
             db.session.execute(state.update().where(state.c.id == 1)
                                .values(settled_before=until))
@@ -329,10 +329,21 @@ def _add_stragglers(since: datetime) -> int:
         if not rows:
             db.session.rollback()
             return added
-        db.session.execute(stored.insert(), [
+        db.session.execute(_insert_once(stored), [
             {name: getattr(row, name) for name in FACT_COLUMNS} for row in rows])
         db.session.commit()
         added += len(rows)
+
+
+def _insert_once(table: sa.Table):
+    """An INSERT that skips rows already there: every server process refreshes at start-up,
+    at about the same moment, and two may find the same visits (or the first state row)
+    missing; the slower one's copy is the same and is left out instead of failing."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table).on_conflict_do_nothing()
 
 
 @periodic(REFRESH_INTERVAL_SECONDS, name="reports.usage_facts")

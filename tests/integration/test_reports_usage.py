@@ -25,7 +25,7 @@ from device_test.models import DeviceTestResult
 from ehr.services import ensure_endpoint
 from extensions import db
 from reports import framework, usage
-from reports.models import UsageVisitFacts
+from reports.models import UsageFactsState, UsageVisitFacts
 from tests.admin_helpers import create_account, sign_in
 from tests.conftest import build_app, dispose_app
 from visits.models import Appointment, LobbyEntry, Participant, utcnow
@@ -263,6 +263,21 @@ def test_settled_visits_kept_as_facts_give_the_same_answers(app):
 
     assert (added, again, kept) == (7, 0, 7)
     assert stored == live
+
+
+def test_a_second_process_storing_the_same_facts_at_once_is_not_an_error(app):
+    # Every server process refreshes at start-up; two can find the same visits, and the
+    # first state row, missing at the same moment. The slower one's copies are skipped.
+    facts, state = UsageVisitFacts.__table__, UsageFactsState.__table__
+    with app.app_context():
+        usage.refresh_facts(utcnow())
+        rows = [dict(row._mapping) for row in db.session.execute(sa.select(facts))]
+        db.session.execute(usage._insert_once(facts), rows)
+        db.session.execute(usage._insert_once(state).values(id=1, settled_before=utcnow()))
+        db.session.commit()
+        kept = db.session.execute(sa.select(sa.func.count()).select_from(facts)).scalar()
+
+    assert len(rows) == kept == 7
 
 
 def test_a_visit_is_kept_only_once_settled(app):
