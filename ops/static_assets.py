@@ -144,6 +144,27 @@ class Assets:
         return found
 
 
+    def inline_module(self, endpoint: str, filename: str, script_root: str = "") -> str:
+        """The module's fingerprinted text for an inline ``<script type="module">``: its
+        imports of our files, relative to the file's own URL, made absolute (an inline
+        module resolves them against the page's URL)."""
+        asset = self.find(endpoint, filename)
+        text = asset.versioned.decode("utf-8", errors="surrogateescape")
+
+        def absolute(match: re.Match) -> str:
+            lead, quote, specifier = match.groups()
+            if not specifier.startswith(("./", "../")):
+                return match.group(0)
+            path, _, query = specifier.partition("?")
+            target = normpath(join(dirname(asset.url_path), path))
+            return f"{lead}{quote}{script_root}{target}{'?' + query if query else ''}{quote}"
+
+        text = _IMPORT.sub(absolute, text)
+        if "</script" in text.lower() or "<!--" in text:
+            raise ValueError(f"{filename} cannot be inlined in a <script>")
+        return text
+
+
 def init_app(app: Flask) -> Assets:
     """Fingerprint the static files now (after every blueprint is registered), version
     their URLs and serve them from memory."""

@@ -357,8 +357,9 @@ class _PageKit:
     lobby_and_call: Markup  # the waiting room and the call, hidden until used
     # The page script's strings (its own, media and browser help) as |tojson writes them.
     strings_json: Markup
-    # The page's script: each url_for cost a tenth of rendering the page.
-    join_js: str
+    # The page's script, inline (its imports made absolute): one request fewer, so the
+    # modules it and the waiting room need fit in one round of six connections.
+    join_module: Markup
     # Every module join.js imports, and the visit session's (the waiting room): preloaded
     # with the page, so Join on a slow network waits for no chain of imports.
     module_preloads: tuple[str, ...]
@@ -406,7 +407,8 @@ def _make_page_kit() -> _PageKit:
             {key: str(text) for key, text in strings.items()},
             dumps=environment.policies["json.dumps_function"],
             **environment.policies["json.dumps_kwargs"]),
-        join_js=url_for("patient_join.static", filename="join.js"),
+        join_module=Markup(current_app.extensions["static_assets"].inline_module(
+            "patient_join.static", "join.js", request.script_root)),
         module_preloads=_module_preloads([("patient_join.static", "join.js"),
                                           ("static", "js/visit_session.js")]),
         inline_css=_inline_css([("static", "css/base.css"), ("patient_join.static", "join.css"),
@@ -418,7 +420,7 @@ def _make_page_kit() -> _PageKit:
 
 def _module_preloads(roots: list[tuple[str, str]]) -> tuple[str, ...]:
     """The fingerprinted URLs of the modules the ``roots`` import statically, and of the
-    roots after the first (whose own <script> asks for it)."""
+    roots after the first (inline in the page)."""
     assets = current_app.extensions["static_assets"]
     urls: list[str] = []
     for endpoint, filename in roots:

@@ -70,9 +70,9 @@ def test_join_page_lobby_and_visit_page_work_from_fingerprinted_assets(live_app,
     assert_fingerprinted(patient_static)
     assert_fingerprinted(provider_static)
     loaded = {url.split("?")[0].rsplit("/static/", 1)[1] for url, _s, _h in patient_static}
-    # The page's own files, their static imports and the lazily imported visit session
-    # (its styles are inline: one round trip fewer on a slow network).
-    assert {"patient_join/join.js", "js/media.js", "js/visit_session.js", "js/socket.js",
+    # The page's static imports and the lazily imported visit session (its styles and
+    # its own script are inline: fewer round trips on a slow network).
+    assert {"js/media.js", "js/visit_session.js", "js/socket.js",
             "vendor/socket.io-4.8.4.esm.min.js"} <= loaded
     provider_loaded = {url.split("?")[0].rsplit("/static/", 1)[1]
                        for url, _s, _h in provider_static}
