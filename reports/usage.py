@@ -232,7 +232,7 @@ def _facts(filters: Filters) -> list[VisitFacts]:
             if filters.department:
                 query = query.where(stored.c.department == filters.department)
             if filters.provider:
-                query = query.where(stored.c.provider_ehr_id == filters.provider)
+                query = query.where(_has_provider(stored.c.appointment_id, filters.provider))
             found.extend(VisitFacts(*row) for row in db.session.execute(query))
             start = max(start, settled)
         if start >= stop:
@@ -246,6 +246,13 @@ def _facts(filters: Filters) -> list[VisitFacts]:
                                                   provider.c.ehr_user_id == filters.provider))
         found.extend(_live_rows(query))
     return found
+
+
+def _has_provider(appointment_id, ehr_user_id: str) -> sa.ColumnElement[bool]:
+    """The visit had this provider, first or not: settled and live visits match alike (a
+    settled visit keeps only its first provider's id)."""
+    return appointment_id.in_(sa.select(Participant.appointment_id).where(
+        Participant.ehr_user_id == ehr_user_id, Participant.role == ParticipantRole.PROVIDER))
 
 
 def _providers(ids: Iterable[int]) -> dict[int, tuple[str | None, str | None]]:
@@ -499,7 +506,7 @@ def _source_sql(filters: Filters):
             if filters.department:
                 query = query.where(stored.c.department == filters.department)
             if filters.provider:
-                query = query.where(stored.c.provider_ehr_id == filters.provider)
+                query = query.where(_has_provider(stored.c.appointment_id, filters.provider))
             parts.append(query)
             start = max(start, settled)
         if start >= stop:

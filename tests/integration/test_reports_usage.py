@@ -280,6 +280,25 @@ def test_a_second_process_storing_the_same_facts_at_once_is_not_an_error(app):
     assert len(rows) == kept == 7
 
 
+def test_a_second_provider_finds_the_visit_before_and_after_it_settles(app):
+    client = sign_in(app.test_client(), "ann")
+    with app.app_context():
+        visit = db.session.execute(sa.select(Appointment).where(
+            Appointment.ehr_appointment_id == "appt-2")).scalar_one()
+        visit.participants.append(Participant(role="provider", ehr_user_id="Practitioner/p9",
+                                              display_name="Dr. Second", presence="connected"))
+        db.session.commit()
+    query = RANGE + "&provider=Practitioner/p9"
+    live = _csv(client, query, "endpoints")
+
+    with app.app_context():
+        usage.refresh_facts(utcnow())
+    settled = _csv(client, query, "endpoints")
+
+    assert [(row["endpoint"], row["scheduled"]) for row in live] == [("clinic-a", "1")]
+    assert settled == live
+
+
 def test_a_visit_is_kept_only_once_settled(app):
     with app.app_context():
         before = usage.refresh_facts(at(3, 12))  # two days after Monday 1 November noon UTC
