@@ -1,6 +1,6 @@
 """Made-up visits for developing and measuring the reports (``flask reports sample-data``):
 appointments with a patient and a provider, lobby waits, device tests, call-quality samples
-(summed into the quality rollups by ``visits.quality.rebuild_rollups`` when that exists) and
+(summed into the quality rollups by ``visits.quality.rollups_from_samples``) and
 texts, spread over the clinic's hours of the last days.
 
 Development and the sandbox only: production refuses (``refusal``). Rows are written in
@@ -25,12 +25,14 @@ from ehr.models import EhrEndpoint
 from ehr.services import ensure_endpoint
 from extensions import db
 from notifications.models import SmsMessage
+from reports import texts
 from visits import quality
 from visits.models import (
     Appointment,
     CallQualitySample,
     LobbyEntry,
     Participant,
+    utcnow,
 )
 
 DEPARTMENTS = ("Cardiology", "Dermatology", "Family Medicine", "Pediatrics", "Psychiatry",
@@ -176,9 +178,10 @@ def generate(visits: int, now: datetime, *, days: int = 365, samples_per_visit: 
     writer.fix_sequences()
     db.session.commit()
     # The call-quality report reads rollups summed as samples arrive; samples written in
-    # bulk are summed afterwards by the quality module's own rebuild, when it has one.
-    rebuild = getattr(quality, "rebuild_rollups", None)
-    rollups = rebuild() if rebuild and samples_per_visit else 0
+    # bulk are summed afterwards. The texts report counts settled days once, in the
+    # background; counting them now gives the report its real shape at once.
+    rollups = quality.rollups_from_samples() if samples_per_visit else 0
+    texts.settle(utcnow())
     written = writer.written
     return Counts(appointments=written.get("appointments", 0),
                   participants=written.get("participants", 0),

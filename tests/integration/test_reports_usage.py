@@ -319,14 +319,22 @@ def test_sample_data_fills_every_table_and_the_report_reads_it(app):
 
     done = runner.invoke(args=["reports", "sample-data", "--visits", "300", "--days", "20",
                                "--samples-per-visit", "4"])
-    report = runner.invoke(args=["reports", "usage", "--from", "2026-01-01", "--to",
-                                 "2026-12-31", "--json"])
+    # The sample visits fall on the last 20 days, whatever today is.
+    today = datetime.now(UTC).date()
+    dates = ["--from", (today - timedelta(days=30)).isoformat(),
+             "--to", (today + timedelta(days=1)).isoformat()]
+    report = runner.invoke(args=["reports", "usage", *dates, "--json"])
+    calls = runner.invoke(args=["reports", "quality", *dates, "--json"])
 
     assert done.exit_code == 0, done.output
     assert "Added 300 visits, 600 participants" in done.output
     assert report.exit_code == 0, report.output
     endpoints = json.loads(report.output)["tables"]["endpoints"]
     assert sum(row["scheduled"] for row in endpoints) > 0
+    # Its call-quality samples reach the quality report (summed into its rollups).
+    assert calls.exit_code == 0, calls.output
+    summary = json.loads(calls.output)["tables"]["summary"]
+    assert summary and summary[0]["visits"] > 0
     with app.app_context():
         assert db.session.execute(sa.select(sa.func.count()).select_from(
             Appointment)).scalar() == 307
