@@ -306,7 +306,7 @@ def webkit(tmp_path_factory):
         logged = "\n".join(path.read_text(errors="replace") for path in logs.values())
         raise RuntimeError(f"WebKitWebDriver did not start: {error}\n{logged}") from error
     driver.command_executor.client_config.timeout = 60  # per command, not the default 120 s
-    driver.set_page_load_timeout(20)
+    driver.set_page_load_timeout(60)
     driver.set_script_timeout(30)
     browser = WebKit(driver, width, height, logs)
     try:

@@ -40,7 +40,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from settings import sqlalchemy_url
-from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, OUTPUT, free_port
+from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, OUTPUT, SERVER_START_SECONDS, free_port
 from tests.redis_server import PrivateRedis, wait_until
 from tests.stack.connect_proxy import ConnectProxy
 
@@ -422,7 +422,8 @@ def stack(tmp_path_factory):
             except (requests.RequestException, ValueError):
                 return False
 
-        wait_until(ready, 60, "nginx and 2 gunicorn workers answering /readyz over https")
+        wait_until(ready, SERVER_START_SECONDS,
+                   "nginx and 2 gunicorn workers answering /readyz over https")
         print(f"stack up in {time.monotonic() - started:.1f} s at {built.url}")
         yield built
     finally:
