@@ -79,7 +79,18 @@ export class Call {
   async offerTo(sid, { relay = false, restart = false } = {}) {
     this.close(sid, { keepTile: true });
     const peer = this.createPeer(sid, { offerer: true, relay });
-    await peer.pc.setLocalDescription(await peer.pc.createOffer());
+    // Until the offer is set, the state still reads "stable": the flag lets a crossing
+    // offer see the collision (below) in that window too.
+    peer.makingOffer = true;
+    try {
+      await peer.pc.setLocalDescription(await peer.pc.createOffer());
+    } catch (error) {
+      if (this.peers.get(sid) !== peer) return; // gave way to their offer meanwhile
+      throw error;
+    } finally {
+      peer.makingOffer = false;
+    }
+    if (this.peers.get(sid) !== peer) return;
     const message = { to: sid, description: peer.pc.localDescription.toJSON() };
     if (restart) message.restart = { relay };
     await request(this.socket, "signal", message);
@@ -100,7 +111,7 @@ export class Call {
       // other joined, and both offer. Then the side with the smaller socket id gives way:
       // it drops its own offer and answers; the other keeps its offer and ignores theirs.
       const collision = Boolean(peer && peer.offerer && !restart
-                                && peer.pc.signalingState === "have-local-offer");
+                                && (peer.makingOffer || peer.pc.signalingState === "have-local-offer"));
       if (collision && this.socket.id > from) return;
       if (!peer || restart || collision) {
         this.close(from, { keepTile: true });
