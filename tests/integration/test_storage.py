@@ -31,8 +31,9 @@ from ehr.models import (
 from extensions import db
 from hl7feed.models import Hl7MessageReceipt
 from notifications.models import SmsMessage, SmsOptEvent, SmsOptOut, SmsRecipient
-from reports.models import SmsReportDay, SmsReportState
+from reports.models import SmsReportDay, SmsReportState, UsageFactsState, UsageVisitFacts
 from staff_sso.models import StaffIdentityLink
+from visits.ratings import VisitRating
 from tests.conftest import make_config
 from visits.models import (
     Appointment,
@@ -240,6 +241,15 @@ def test_every_table_round_trips_a_row(app):
     db.session.add(CallQualityVisit(appointment_id=appointment.id,
                                     endpoint_id=appointment.endpoint.id, day=T0.date(),
                                     first_at=T0, people=1, mos_mean=4.2))
+    db.session.add(VisitRating(appointment_id=appointment.id,
+                               participant_id=appointment.participants[0].id, role="patient",
+                               score=4))
+    db.session.add(UsageVisitFacts(
+        appointment_id=appointment.id, endpoint_id=appointment.endpoint.id, start_at=T0,
+        end_at=T0 + timedelta(minutes=30), department="Cardiology", status="booked",
+        patient_joined=True, provider_joined=True, provider_ehr_id="Practitioner/p-1",
+        provider_name="Dr. Example", join_route="sms", language="es", device_test="pass"))
+    db.session.add(UsageFactsState(id=1, settled_before=T0))
     db.session.commit()
     db.session.expunge_all()
 
