@@ -6,7 +6,7 @@ match the models (a model change without a migration fails here).
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -31,9 +31,13 @@ from ehr.models import (
 from extensions import db
 from hl7feed.models import Hl7MessageReceipt
 from notifications.models import SmsMessage, SmsOptEvent, SmsOptOut, SmsRecipient
-from reports.models import SmsReportDay, SmsReportState, UsageFactsState, UsageVisitFacts
+from reports.models import (
+    SmsReportDay,
+    SmsReportState,
+    UsageFactsState,
+    UsageVisitFacts,
+)
 from staff_sso.models import StaffIdentityLink
-from visits.ratings import VisitRating
 from tests.conftest import make_config
 from visits.models import (
     Appointment,
@@ -49,11 +53,12 @@ from visits.models import (
     PresenceEvent,
     ServerProcess,
 )
+from visits.ratings import VisitRating
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # Absolute, because the app's `directory="migrations"` is relative to the working directory.
 MIGRATIONS = str(PROJECT_ROOT / "migrations")
-T0 = datetime(2030, 3, 14, 15, 0, tzinfo=timezone.utc)
+T0 = datetime(2030, 3, 14, 15, 0, tzinfo=UTC)
 
 
 @pytest.fixture
