@@ -138,3 +138,14 @@ def client(app):
 @pytest.fixture
 def runner(app):
     return app.test_cli_runner()
+
+
+@pytest.fixture(scope="session")
+def playwright_driver():
+    """One Playwright driver per test process: its sync API runs an event loop of its own
+    and refuses to start a second while the first lives, so the browser tests and the
+    stack test (which may share an xdist worker) each launch their Chromium from this."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as driver:
+        yield driver

@@ -450,17 +450,14 @@ def stack(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def stack_browser(stack):
+def stack_browser(stack, playwright_driver):
     """Chromium with its default cookie settings, resolving the two test sites to
     loopback and trusting the stack's server key."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=[
-            *CHROMIUM_ARGS,
-            f"--host-resolver-rules=MAP {APP_HOST} 127.0.0.1, MAP {EHR_HOST} 127.0.0.1",
-            f"--ignore-certificate-errors-spki-list={stack.spki_hash}"])
-        yield launched
-        launched.close()
+    launched = playwright_driver.chromium.launch(executable_path=CHROMIUM, args=[
+        *CHROMIUM_ARGS,
+        f"--host-resolver-rules=MAP {APP_HOST} 127.0.0.1, MAP {EHR_HOST} 127.0.0.1",
+        f"--ignore-certificate-errors-spki-list={stack.spki_hash}"])
+    yield launched
+    launched.close()
