@@ -28,7 +28,7 @@ What counts:
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, timedelta
 
@@ -219,33 +219,42 @@ def _facts(filters: Filters) -> list[VisitFacts]:
     if not filters.zones:
         return []
     _no_jit()
-    settled = settled_before()
-    a, provider, live = _live_query()
-    stored = UsageVisitFacts.__table__
     found: list[VisitFacts] = []
+    for kind, query in _settled_and_live(filters, FACT_COLUMNS):
+        if kind == "stored":
+            found.extend(VisitFacts(*row) for row in db.session.execute(query))
+        else:
+            found.extend(_live_rows(query))
+    return found
+
+
+def _settled_and_live(filters: Filters, stored_columns: Sequence[str]):
+    """Per endpoint time zone: ("stored", the settled visits of the range from
+    ``usage_visit_facts`` in ``stored_columns``) and ("live", the rest from the live
+    query), with the same department and provider filters on both."""
+    settled = settled_before()
+    a, _provider, live = _live_query()
+    stored = UsageVisitFacts.__table__
     for zone, ids in filters.by_zone().items():
         start, stop = filters.bounds(zone)
         if settled is not None and start < settled:
-            query = sa.select(*(stored.c[name] for name in FACT_COLUMNS)).where(
+            query = sa.select(*(stored.c[name] for name in stored_columns)).where(
                 stored.c.endpoint_id.in_(ids), stored.c.start_at >= start,
                 stored.c.start_at < min(stop, settled))
             if filters.department:
                 query = query.where(stored.c.department == filters.department)
             if filters.provider:
                 query = query.where(_has_provider(stored.c.appointment_id, filters.provider))
-            found.extend(VisitFacts(*row) for row in db.session.execute(query))
+            yield "stored", query
             start = max(start, settled)
-        if start >= stop:
-            continue
-        query = live.where(a.c.endpoint_id.in_(ids), a.c.start_at >= start, a.c.start_at < stop)
-        if filters.department:
-            query = query.where(a.c.department_display == filters.department)
-        if filters.provider:
-            query = query.where(sa.exists().where(provider.c.appointment_id == a.c.id,
-                                                  provider.c.role == ParticipantRole.PROVIDER,
-                                                  provider.c.ehr_user_id == filters.provider))
-        found.extend(_live_rows(query))
-    return found
+        if start < stop:
+            query = live.where(a.c.endpoint_id.in_(ids), a.c.start_at >= start,
+                               a.c.start_at < stop)
+            if filters.department:
+                query = query.where(a.c.department_display == filters.department)
+            if filters.provider:
+                query = query.where(_has_provider(a.c.id, filters.provider))
+            yield "live", query
 
 
 def _has_provider(appointment_id, ehr_user_id: str) -> sa.ColumnElement[bool]:
@@ -490,34 +499,14 @@ def _figures_python(filters: Filters, now: datetime, names: dict[int, str]) -> F
 def _source_sql(filters: Filters):
     """PostgreSQL: every visit of the range as one derived table, settled ones from
     ``usage_visit_facts``, the rest from the live query, in the same columns."""
-    stored = UsageVisitFacts.__table__
-    a, provider, live = _live_query()
-    settled = settled_before()
     columns = ("endpoint_id", "start_at", "end_at", "department", "status", "ended_at",
                "patient_joined", "admitted_at", "lobby_entered_at", "provider_joined",
                "provider_ehr_id", "provider_name", "join_route", "language", "device_test")
     parts = []
-    for zone, ids in filters.by_zone().items():
-        start, stop = filters.bounds(zone)
-        if settled is not None and start < settled:
-            query = sa.select(*(stored.c[name] for name in columns)).where(
-                stored.c.endpoint_id.in_(ids), stored.c.start_at >= start,
-                stored.c.start_at < min(stop, settled))
-            if filters.department:
-                query = query.where(stored.c.department == filters.department)
-            if filters.provider:
-                query = query.where(_has_provider(stored.c.appointment_id, filters.provider))
+    for kind, query in _settled_and_live(filters, columns):
+        if kind == "stored":
             parts.append(query)
-            start = max(start, settled)
-        if start >= stop:
             continue
-        query = live.where(a.c.endpoint_id.in_(ids), a.c.start_at >= start, a.c.start_at < stop)
-        if filters.department:
-            query = query.where(a.c.department_display == filters.department)
-        if filters.provider:
-            query = query.where(sa.exists().where(provider.c.appointment_id == a.c.id,
-                                                  provider.c.role == ParticipantRole.PROVIDER,
-                                                  provider.c.ehr_user_id == filters.provider))
         rows = query.subquery("live")
         first = Participant.__table__.alias("first_provider")
         values = (
