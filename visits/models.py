@@ -380,7 +380,49 @@ class CallQualitySample(db.Model):
         return f"<CallQualitySample {self.id} participant={self.participant_id}>"
 
 
-class CallQualityRollup(db.Model):
+class QualitySums:
+    """What a call-quality rollup adds up for each measure (RTT, jitter, loss, bitrate,
+    MOS): the sum and count of the samples that had it, and counts in five buckets
+    (visits/quality.py draws the bucket edges). Shared by the per-person and per-day rows."""
+
+    rtt_sum: Mapped[float] = mapped_column(sa.Float, default=0, server_default="0")
+    rtt_n: Mapped[int] = mapped_column(default=0, server_default="0")
+    jitter_sum: Mapped[float] = mapped_column(sa.Float, default=0, server_default="0")
+    jitter_n: Mapped[int] = mapped_column(default=0, server_default="0")
+    loss_sum: Mapped[float] = mapped_column(sa.Float, default=0, server_default="0")
+    loss_n: Mapped[int] = mapped_column(default=0, server_default="0")
+    bitrate_sum: Mapped[float] = mapped_column(sa.Float, default=0, server_default="0")
+    bitrate_n: Mapped[int] = mapped_column(default=0, server_default="0")
+    mos_sum: Mapped[float] = mapped_column(sa.Float, default=0, server_default="0")
+    mos_n: Mapped[int] = mapped_column(default=0, server_default="0")
+    rtt_b0: Mapped[int] = mapped_column(default=0, server_default="0")
+    rtt_b1: Mapped[int] = mapped_column(default=0, server_default="0")
+    rtt_b2: Mapped[int] = mapped_column(default=0, server_default="0")
+    rtt_b3: Mapped[int] = mapped_column(default=0, server_default="0")
+    rtt_b4: Mapped[int] = mapped_column(default=0, server_default="0")
+    jitter_b0: Mapped[int] = mapped_column(default=0, server_default="0")
+    jitter_b1: Mapped[int] = mapped_column(default=0, server_default="0")
+    jitter_b2: Mapped[int] = mapped_column(default=0, server_default="0")
+    jitter_b3: Mapped[int] = mapped_column(default=0, server_default="0")
+    jitter_b4: Mapped[int] = mapped_column(default=0, server_default="0")
+    loss_b0: Mapped[int] = mapped_column(default=0, server_default="0")
+    loss_b1: Mapped[int] = mapped_column(default=0, server_default="0")
+    loss_b2: Mapped[int] = mapped_column(default=0, server_default="0")
+    loss_b3: Mapped[int] = mapped_column(default=0, server_default="0")
+    loss_b4: Mapped[int] = mapped_column(default=0, server_default="0")
+    bitrate_b0: Mapped[int] = mapped_column(default=0, server_default="0")
+    bitrate_b1: Mapped[int] = mapped_column(default=0, server_default="0")
+    bitrate_b2: Mapped[int] = mapped_column(default=0, server_default="0")
+    bitrate_b3: Mapped[int] = mapped_column(default=0, server_default="0")
+    bitrate_b4: Mapped[int] = mapped_column(default=0, server_default="0")
+    mos_b0: Mapped[int] = mapped_column(default=0, server_default="0")
+    mos_b1: Mapped[int] = mapped_column(default=0, server_default="0")
+    mos_b2: Mapped[int] = mapped_column(default=0, server_default="0")
+    mos_b3: Mapped[int] = mapped_column(default=0, server_default="0")
+    mos_b4: Mapped[int] = mapped_column(default=0, server_default="0")
+
+
+class CallQualityRollup(QualitySums, db.Model):
     """One participant's call quality summed as samples arrive, so reports read a row per
     person in a call instead of every 10-s sample: sums and counts for the means, and
     counts per bucket (``visits.quality.BUCKETS``) for the distributions. Outlives the
@@ -408,47 +450,12 @@ class CallQualityRollup(db.Model):
     # Samples whose estimated MOS was below visits.quality.POOR_MOS, and relayed ones.
     poor: Mapped[int] = mapped_column(default=0, server_default="0")
     relayed: Mapped[int] = mapped_column(default=0, server_default="0")
-    rtt_sum: Mapped[float] = mapped_column(sa.Float, default=0, server_default="0")
-    rtt_n: Mapped[int] = mapped_column(default=0, server_default="0")
-    jitter_sum: Mapped[float] = mapped_column(sa.Float, default=0, server_default="0")
-    jitter_n: Mapped[int] = mapped_column(default=0, server_default="0")
-    loss_sum: Mapped[float] = mapped_column(sa.Float, default=0, server_default="0")
-    loss_n: Mapped[int] = mapped_column(default=0, server_default="0")
-    bitrate_sum: Mapped[float] = mapped_column(sa.Float, default=0, server_default="0")
-    bitrate_n: Mapped[int] = mapped_column(default=0, server_default="0")
-    mos_sum: Mapped[float] = mapped_column(sa.Float, default=0, server_default="0")
-    mos_n: Mapped[int] = mapped_column(default=0, server_default="0")
-    rtt_b0: Mapped[int] = mapped_column(default=0, server_default="0")
-    rtt_b1: Mapped[int] = mapped_column(default=0, server_default="0")
-    rtt_b2: Mapped[int] = mapped_column(default=0, server_default="0")
-    rtt_b3: Mapped[int] = mapped_column(default=0, server_default="0")
-    rtt_b4: Mapped[int] = mapped_column(default=0, server_default="0")
-    jitter_b0: Mapped[int] = mapped_column(default=0, server_default="0")
-    jitter_b1: Mapped[int] = mapped_column(default=0, server_default="0")
-    jitter_b2: Mapped[int] = mapped_column(default=0, server_default="0")
-    jitter_b3: Mapped[int] = mapped_column(default=0, server_default="0")
-    jitter_b4: Mapped[int] = mapped_column(default=0, server_default="0")
-    loss_b0: Mapped[int] = mapped_column(default=0, server_default="0")
-    loss_b1: Mapped[int] = mapped_column(default=0, server_default="0")
-    loss_b2: Mapped[int] = mapped_column(default=0, server_default="0")
-    loss_b3: Mapped[int] = mapped_column(default=0, server_default="0")
-    loss_b4: Mapped[int] = mapped_column(default=0, server_default="0")
-    bitrate_b0: Mapped[int] = mapped_column(default=0, server_default="0")
-    bitrate_b1: Mapped[int] = mapped_column(default=0, server_default="0")
-    bitrate_b2: Mapped[int] = mapped_column(default=0, server_default="0")
-    bitrate_b3: Mapped[int] = mapped_column(default=0, server_default="0")
-    bitrate_b4: Mapped[int] = mapped_column(default=0, server_default="0")
-    mos_b0: Mapped[int] = mapped_column(default=0, server_default="0")
-    mos_b1: Mapped[int] = mapped_column(default=0, server_default="0")
-    mos_b2: Mapped[int] = mapped_column(default=0, server_default="0")
-    mos_b3: Mapped[int] = mapped_column(default=0, server_default="0")
-    mos_b4: Mapped[int] = mapped_column(default=0, server_default="0")
 
     def __repr__(self) -> str:
         return f"<CallQualityRollup participant={self.participant_id} samples={self.samples}>"
 
 
-class CallQualityDay(db.Model):
+class CallQualityDay(QualitySums, db.Model):
     """The rollups of one endpoint's day summed per role and browser and OS family, kept as
     samples arrive (visits/quality.py), so a report over months reads a few rows a day.
     Unknown families are stored as ``""`` so the key is unique."""
@@ -469,41 +476,6 @@ class CallQualityDay(db.Model):
     relayed_people: Mapped[int] = mapped_column(default=0, server_default="0")
     samples: Mapped[int] = mapped_column(default=0, server_default="0")
     poor: Mapped[int] = mapped_column(default=0, server_default="0")
-    rtt_sum: Mapped[float] = mapped_column(sa.Float, default=0, server_default="0")
-    rtt_n: Mapped[int] = mapped_column(default=0, server_default="0")
-    jitter_sum: Mapped[float] = mapped_column(sa.Float, default=0, server_default="0")
-    jitter_n: Mapped[int] = mapped_column(default=0, server_default="0")
-    loss_sum: Mapped[float] = mapped_column(sa.Float, default=0, server_default="0")
-    loss_n: Mapped[int] = mapped_column(default=0, server_default="0")
-    bitrate_sum: Mapped[float] = mapped_column(sa.Float, default=0, server_default="0")
-    bitrate_n: Mapped[int] = mapped_column(default=0, server_default="0")
-    mos_sum: Mapped[float] = mapped_column(sa.Float, default=0, server_default="0")
-    mos_n: Mapped[int] = mapped_column(default=0, server_default="0")
-    rtt_b0: Mapped[int] = mapped_column(default=0, server_default="0")
-    rtt_b1: Mapped[int] = mapped_column(default=0, server_default="0")
-    rtt_b2: Mapped[int] = mapped_column(default=0, server_default="0")
-    rtt_b3: Mapped[int] = mapped_column(default=0, server_default="0")
-    rtt_b4: Mapped[int] = mapped_column(default=0, server_default="0")
-    jitter_b0: Mapped[int] = mapped_column(default=0, server_default="0")
-    jitter_b1: Mapped[int] = mapped_column(default=0, server_default="0")
-    jitter_b2: Mapped[int] = mapped_column(default=0, server_default="0")
-    jitter_b3: Mapped[int] = mapped_column(default=0, server_default="0")
-    jitter_b4: Mapped[int] = mapped_column(default=0, server_default="0")
-    loss_b0: Mapped[int] = mapped_column(default=0, server_default="0")
-    loss_b1: Mapped[int] = mapped_column(default=0, server_default="0")
-    loss_b2: Mapped[int] = mapped_column(default=0, server_default="0")
-    loss_b3: Mapped[int] = mapped_column(default=0, server_default="0")
-    loss_b4: Mapped[int] = mapped_column(default=0, server_default="0")
-    bitrate_b0: Mapped[int] = mapped_column(default=0, server_default="0")
-    bitrate_b1: Mapped[int] = mapped_column(default=0, server_default="0")
-    bitrate_b2: Mapped[int] = mapped_column(default=0, server_default="0")
-    bitrate_b3: Mapped[int] = mapped_column(default=0, server_default="0")
-    bitrate_b4: Mapped[int] = mapped_column(default=0, server_default="0")
-    mos_b0: Mapped[int] = mapped_column(default=0, server_default="0")
-    mos_b1: Mapped[int] = mapped_column(default=0, server_default="0")
-    mos_b2: Mapped[int] = mapped_column(default=0, server_default="0")
-    mos_b3: Mapped[int] = mapped_column(default=0, server_default="0")
-    mos_b4: Mapped[int] = mapped_column(default=0, server_default="0")
 
     def __repr__(self) -> str:
         return f"<CallQualityDay endpoint={self.endpoint_id} day={self.day} role={self.role}>"
