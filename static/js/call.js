@@ -19,6 +19,10 @@ export class Call {
     this.onMedia = onMedia; // after Mute or camera off, so the page can tell the others
     this.peers = new Map(); // sid -> { pc, offerer, relay, pending, tile, stats }
     this.queues = new Map(); // sid -> promise chain of that peer's signal messages
+    // sid -> candidates that came before that peer's offer. The server relays a socket's
+    // messages concurrently (several handlers at once), so a candidate can overtake the
+    // offer it belongs to; dropped, a relay-only call would never connect.
+    this.early = new Map();
     this.iceServers = [];
     this.state = "connecting";
     this.handlers = {
@@ -116,12 +120,17 @@ export class Call {
       if (!peer || restart || collision) {
         this.close(from, { keepTile: true });
         peer = this.createPeer(from, { offerer: false, relay: Boolean(restart && restart.relay) });
+        peer.pending.push(...(this.early.get(from) || []));
+        this.early.delete(from);
       }
       await peer.pc.setRemoteDescription(description);
       await peer.pc.setLocalDescription(await peer.pc.createAnswer());
       await request(this.socket, "signal", { to: from, description: peer.pc.localDescription.toJSON() });
     } else if (description && peer) {
       await peer.pc.setRemoteDescription(description);
+    } else if (candidate && !peer) {
+      this.early.set(from, [...(this.early.get(from) || []), candidate]);
+      return;
     }
     if (peer && (description || candidate)) {
       if (candidate) peer.pending.push(candidate);
@@ -225,6 +234,7 @@ export class Call {
 
   drop(sid) {
     this.close(sid);
+    this.early.delete(sid);
     if (!this.anyConnected() && this.state !== "ended") {
       this.setState("connecting", this.S.waiting_for_others);
     }
