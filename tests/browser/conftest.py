@@ -53,23 +53,65 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+# How long one `flask` command may take (a migration on a loaded machine).
+FLASK_COMMAND_SECONDS = 180
+
+
+class FlaskCommands:
+    """``flask ...`` commands for one server's environment, run by one warm process
+    (tests/browser/flask_worker.py) rather than a new interpreter each: a test that makes
+    a join link asks for two commands, and each cold one cost 1.5 s of CPU and more."""
+
+    def __init__(self, env: dict, log_path: Path):
+        self.log_path = log_path
+        self.log = open(log_path, "wb")  # noqa: SIM115  (kept open for the worker's life)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.browser.flask_worker"], cwd=ROOT,
+            env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True)
+
+    def run(self, *args: str) -> str:
+        """Runs the command; its stdout. A failure raises with what it printed."""
+        self.process.stdin.write(json.dumps({"args": list(args)}) + "\n")
+        self.process.stdin.flush()
+        ready, _, _ = select.select([self.process.stdout], [], [], FLASK_COMMAND_SECONDS)
+        line = self.process.stdout.readline() if ready else ""
+        if not line:
+            self.close()
+            raise RuntimeError(f"flask {' '.join(args)}: no answer within "
+                               f"{FLASK_COMMAND_SECONDS} s:\n{self.log_text()}")
+        done = json.loads(line)
+        if done["code"] != 0:
+            raise RuntimeError(f"flask {' '.join(args)} failed:\n{done['stdout']}{done['stderr']}")
+        return done["stdout"]
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")[-20_000:]
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.stdin.close()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self.log.close()
+
+
 @dataclass
 class LiveServer:
     url: str
     process: subprocess.Popen
     log_path: Path
     env: dict
+    commands: FlaskCommands
 
     def log_text(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
     def flask(self, *args: str) -> str:
         """Run a ``flask`` CLI command against this server's database; returns stdout."""
-        done = subprocess.run([sys.executable, "-m", "flask", "--app", "app", *args], check=False,
-                              cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=180)
-        if done.returncode != 0:
-            raise RuntimeError(f"flask {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
-        return done.stdout
+        return self.commands.run(*args)
 
 
 def start_server(workdir: Path, *, port: int | None = None, public_url: str | None = None,
@@ -95,23 +137,26 @@ def start_server(workdir: Path, *, port: int | None = None, public_url: str | No
         **env_overrides,
     }
     env.pop("VV_ASYNC_MODE", None)  # served for real: gevent
+    workdir.mkdir(parents=True, exist_ok=True)
+    commands = FlaskCommands(env, workdir / "flask-commands.log")
     # As `make demo` does: migrate, then seed the sandbox and register it as an approved EHR.
-    for command in (["db", "upgrade"], ["demo"]):
-        done = subprocess.run([sys.executable, "-m", "flask", "--app", "app", *command],
-                              check=False, cwd=ROOT, env=env, capture_output=True, text=True,
-                              timeout=180)
-        if done.returncode != 0:
-            raise RuntimeError(f"flask {' '.join(command)} failed:\n{done.stdout}{done.stderr}")
+    try:
+        commands.run("db", "upgrade")
+        commands.run("demo")
+    except Exception:
+        commands.close()
+        raise
     log_path = workdir / "server.log"
     log = open(log_path, "wb")  # noqa: SIM115  (kept open for the server's lifetime)
     process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env,
                                stdout=log, stderr=subprocess.STDOUT)
-    server = LiveServer(url, process, log_path, env)
+    server = LiveServer(url, process, log_path, env, commands)
     # Generous: on a loaded 2-core machine, importing the app and gevent alone has taken
     # over 30 s. A server that exits fails at once, with its log.
     deadline = time.monotonic() + SERVER_START_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
+            commands.close()
             raise RuntimeError(f"server exited with {process.returncode}:\n{server.log_text()}")
         try:
             if requests.get(f"{url}/healthz", timeout=5).ok:
@@ -119,11 +164,13 @@ def start_server(workdir: Path, *, port: int | None = None, public_url: str | No
         except requests.RequestException:
             time.sleep(0.05)  # polling for the port to open, not waiting a fixed time
     process.kill()
+    commands.close()
     raise RuntimeError(f"server did not answer /healthz within {SERVER_START_SECONDS} s:\n"
                        f"{server.log_text()}")
 
 
 def stop_server(server: LiveServer) -> None:
+    server.commands.close()
     server.process.terminate()
     try:
         server.process.wait(timeout=10)
