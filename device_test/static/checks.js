@@ -503,12 +503,13 @@ function metricsOf(samples) {
     bitrate_in_kbps: round(((last.videoBytes - recent.videoBytes) * 8) / 1000 / seconds),
     bitrate_out_kbps: round(((last.bytesSent - recent.bytesSent) * 8) / 1000 / seconds),
   };
-  // The bitrate speaks of the network only if the sender said the network held it back
-  // ("bandwidth") in the seconds it was measured over. "none": the encoder needed no more
-  // bits (a still picture); "cpu": a slow phone or a busy computer, which "move closer to
-  // your router" would not help. Then the grade ignores the bitrate (docs/device-test.md).
-  const reasons = samples.slice(samples.indexOf(recent)).map((s) => s.limitation).filter(Boolean);
-  metrics.video_limited = reasons.length ? reasons.includes("bandwidth") : null;
+  // The bitrate speaks of the network only if the sender said the network still held it
+  // back ("bandwidth") when the measurement ended. "none": the encoder needed no more bits
+  // (a still picture, or the ramp-up done); "cpu": a slow phone or a busy computer, which
+  // "move closer to your router" would not help. Then the grade ignores the bitrate
+  // (docs/device-test.md).
+  const reasons = samples.map((s) => s.limitation).filter(Boolean);
+  metrics.video_limited = reasons.length ? reasons[reasons.length - 1] === "bandwidth" : null;
   metrics.mos = mos(metrics.rtt_ms, metrics.jitter_ms, metrics.packet_loss_pct);
   return metrics;
 }

@@ -25,8 +25,12 @@ export class Call {
     this.early = new Map();
     this.iceServers = [];
     this.state = "connecting";
+    // The others may hear that we joined, and offer, before our own call_join reply (with
+    // the ICE servers) is back: what they send waits for it, or a relay-only peer would be
+    // made with no TURN server and never connect.
+    this.ready = new Promise((resolve) => { this.markReady = resolve; });
     this.handlers = {
-      call_peer_joined: ({ sid }) => this.offerTo(sid),
+      call_peer_joined: ({ sid }) => this.enqueue(sid, () => this.offerTo(sid)),
       signal: (message) => this.enqueue(message.from, () => this.onSignal(message)),
       call_peer_left: ({ sid }) => this.drop(sid),
       call_ended: () => this.end("ended"),
@@ -43,6 +47,7 @@ export class Call {
       return false;
     }
     this.iceServers = reply.ice_servers || [];
+    this.markReady();
     this.qualityTimer = setInterval(() => this.sendQuality(), QUALITY_INTERVAL_MS);
     return true;
   }
@@ -103,7 +108,7 @@ export class Call {
   // Messages from one peer are handled strictly in order: a candidate must not be added
   // while the offer before it is still being applied.
   enqueue(sid, task) {
-    const next = (this.queues.get(sid) || Promise.resolve())
+    const next = (this.queues.get(sid) || this.ready)
       .then(task).catch((error) => console.warn("signal failed", error));
     this.queues.set(sid, next);
   }

@@ -1,16 +1,17 @@
 """Real `flask sms send-due` processes against the Twilio stand-in (tests/twilio_fake.py),
 which answers each text slowly, as a loaded carrier does: every text reaches it once.
 
-- Two processes run their sending passes over the same 30 due texts at once while the
-  carrier takes 4 s per text: each text is claimed when its own send starts, so no lease
-  runs out under a live sender and nothing is sent twice.
+- Two processes run their sending passes over the same 8 due texts at once while the
+  carrier takes 6 s per text, longer than the 5 s lease: each text is claimed when its own
+  send starts and its lease renewed while the carrier answers, so no lease runs out under
+  a live sender and nothing is sent twice.
 - A pass is killed (SIGKILL) while a text is with the carrier; the restarted passes find
   that text "sending", look it up at the carrier, record it as sent and send the rest:
   20 texts for 20 numbers.
 
 Both run on PostgreSQL (``SELECT ... FOR UPDATE SKIP LOCKED``) when DATABASE_URL is set,
 as several sending processes run in production, else on a SQLite file (one writer at a
-time). Each takes 30-70 s of waiting on the slow carrier, so they run once, not per
+time). Each takes 20-30 s of waiting on the slow carrier, so they run once, not per
 database.
 """
 from __future__ import annotations
@@ -139,7 +140,7 @@ def _dispose(app) -> None:
 @pytest.fixture
 def production_database(tmp_path):
     """Where several sending processes run in production: PostgreSQL, or a SQLite file
-    when no PostgreSQL is configured. (A minute per run with a 4 s carrier: once is
+    when no PostgreSQL is configured. (Half a minute per run with a slow carrier: once is
     enough.)"""
     context = postgres_schema() if POSTGRES_URL else nullcontext(
         f"sqlite:///{tmp_path / 'shared.db'}")
@@ -147,22 +148,28 @@ def production_database(tmp_path):
         yield url
 
 
+TEXTS = 8
+
+
 def test_two_processes_send_each_due_text_exactly_once(tmp_path, monkeypatch,
                                                         production_database, twilio_fake):
     monkeypatch.chdir(tmp_path)
-    config, app = _seed(tmp_path, production_database, twilio_fake, 30)
-    twilio_fake.delay = 4.0  # the carrier answers each text in 4 s
-    env = _environment(config)
+    config, app = _seed(tmp_path, production_database, twilio_fake, TEXTS)
+    # The carrier answers each text in 6 s, longer than the 5 s lease: only the renewal
+    # keeps a live sender's text its own (and a pass that claimed its whole batch at once
+    # would lose the later ones to the other pass).
+    twilio_fake.delay = 6.0
+    env = _environment(config, SMS_LEASE_SECONDS=5)
 
     processes = [_send_due(env) for _ in range(2)]
     outputs = [_finish(process) for process in processes]
 
     accepted = twilio_fake.messages
-    assert len(twilio_fake.posts()) == 30
-    assert Counter(m["to"] for m in accepted) == {_phone(n): 1 for n in range(30)}
-    assert len({m["body"] for m in accepted}) == 30
+    assert len(twilio_fake.posts()) == TEXTS
+    assert Counter(m["to"] for m in accepted) == {_phone(n): 1 for n in range(TEXTS)}
+    assert len({m["body"] for m in accepted}) == TEXTS
     handled = [_handled(out) for out, _ in outputs]
-    assert sum(handled) == 30
+    assert sum(handled) == TEXTS
     assert min(handled) >= 1, handled  # both passes really ran side by side
     rows = _rows(app)
     assert {row.status for row in rows} == {"sent"}
@@ -170,7 +177,7 @@ def test_two_processes_send_each_due_text_exactly_once(tmp_path, monkeypatch,
     assert {row.attempts for row in rows} == {1}
     logs = "\n".join(out + err for out, err in outputs)
     assert "lost" not in logs, logs
-    _no_numbers_or_texts(logs, 30)
+    _no_numbers_or_texts(logs, TEXTS)
     _dispose(app)
 
 
