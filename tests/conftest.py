@@ -88,7 +88,7 @@ def make_config(tmp_path, **overrides) -> dict:
 _migrated_sqlite: list[Path] = []  # this test process's migrated SQLite file, once made
 
 
-def _copy_migrated_sqlite(database_url: str) -> bool:
+def copy_migrated_sqlite(database_url: str) -> bool:
     """A new SQLite database starts as a copy of one the real migrations made earlier in
     this test process: the same file, without Alembic's 0.15-0.2 s for every test. Other
     databases (and a file that already exists) are left alone; False then."""
@@ -117,7 +117,7 @@ def build_app(tmp_path, monkeypatch, **overrides) -> Flask:
     config = make_config(tmp_path, **overrides)
     # The real migrations, as `flask db upgrade` runs them, not create_all(): run here,
     # or run once for this process and copied (SQLite).
-    copied = _copy_migrated_sqlite(config["DATABASE_URL"])
+    copied = copy_migrated_sqlite(config["DATABASE_URL"])
     application = create_app(config)
     if not copied:
         with application.app_context():

@@ -20,6 +20,8 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
+from tests.conftest import copy_migrated_sqlite
+
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -140,17 +142,25 @@ def start_server(workdir: Path, *, port: int | None = None, public_url: str | No
     workdir.mkdir(parents=True, exist_ok=True)
     commands = FlaskCommands(env, workdir / "flask-commands.log")
     # As `make demo` does: migrate, then seed the sandbox and register it as an approved EHR.
+    # A new SQLite database is a copy of one migrated earlier in this test process, so the
+    # server can start (and import, as the commands' process does) at once, beside `demo`:
+    # nobody asks it anything before /healthz, which waits for both.
     try:
-        commands.run("db", "upgrade")
-        commands.run("demo")
+        if not copy_migrated_sqlite(env["VV_DATABASE_URL"]):
+            commands.run("db", "upgrade")
+        log_path = workdir / "server.log"
+        log = open(log_path, "wb")  # noqa: SIM115  (kept open for the server's lifetime)
+        process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env,
+                                   stdout=log, stderr=subprocess.STDOUT)
+        server = LiveServer(url, process, log_path, env, commands)
+        try:
+            commands.run("demo")
+        except Exception:
+            stop_server(server)
+            raise
     except Exception:
         commands.close()
         raise
-    log_path = workdir / "server.log"
-    log = open(log_path, "wb")  # noqa: SIM115  (kept open for the server's lifetime)
-    process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env,
-                               stdout=log, stderr=subprocess.STDOUT)
-    server = LiveServer(url, process, log_path, env, commands)
     # Generous: on a loaded 2-core machine, importing the app and gevent alone has taken
     # over 30 s. A server that exits fails at once, with its log.
     deadline = time.monotonic() + SERVER_START_SECONDS

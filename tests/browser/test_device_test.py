@@ -217,7 +217,11 @@ def test_blocked_permission_fails_microphone_and_camera_with_guidance(server, br
     assert statuses["microphone"] == "fail" and statuses["camera"] == "fail"
     assert "blocked" in details(page, "microphone")
     assert "Click the icon to the left of the web address" in details(page, "camera")
-    assert statuses["connection"] == "pass" and statuses["test-call"] == "pass"
+    assert statuses["connection"] == "pass"
+    # The call still runs, on a synthetic picture and tone. Its grade is not this test's
+    # point: on a loaded machine a short call may still read "choppy" (warn).
+    assert statuses["test-call"] in ("pass", "warn"), details(page, "test-call")
+    assert "could not connect" not in details(page, "test-call").lower()
     expect(page.get_by_test_id("device-test-summary")).to_have_attribute("data-status", "fail")
     context.close()
     blocking.close()
