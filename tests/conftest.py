@@ -14,6 +14,7 @@ from pathlib import Path
 
 import flask_migrate
 import pytest
+from argon2 import PasswordHasher
 from flask import Flask
 from sqlalchemy import create_engine, text
 
@@ -142,6 +143,19 @@ def dispose_app(application: Flask) -> None:
     with application.app_context():
         db.session.remove()
         db.engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+def cheap_password_hashing(monkeypatch):
+    """Admin passwords in tests hashed with argon2id at its smallest cost: at the real
+    cost (64 MiB, 3 passes) each hash and each sign-in took 0.1-0.7 s of CPU, hundreds of
+    times a run. Verification reads the cost from the hash itself, so the code under test
+    is the same; the servers of the browser tests keep the real cost."""
+    import admin.auth
+
+    hasher = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    monkeypatch.setattr(admin.auth, "_hasher", hasher)
+    monkeypatch.setattr(admin.auth, "_DUMMY_HASH", hasher.hash("not-a-real-password"))
 
 
 @pytest.fixture
