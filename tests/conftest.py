@@ -194,3 +194,21 @@ def playwright_driver():
 
     with sync_playwright() as driver:
         yield driver
+
+
+# The longest files (about a minute or more each on this 2-core machine), started first:
+# the xdist workers take whole files in collection order, and one of these picked up last
+# kept a worker busy alone for the last minute of the run.
+LONGEST_FIRST = (
+    "tests/browser/test_device_test.py",
+    "tests/stack/test_stack.py",
+    "tests/integration/test_sms_two_processes.py",
+    "tests/integration/test_bench_smoke.py",
+    "tests/browser/test_visit_return.py",
+    "tests/browser/test_no_webrtc.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    rank = {path: index for index, path in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))
