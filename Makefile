@@ -89,9 +89,8 @@ demo: migrate
 	$(DEMO_ENV) VV_PORT=$(PORT) VV_LOG_FORMAT=text $(BIN)/python app.py
 
 # Three workers (pytest-xdist), a test file each: a browser test mostly waits on the browser
-# and the server, so three share this 2-core machine; measured here, the whole suite took
-# 15 min 21 s on two workers and about 13 min on three (the tests wait for conditions with
-# generous deadlines, and held with a CPU-heavy loop beside two workers).
+# and the server, so three share this 2-core machine; measured here on a quiet machine, the
+# whole suite took 8 min 10 s on three (four were no faster: the CPU is then the limit).
 PYTEST_ARGS ?= -n 3 --dist loadfile
 
 test: install-test nodejs
