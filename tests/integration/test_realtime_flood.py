@@ -208,7 +208,9 @@ def test_a_flooding_socket_is_cut_off_and_others_keep_their_round_trips(default_
 
     flooder = result["flooder"]
     assert flooder["told"] >= 1 and flooder["disconnected"] is True
-    assert flooder["acks"] <= 200 + 5  # the burst, and what the rate refilled meanwhile
+    # The burst (200), and what the rate (20 a second) refilled while the flood was sent
+    # and read: 0.07 s on a quiet machine, 0.49 s beside a CPU loop (208 answered then).
+    assert flooder["acks"] <= 200 + 20 * (flooder["seconds"] + 1)
     assert _during_p99(result) < allowed_p99_ms(result)
     assert "socket disconnected for flooding" in default_server.log_text()
 
