@@ -3,8 +3,10 @@
 A payload comes from anyone who can open a socket, so types are enforced exactly: an id
 is an ``int`` from 1 to 2**63-1 (``true`` is not 1, ``1.0`` is not 1, 10**30 names no
 row), text is a ``str`` of bounded length, numbers are finite. A refused payload gets the
-ack ``{"ok": false, "error": "<field> must be ...", "code": "invalid_payload"}`` and never
-reaches the handler; the log names the event and the field, never the value.
+ack ``{"ok": false, "code": "invalid_payload", "error": ..., "detail": "<field> must be
+..."}`` and never reaches the handler; the log names the event and the field, never the
+value. ``error`` is for the person (pages show it): worded by the layer that knows the
+socket's language (``word_refusals_with``); ``detail`` is for whoever debugs the client.
 
 Schemas are built once, at import, from plain functions: checking a payload makes no
 objects beyond the cleaned dict the handler receives (unknown keys are left out of it).
@@ -29,6 +31,21 @@ log = logging.getLogger(__name__)
 MAX_ID = 2**63 - 1
 
 Check = Callable[[Any], Any]
+
+
+def _english(detail: str) -> str:
+    return detail
+
+
+# detail -> the ack's "error"; visits/replies.py words it in the socket's language.
+_word_refusal: Callable[[str], str] = _english
+
+
+def word_refusals_with(word: Callable[[str], str]) -> None:
+    """Let the layer that knows each socket's language word refused payloads' ``error``
+    (this module sits below it and cannot ask)."""
+    global _word_refusal
+    _word_refusal = word
 
 
 class Refused(ValueError):
@@ -186,7 +203,8 @@ def expects(**fields: Check | _Optional):
                 log.info("socket payload refused", extra={
                     "event": event.get("message") if isinstance(event, dict) else None,
                     "problem": str(refused)})
-                return {"ok": False, "error": str(refused), "code": "invalid_payload"}
+                return {"ok": False, "code": "invalid_payload",
+                        "error": _word_refusal(str(refused)), "detail": str(refused)}
             return handler(data)
 
         checked.payload_schema = schema  # type: ignore[attr-defined]

@@ -12,9 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from flask import request
 from flask_babel import force_locale
 from flask_babel import lazy_gettext as _l
 
+from ops import payloads
 from ops.i18n import select_locale
 from visits import realtime
 from visits.errors import VisitError
@@ -25,6 +27,10 @@ EDGE_REFUSALS = {
     "not_in_call": _l("You are not in the call."),
     "not_in_this_call": _l("That person is not in this call."),
     "server_error": _l("Something went wrong. Please try again."),
+    # A payload the page would never send (ops/payloads.py): an old cached page, or a
+    # hand-made request. The ack's "detail" names the field, in English.
+    "invalid_payload": _l("This page sent something we couldn't read. Reload the page and "
+                          "try again."),
 }
 
 
@@ -46,3 +52,10 @@ def refusal_for(error: VisitError, sid: str | None) -> dict:
     """The reply for a domain error, its message in the socket's language."""
     with speaking_to(sid):
         return {"ok": False, "code": error.code, "error": str(error)}
+
+
+def _word_payload_refusal(_detail: str) -> str:
+    return refusal("invalid_payload", getattr(request, "sid", None))["error"]
+
+
+payloads.word_refusals_with(_word_payload_refusal)

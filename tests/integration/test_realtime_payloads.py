@@ -52,7 +52,7 @@ def test_admit_refuses_anything_but_a_whole_number_id(app, visit, participant_id
     reply = staff.emit("admit", {"participant_id": participant_id}, callback=True)
 
     assert reply["ok"] is False and reply["code"] == "invalid_payload"
-    assert reply["error"].startswith("participant_id: ")
+    assert reply["detail"].startswith("participant_id: ")
     assert not _admitted(visit.patient.id) and not _admitted(visit.provider.id)
 
 

@@ -86,3 +86,19 @@ def test_a_providers_refusal_is_in_the_providers_language(app, visit):
     assert english == {"ok": False, "code": "visit_ended", "error": "This visit has ended."}
     assert spanish == {"ok": False, "code": "visit_ended", "error": "Esta visita ha terminado."}
     assert name["code"] == "visit_ended"
+
+
+def test_a_refused_payload_is_worded_in_the_page_language_with_the_field_for_developers(
+        app, visit):
+    spanish = patient_page(app, visit.patient, lang="es")
+    english = patient_page(app, factories.add_participant(visit, "guest"))
+
+    refused = spanish.emit("chat_send", {"text": 7}, callback=True)
+    plain = english.emit("chat_send", {"text": 7}, callback=True)
+
+    assert refused["code"] == plain["code"] == "invalid_payload"
+    assert refused["error"] == ("Esta página envió algo que no pudimos leer. Vuelva a cargar "
+                                "la página e inténtelo de nuevo.")
+    assert plain["error"] == ("This page sent something we couldn't read. Reload the page "
+                              "and try again.")
+    assert refused["detail"] == plain["detail"] and refused["detail"].startswith("text: ")
