@@ -139,3 +139,39 @@ def test_the_join_page_does_not_move_as_it_loads(live_app, browser, screen, allo
     shifts = page.evaluate("window.__shifts")
     assert sum(shift["value"] for shift in shifts) <= 0.01, shifts
     context.close()
+
+
+@pytest.mark.parametrize(("screen", "sandbox_id"), [("phone", "appt-5"), ("desktop", "appt-6")])
+def test_a_tap_the_script_never_takes_over_says_so_and_reloads(live_app, browser, screen,
+                                                               sandbox_id):
+    """The page's modules never arrive (a dropped connection mid-load): the tap is not
+    left at "Joining…" for ever; the patient is told, and the button reloads the page."""
+    link = join_link(live_app, sandbox_id)
+    context = browser.new_context(**SCREENS[screen], locale="en-US")
+    context.set_default_timeout(30_000)
+    page = context.new_page()
+    held: list = []
+    page.route(re.compile(r"\.js(\?|$)"), lambda route: held.append(route))
+    page.goto(link, wait_until="commit")
+    button = page.get_by_test_id("join-button")
+    button.wait_for(state="visible")
+    button.tap() if screen == "phone" else button.click()
+    expect(button).to_have_text("Joining…")
+
+    for route in held:
+        route.abort("connectionreset")  # the modules fail: join.js never runs
+    page.unroute(re.compile(r"\.js(\?|$)"))
+
+    stalled = page.locator("#join-error")
+    expect(stalled).to_have_text(
+        "The page didn't finish loading. Check your connection, then reload the page.")
+    expect(stalled).to_have_attribute("role", "alert")
+    expect(button).to_have_text("Reload the page")
+    expect(button).to_be_enabled()
+    screenshot(page, f"join-stalled-{screen}")
+    button.tap() if screen == "phone" else button.click()
+    # Reloaded with its modules this time: a working page, and Join joins.
+    expect(button).to_have_attribute("data-ready", "true")
+    button.tap() if screen == "phone" else button.click()
+    expect(page.get_by_test_id("lobby")).to_have_attribute("data-state", "waiting")
+    context.close()
