@@ -91,6 +91,9 @@ def create_app(config: dict | None = None) -> Flask:
         client_manager=transport.client_manager(app.config["REDIS_URL"],
                                                 app.config["REDIS_CHANNEL"]),
     )
+    from visits import chat
+
+    chat.init_app(app)  # shared through Redis when there is one
     from ops import socket_limits
 
     # A token bucket per socket, in front of every event handler (docs/realtime.md).

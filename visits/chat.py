@@ -6,21 +6,28 @@ the lobby included ("Running 10 minutes late"); anyone else's reaches the provid
 the people let in. Chat is not part of the medical record: the pages say so, and the
 provider may download a transcript to paste into the chart.
 
-Retention: messages are kept in this process's memory only, per visit, never in the
-database or the logs. They are deleted when the visit is ended (here at once; on other
-processes at their next sweep, which checks which of their visits have ended), and after
-``IDLE_HOURS`` without a message in a visit nobody ended. A visit keeps at most
-``MAX_KEPT`` messages (the oldest go first).
+Retention: messages are kept in memory only, per visit, never in the database or the
+logs: this process's memory, or with ``VV_REDIS_URL`` Redis's (one list per visit, so a
+page that reconnects to another process reads the same history). While Redis is down, a
+process keeps what it is sent itself and its history adds those to Redis's once it is
+back. Messages are deleted when the visit is ended (at once by the process that ends it;
+on other processes at their next sweep, which checks which of their visits have ended),
+and after ``IDLE_HOURS`` without a message in a visit nobody ended (Redis expires the
+list). A visit keeps at most ``MAX_KEPT`` messages (the oldest go first).
 """
 from __future__ import annotations
 
+import json
+import logging
 import secrets
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
+from flask import current_app
 from flask_babel import lazy_gettext as _l
 
 from extensions import db
@@ -28,6 +35,8 @@ from ops.socket_limits import Budget
 from visits import signals
 from visits.errors import NotAllowed, VisitEnded
 from visits.models import Appointment, Participant, ParticipantRole
+
+log = logging.getLogger(__name__)
 
 MAX_CHARS = 1000
 MAX_KEPT = 500
@@ -56,6 +65,11 @@ class Message:
                 "name": self.name, "text": self.text, "at": self.at.isoformat(),
                 "to_lobby": self.to_lobby}
 
+    @classmethod
+    def from_dict(cls, appointment_id: int, kept: dict) -> Message:
+        return cls(kept["id"], appointment_id, kept["participant_id"], kept["role"],
+                   kept["name"], kept["text"], datetime.fromisoformat(kept["at"]))
+
 
 @dataclass(frozen=True)
 class Audience:
@@ -66,8 +80,72 @@ class Audience:
 
 
 _lock = threading.Lock()
+# This process's messages (all of them without Redis; those Redis could not take with it),
+# and when each visit it knows of last had a message (what its sweep looks at).
 _visits: dict[int, deque[Message]] = {}
 _last_at: dict[int, datetime] = {}
+
+
+class SharedChat:
+    """Every process's chat in Redis: a list per visit, ``<channel>:chat:<appointment id>``,
+    trimmed to ``MAX_KEPT`` and expiring ``IDLE_HOURS`` after its last message. Each call
+    raises redis' errors; ``send``, ``history`` and ``forget`` fall back to memory."""
+
+    WARNING_INTERVAL_SECONDS = 60.0
+
+    def __init__(self, url: str, channel: str) -> None:
+        import redis
+
+        from extensions import redis_client_options
+
+        self.client = redis.Redis.from_url(url, **redis_client_options())
+        self.prefix = f"{channel}:chat:"
+        self._warned_at: float | None = None
+
+    def append(self, message: Message) -> None:
+        key = f"{self.prefix}{message.appointment_id}"
+        kept = message.as_dict()
+        del kept["to_lobby"]  # follows from the role
+        pipe = self.client.pipeline(transaction=True)
+        pipe.rpush(key, json.dumps(kept, separators=(",", ":")))
+        pipe.ltrim(key, -MAX_KEPT, -1)
+        pipe.expire(key, IDLE_HOURS * 3600)
+        pipe.execute()
+
+    def read(self, appointment_id: int) -> list[Message]:
+        return [Message.from_dict(appointment_id, json.loads(raw)) for raw in
+                self.client.lrange(f"{self.prefix}{appointment_id}", 0, -1)]
+
+    def has(self, appointment_id: int) -> bool:
+        return bool(self.client.exists(f"{self.prefix}{appointment_id}"))
+
+    def delete(self, appointment_ids: list[int]) -> None:
+        if appointment_ids:
+            self.client.delete(*(f"{self.prefix}{aid}" for aid in appointment_ids))
+
+    def failed(self, doing: str, error: Exception) -> None:
+        """Log a Redis failure (the class, never a message) at most once a minute."""
+        now = time.monotonic()
+        if self._warned_at is None or now - self._warned_at >= self.WARNING_INTERVAL_SECONDS:
+            self._warned_at = now
+            log.warning("chat kept in this process: redis failed", extra={
+                "doing": doing, "error": type(error).__name__})
+
+
+def init_app(app) -> None:
+    """Share the chat through Redis when the app has one (no connection is made here)."""
+    url = app.config.get("REDIS_URL")
+    app.extensions["visits.chat"] = SharedChat(url, app.config["REDIS_CHANNEL"]) if url else None
+
+
+def _shared() -> SharedChat | None:
+    return current_app.extensions.get("visits.chat")
+
+
+def _keep_here(message: Message) -> None:
+    with _lock:
+        kept = _visits.setdefault(message.appointment_id, deque(maxlen=MAX_KEPT))
+        kept.append(message)
 
 
 def may_write(participant: Participant, *, staff: bool) -> None:
@@ -95,9 +173,16 @@ def send(participant: Participant, text: str, now: datetime, *, staff: bool
     name = None if participant.role == ParticipantRole.PATIENT else participant.display_name
     message = Message(secrets.token_hex(8), participant.appointment_id, participant.id,
                       participant.role, name, body, now)
+    shared = _shared()
+    if shared is None:
+        _keep_here(message)
+    else:
+        try:
+            shared.append(message)
+        except Exception as error:  # redis' errors: down, timed out, refused
+            shared.failed("send", error)
+            _keep_here(message)
     with _lock:
-        kept = _visits.setdefault(message.appointment_id, deque(maxlen=MAX_KEPT))
-        kept.append(message)
         _last_at[message.appointment_id] = now
     return message, audience(message)
 
@@ -118,20 +203,55 @@ def history(participant: Participant, *, staff: bool) -> list[Message]:
     """What this person may read of the visit's chat, oldest first."""
     with _lock:
         kept = list(_visits.get(participant.appointment_id, ()))
+    shared = _shared()
+    if shared is not None:
+        try:
+            stored = shared.read(participant.appointment_id)
+        except Exception as error:  # redis' errors
+            shared.failed("history", error)
+        else:
+            if kept:  # sent here while Redis was down: both, in order
+                ids = {message.id for message in stored}
+                stored = sorted([*stored, *(m for m in kept if m.id not in ids)],
+                                key=lambda message: message.at)
+            kept = stored
     if staff or participant.admitted_at is not None:
         return kept
     return [message for message in kept if message.to_lobby]
 
 
 def has_messages(appointment_id: int) -> bool:
-    """Whether this process holds any message of the visit (memory only)."""
-    return bool(_visits.get(appointment_id))
+    """Whether the visit has any message: in this process's memory, else (with Redis) one
+    EXISTS; a page's connect asks, and most visits have none."""
+    if _visits.get(appointment_id):
+        return True
+    shared = _shared()
+    if shared is None:
+        return False
+    try:
+        return shared.has(appointment_id)
+    except Exception as error:  # redis' errors
+        shared.failed("history", error)
+        return False
 
 
-def forget(appointment_id: int) -> None:
+def forget(*appointment_ids: int) -> None:
+    """Delete the visits' chat, here and in Redis. If Redis is down the visits stay in
+    this process's sweep, which tries again."""
+    shared = _shared()
+    if shared is not None:
+        try:
+            shared.delete(list(appointment_ids))
+        except Exception as error:  # redis' errors
+            shared.failed("delete", error)
+            with _lock:
+                for appointment_id in appointment_ids:
+                    _visits.pop(appointment_id, None)
+            return
     with _lock:
-        _visits.pop(appointment_id, None)
-        _last_at.pop(appointment_id, None)
+        for appointment_id in appointment_ids:
+            _visits.pop(appointment_id, None)
+            _last_at.pop(appointment_id, None)
 
 
 def sweep(now: datetime) -> None:
@@ -144,8 +264,18 @@ def sweep(now: datetime) -> None:
     ended = db.session.execute(sa.select(Appointment.id).where(
         Appointment.id.in_([aid for aid, _at in held]),
         Appointment.ended_at.is_not(None))).scalars().all()
-    for appointment_id in {*idle, *ended}:
-        forget(appointment_id)
+    if ended:
+        forget(*ended)
+    # Idle here is not idle everywhere: Redis expires a visit's list 12 hours after its
+    # own last message, whichever process took it; only this process's copies go here.
+    stale = set(idle) - set(ended)
+    if stale and _shared() is not None:
+        with _lock:
+            for appointment_id in stale:
+                _visits.pop(appointment_id, None)
+                _last_at.pop(appointment_id, None)
+    elif stale:
+        forget(*stale)
 
 
 def reset_for_tests() -> None:

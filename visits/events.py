@@ -137,7 +137,15 @@ def disconnect(*_args):
     _leave_call(sid)
     if realtime.forget(sid) is None:
         return
-    change = presence.socket_closed(sid, _now())
+    now = _now()
+    change = presence.socket_closed(sid, now)
+    config = current_app.config
+    # Several processes (they share Redis): a page of theirs may be open on another one
+    # (one that took over from this page, or a reload that landed there); then staff
+    # hear nothing. One query, only when a person's last socket here closes.
+    if change is not None and config["REDIS_URL"] and presence.connected_elsewhere(
+            change.participant_id, now, float(config["PROCESS_TIMEOUT_SECONDS"])):
+        change = None
     if change is not None:
         realtime.push_presence(change)
     writer.flush_if_immediate()

@@ -162,6 +162,12 @@ def _announce_recorded(_app, result: writer.FlushResult) -> None:
                           to=staff_room(appointment_id))
     for appointment_id in sorted(visits_with_staff_change):
         push_lobby_states(appointment_id, now)
+    for participant_id in result.elsewhere:
+        # Opened again here while a page of theirs is on another process: the newest takes
+        # over there too (that page hears ``replaced`` and disconnects itself).
+        here = sorted(presence.sids_of(participant_id))
+        if here:
+            socketio.emit("replaced", {}, to=participant_room(participant_id), skip_sid=here)
 
 
 writer.flushed.connect(_announce_recorded)

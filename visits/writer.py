@@ -13,7 +13,9 @@ batch, a reconnect within the batch):
 2. participants who connected: one conditional UPDATE ``... WHERE presence != 'connected'
    RETURNING id`` decides who *became* connected; only those get a ``presence_events``
    row, and ``signals.presence_recorded`` lets the EHR write-back add its AuditEvents to
-   the same transaction. Across processes, exactly one UPDATE wins;
+   the same transaction. Across processes, exactly one UPDATE wins. Of those already
+   connected, a patient (guest, interpreter) with a socket on another live process has
+   opened the visit again elsewhere (``FlushResult.elsewhere``: the older page is told);
 3. participants whose last socket closed get ``sockets_gone_at`` (only when no live
    socket of theirs is left on any process);
 4. new lobby places, links used;
@@ -40,7 +42,14 @@ from flask import current_app
 
 from extensions import db
 from visits import signals
-from visits.models import JoinLink, LiveSocket, LobbyEntry, Participant, PresenceEvent
+from visits.models import (
+    JoinLink,
+    LiveSocket,
+    LobbyEntry,
+    Participant,
+    PresenceEvent,
+    ServerProcess,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +58,7 @@ _sockets = LiveSocket.__table__
 _events = PresenceEvent.__table__
 _lobby = LobbyEntry.__table__
 _links = JoinLink.__table__
+_processes = ServerProcess.__table__
 _no_live_socket = ~sa.exists().where(_sockets.c.participant_id == _participants.c.id)
 
 # Sent after a flush committed, with result=FlushResult; realtime pushes from it.
@@ -77,6 +87,9 @@ class FlushResult:
     disconnected: list[signals.PresenceFact]
     # Asked to finalize but a socket of theirs is open somewhere: still connected.
     still_connected: list[int]
+    # Not providers, already connected through another live process: a second tab or
+    # device there (on this process, visits.events takes over at once).
+    elsewhere: list[int] = field(default_factory=list)
 
 
 _lock = threading.Lock()
@@ -182,7 +195,7 @@ def _flush(now: datetime | None) -> FlushResult:
         db.session.rollback()
         _requeue(batch)
         raise
-    if result.connected or result.disconnected or result.still_connected:
+    if result.connected or result.disconnected or result.still_connected or result.elsewhere:
         flushed.send(current_app._get_current_object(), result=result)
     return result
 
@@ -241,6 +254,13 @@ def _statements() -> SimpleNamespace:
                                                 p.c.sockets_gone_at.is_(None)),
         events=sa.insert(_events).returning(_events.c.id, _events.c.participant_id,
                                             sort_by_parameter_order=True),
+        # Who (not a provider) has a socket on another process that is still alive.
+        elsewhere=sa.select(_sockets.c.participant_id).distinct()
+        .select_from(_sockets.join(_processes, _processes.c.process_id == _sockets.c.process_id)
+                     .join(p, p.c.id == _sockets.c.participant_id))
+        .where(_sockets.c.participant_id.in_(ids), _sockets.c.process_id != sa.bindparam("me"),
+               _processes.c.heartbeat_at >= sa.bindparam("alive_since"),
+               p.c.role != "provider"),
     )
 
 
@@ -250,7 +270,7 @@ def _apply(batch: _Batch, now: datetime) -> FlushResult:
         run(sql.open, batch.opened)
     if batch.closed:
         run(sql.close, {"sids": batch.closed})
-    connected = _record_connected(batch.connected) if batch.connected else []
+    connected, back = _record_connected(batch.connected) if batch.connected else ([], [])
     if batch.gone:
         run(sql.gone, [{"pid": pid, "at": at} for pid, at in batch.gone.items()])
     if batch.lobby:
@@ -262,12 +282,24 @@ def _apply(batch: _Batch, now: datetime) -> FlushResult:
     facts = connected + disconnected
     if facts:
         signals.presence_recorded.send(current_app._get_current_object(), facts=facts)
-    return FlushResult(connected, disconnected, still)
+    return FlushResult(connected, disconnected, still, _elsewhere(back, batch, now))
 
 
-def _record_connected(first_connect: dict[int, datetime]) -> list[signals.PresenceFact]:
-    """Who became connected (the conditional UPDATE decides, once across processes); a
-    returning participant's pending disconnect is void. ``presence_since`` is the batch's
+def _elsewhere(back: list[int], batch: _Batch, now: datetime) -> list[int]:
+    """Of participants already connected when their first socket here opened, those with
+    a socket on another live process (one query, only when someone came back)."""
+    if not back or not batch.opened:
+        return []
+    timeout = float(current_app.config["PROCESS_TIMEOUT_SECONDS"])
+    return list(db.session.execute(_statements().elsewhere, {
+        "ids": back, "me": batch.opened[0]["process_id"],
+        "alive_since": now - timedelta(seconds=timeout)}).scalars())
+
+
+def _record_connected(first_connect: dict[int, datetime]
+                      ) -> tuple[list[signals.PresenceFact], list[int]]:
+    """Who became connected (the conditional UPDATE decides, once across processes), and
+    who was already (``back``); a returning participant's pending disconnect is void. ``presence_since`` is the batch's
     first connect (exact when alone, within the write delay otherwise); each event keeps
     its own time."""
     run, sql = db.session.execute, _statements()
@@ -277,7 +309,7 @@ def _record_connected(first_connect: dict[int, datetime]) -> list[signals.Presen
     back = [pid for pid in ids if pid not in won_ids]
     if back:
         run(sql.back, {"ids": back})
-    return _insert_events([(row, first_connect[row.id]) for row in won], "connected")
+    return _insert_events([(row, first_connect[row.id]) for row in won], "connected"), back
 
 
 def _record_disconnected(candidates: set[int], now: datetime

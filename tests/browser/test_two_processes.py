@@ -1,6 +1,8 @@
 """Two server processes behind one public URL share events through real Redis and
 presence through the shared database: a provider on one sees a patient on the other,
-and when a process dies its patients turn disconnected on the survivor."""
+and when a process dies its patients turn disconnected on the survivor. A patient who
+opens the visit again on the other process continues there (the older page is told), and
+reads the chat said so far, whichever process took it."""
 from __future__ import annotations
 
 import os
@@ -87,18 +89,23 @@ def patient_presence(state) -> str:
     return next(p["presence"] for p in state["participants"] if p["role"] == "patient")
 
 
-def test_provider_on_one_process_sees_patient_on_the_other(two_servers):
-    first, second = two_servers
-    # The seeded visit is at 09:00 clinic time; its join links expire two hours after it
-    # ends, so a run after 11:20 Chicago time would be refused. Move it to now.
-    reschedule(first, "appt-1", datetime.now(timezone.utc))
+def provider_on(server, sandbox_id: str) -> tuple[Watcher, int]:
+    """The visit launched from the sandbox (moved to now: its join links would otherwise
+    expire two hours after the seeded 09:00 visit), its provider's page on ``server``."""
+    reschedule(server, sandbox_id, datetime.now(timezone.utc))
     browser = requests.Session()
-    landed = browser.get(first.url + "/sandbox/launch/provider/appt-1", timeout=10)
+    landed = browser.get(f"{server.url}/sandbox/launch/provider/{sandbox_id}", timeout=10)
     assert landed.status_code == 200 and "/visit/" in landed.url, landed.url
     appointment_id = int(landed.url.rsplit("/", 1)[1])
     cookies = "; ".join(f"{c.name}={c.value}" for c in browser.cookies)
-    provider = Watcher(first.url, cookies, appointment_id)
-    provider.wait_for(lambda s: s["appointment_id"] == appointment_id, 2)
+    provider = Watcher(server.url, cookies, appointment_id)
+    provider.wait_for(lambda s: s["appointment_id"] == appointment_id, 5)
+    return provider, appointment_id
+
+
+def test_provider_on_one_process_sees_patient_on_the_other(two_servers):
+    first, second = two_servers
+    provider, appointment_id = provider_on(first, "appt-1")
     admitted = threading.Event()
     # Behind the shared public URL a browser's Origin is that URL, whichever process answers.
     patient = socketio.Client(reconnection=False,
@@ -117,4 +124,36 @@ def test_provider_on_one_process_sees_patient_on_the_other(two_servers):
 
     waited = provider.wait_for(lambda s: patient_presence(s) == "disconnected", 30)
     assert waited < 30
+    provider.client.disconnect()
+
+
+def test_a_second_tab_on_the_other_process_takes_over_and_reads_the_chat(two_servers):
+    first, second = two_servers
+    provider, appointment_id = provider_on(first, "appt-2")
+    token = patient_token(first, appointment_id)
+    replaced, admitted = threading.Event(), threading.Event()
+    tab = socketio.Client(reconnection=False, websocket_extra_options={"origin": first.url})
+    tab.on("lobby_state", lambda s: s["state"] == "admitted" and admitted.set())
+    # What the page does on "replaced": say so, and disconnect itself.
+    tab.on("replaced", lambda _data: (replaced.set(), tab.disconnect()))
+    tab.connect(second.url, auth={"join_token": token}, transports=["websocket"],
+                wait_timeout=5)
+    provider.wait_for(lambda s: patient_presence(s) == "connected", 5)
+    patient_id = next(p["id"] for p in provider.latest["participants"] if p["role"] == "patient")
+    assert provider.client.call("admit", {"participant_id": patient_id}, timeout=5)["ok"]
+    assert admitted.wait(5)
+    said = tab.call("chat_send", {"text": "Can you hear me?"}, timeout=5)  # taken by B
+    assert said["ok"], said
+
+    again = socketio.Client(reconnection=False, websocket_extra_options={"origin": first.url})
+    again.connect(first.url, auth={"join_token": token}, transports=["websocket"],
+                  wait_timeout=5)
+    history = again.call("chat_history", {}, timeout=5)
+
+    assert replaced.wait(10), "the older tab on process B was not told"
+    assert [m["text"] for m in history["messages"]] == ["Can you hear me?"]
+    # One patient, connected throughout: no disconnect reached the provider.
+    provider.wait_for(lambda s: not tab.connected, 5)
+    assert patient_presence(provider.latest) == "connected"
+    again.disconnect()
     provider.client.disconnect()
