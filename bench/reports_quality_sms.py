@@ -1,7 +1,8 @@
-"""Time the call-quality and texts reports on PostgreSQL at scale: N visits (default
-1,000,000) over a year on 3 endpoints, a patient and a provider each with a call-quality
-rollup (what 20 samples a person, 20,000,000 samples in all, sum to), and 3 texts a visit.
-Rows are made with generate_series in a schema of their own, dropped afterwards.
+"""Time the call-quality, texts and usage reports on PostgreSQL at scale: N visits
+(default 1,000,000) over a year on 3 endpoints, a patient and a provider each with a
+call-quality rollup (what 20 samples a person, 20,000,000 samples in all, sum to), 3 texts
+a visit, and each settled visit's usage facts. Rows are made with generate_series in a
+schema of their own, dropped afterwards.
 
     DATABASE_URL=postgresql://postgres@127.0.0.1:5432/test \
         .venv/bin/python bench/reports_quality_sms.py [--visits 1000000]
@@ -28,7 +29,7 @@ import sqlalchemy as sa
 from app import create_app
 from ehr.services import ensure_endpoint
 from extensions import db
-from reports import quality, texts
+from reports import quality, texts, usage
 from reports.framework import Filters
 from settings import sqlalchemy_url
 from visits.models import utcnow
@@ -45,7 +46,12 @@ _BUCKET_VALUES = ", ".join(
     for _m in ("rtt", "jitter", "loss", "bitrate", "mos") for i in range(5))
 
 
-def fill(visits: int) -> None:
+# The rows each report needs, beyond appointments and participants.
+_NEEDS = {"quality": ("call_quality_rollups", "call_quality_days", "call_quality_visits"),
+          "sms": ("sms_messages",), "usage": ("usage_visit_facts", "usage_facts_state")}
+
+
+def fill(visits: int, reports: tuple[str, ...] = ("usage", "quality", "sms")) -> None:
     for n in range(3):
         ensure_endpoint(f"bench-{n}", f"https://ehr{n}.example.org/fhir", client_id="vv",
                         scopes="launch", approved_by="bench", site_timezone="America/Chicago")
@@ -107,19 +113,48 @@ def fill(visits: int) -> None:
          FROM appointments a CROSS JOIN (VALUES ('confirmation', interval '3 days', 0),
              ('reminder', interval '1 day', 1), ('reminder', interval '1 hour', 2))
              AS k(kind, ahead, n)"""),
+        # What reports.usage.refresh_facts keeps of each settled visit: 5 % cancelled, 8 %
+        # no-shows, waits of 0-15 min, visits of 10-30 min, lateness -2..+8 min.
+        ("usage_visit_facts", """
+         INSERT INTO usage_visit_facts (appointment_id, endpoint_id, start_at, end_at,
+             department, status, ended_at, patient_joined, admitted_at, lobby_entered_at,
+             provider_joined, provider_ehr_id, provider_name, join_route, language,
+             device_test)
+         SELECT a.id, a.endpoint_id, a.start_at, a.end_at, a.department_display,
+                CASE WHEN a.id % 20 = 0 THEN 'cancelled' ELSE 'fulfilled' END,
+                CASE WHEN a.id % 13 <> 0 THEN a.start_at + (a.id % 600 - 120 + 600
+                     + a.id % 1200) * interval '1 second' END,
+                a.id % 13 <> 0 OR a.id % 7 = 0,
+                CASE WHEN a.id % 13 <> 0 THEN a.start_at + (a.id % 600 - 120)
+                     * interval '1 second' END,
+                CASE WHEN a.id % 13 <> 0 THEN a.start_at + (a.id % 600 - 120 - a.id % 900)
+                     * interval '1 second' END,
+                a.id % 50 <> 0, 'Practitioner/p' || (a.id % 300), 'Dr ' || (a.id % 300),
+                (ARRAY['sms', 'mychart', 'guest'])[1 + a.id % 3],
+                (ARRAY['en', 'es', 'pt-BR', 'en'])[1 + a.id % 4],
+                (ARRAY['pass', 'warn', 'fail', NULL, NULL])[1 + a.id % 5]
+         FROM appointments a WHERE a.start_at < now() - interval '2 days'"""),
+        ("usage_facts_state", """
+         INSERT INTO usage_facts_state (id, settled_before)
+         VALUES (1, now() - interval '2 days')"""),
     ]
+    wanted = {"appointments", "participants"} | {t for r in reports for t in _NEEDS[r]}
     for table, statement in steps:
+        if table not in wanted:
+            continue
         started = time.perf_counter()
         db.session.execute(sa.text(statement))
         db.session.commit()
         print(f"  {table}: {time.perf_counter() - started:.1f} s", flush=True)
     db.session.execute(sa.text("ANALYZE"))
     db.session.commit()
-    started = time.perf_counter()
-    days = texts.settle(utcnow())
-    print(f"  texts settled: {days} days in {time.perf_counter() - started:.1f} s", flush=True)
-    db.session.execute(sa.text("ANALYZE"))
-    db.session.commit()
+    if "sms" in reports:
+        started = time.perf_counter()
+        days = texts.settle(utcnow())
+        print(f"  texts settled: {days} days in {time.perf_counter() - started:.1f} s",
+              flush=True)
+        db.session.execute(sa.text("ANALYZE"))
+        db.session.commit()
 
 
 def timed(label: str, build, args: dict) -> None:
@@ -136,10 +171,16 @@ def timed(label: str, build, args: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--visits", type=int, default=1_000_000)
+    parser.add_argument("--reports", default="usage,quality,sms",
+                        help="which reports to fill for and time (comma-separated)")
     url = os.environ.get("DATABASE_URL", "")
     if not url.startswith(("postgres://", "postgresql")):
         sys.exit("set DATABASE_URL to a PostgreSQL database")
-    visits = parser.parse_args().visits
+    arguments = parser.parse_args()
+    visits = arguments.visits
+    reports = tuple(name for name in arguments.reports.split(",") if name)
+    if not set(reports) <= set(_NEEDS):
+        sys.exit(f"--reports: choose among {', '.join(_NEEDS)}")
     schema = f"bench_{uuid.uuid4().hex[:8]}"
     admin = sa.create_engine(sqlalchemy_url(url), isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
@@ -154,7 +195,7 @@ def main() -> None:
                 flask_migrate.upgrade(directory=str(Path(__file__).resolve().parents[1]
                                                     / "migrations"))
                 print(f"filling {visits} visits:", flush=True)
-                fill(visits)
+                fill(visits, reports)
                 today = utcnow().date()
                 week = {"from": str(today - timedelta(days=6)), "to": str(today)}
                 month = {"from": str(today - timedelta(days=29)), "to": str(today),
@@ -162,7 +203,8 @@ def main() -> None:
                 quarter = {"from": str(today - timedelta(days=89)), "to": str(today),
                            "provider": "Practitioner/p17"}
                 year = {"from": str(today - timedelta(days=365)), "to": str(today)}
-                for name, build in (("quality", quality.build), ("sms", texts.build)):
+                builds = {"usage": usage.build, "quality": quality.build, "sms": texts.build}
+                for name, build in ((name, builds[name]) for name in reports):
                     timed(f"{name}: a week, every endpoint", build, week)
                     timed(f"{name}: a month, one endpoint and department", build, month)
                     timed(f"{name}: a quarter, one provider", build, quarter)

@@ -145,6 +145,17 @@ class Table:
     rows: list[dict[str, Any]] = field(default_factory=list)
     # What the page says when there are no rows (default: "Nothing in this range.").
     empty: Any = None
+    # On the page, rows past this many go behind "Show the other N rows" (a phone stacks
+    # each row into a card: 200 providers were thousands of lines). CSV and JSON have all.
+    fold_after: int | None = None
+
+    @property
+    def shown_rows(self) -> list[dict[str, Any]]:
+        return self.rows if self.fold_after is None else self.rows[:self.fold_after]
+
+    @property
+    def folded_rows(self) -> list[dict[str, Any]]:
+        return [] if self.fold_after is None else self.rows[self.fold_after:]
 
     def csv(self) -> str:
         """The table as CSV: a header of column keys, then the rows (ISO dates, seconds and

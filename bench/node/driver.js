@@ -290,8 +290,16 @@ async function fill() {
 
 async function drain() {
   const state = { max_backlog: 0 };
-  const first = await control('/backlog');
+  let first = await control('/backlog');
   if (!first) return;
+  // The fill's AuditEvents are queued when presence is written (behind the connects, in
+  // batches): on PostgreSQL the queue could still be empty when the fill ends, and the
+  // drain would end at once with nothing measured. Wait (bounded) until it shows.
+  const shows = now() + 15000;
+  while (first.pending === 0 && now() < shows) {
+    await sleep(100);
+    first = await control('/backlog');
+  }
   const f0 = await fhirStats();
   const t0 = now();
   const s0 = sample();

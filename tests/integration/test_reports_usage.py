@@ -409,3 +409,25 @@ def test_the_sample_data_command_refuses_production(tmp_path, monkeypatch):
                 Appointment)).scalar() == 0
     finally:
         dispose_app(application)
+
+
+def test_many_providers_fold_behind_show_more_on_the_page_but_not_in_the_csv(app):
+    with app.app_context():
+        endpoint_id = db.session.execute(sa.text(
+            "SELECT id FROM ehr_endpoints WHERE name = 'clinic-a'")).scalar()
+        for n in range(30):
+            _visit(endpoint_id, 100 + n, at(3, 9) + timedelta(minutes=n),
+                   provider=(f"Practitioner/many-{n:02d}", f"Dr. Many {n:02d}"))
+        db.session.commit()
+    client = sign_in(app.test_client(), "ann")
+
+    html = client.get(f"{PATH}?{RANGE}&endpoint=clinic-a").get_data(as_text=True)
+    rows = _csv(client, f"{RANGE}&endpoint=clinic-a", "providers")
+
+    shown = html.split('data-testid="report-providers"', 1)[1].split("</table>", 1)[0]
+    folded = html.split('data-testid="report-more-providers"', 1)[1].split("</details>", 1)[0]
+    assert shown.count('data-testid="report-row"') == usage.FOLD_AFTER
+    # P1, P2, the visit with none and the 30 others: the rest behind one "show more".
+    assert folded.count('data-testid="report-row"') == 33 - usage.FOLD_AFTER
+    assert "Show the other 8 rows" in folded
+    assert len(rows) == 33
