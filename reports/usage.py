@@ -34,7 +34,6 @@ from datetime import UTC, date, datetime, timedelta
 
 import sqlalchemy as sa
 from babel import Locale, UnknownLocaleError
-from sqlalchemy.dialects import postgresql
 from flask_babel import get_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
@@ -576,7 +575,6 @@ def _figures_sql(filters: Filters, now: datetime, names: dict[int, str]) -> Figu
     wait_bucket = sa.case(*((derived.c.wait >= edge, index) for index, edge in reversed(
         list(enumerate(edges))) if index), else_=0)
     d = derived.c
-    routes_known = (JoinRoute.SMS, JoinRoute.MYCHART, JoinRoute.GUEST)
     figures = [
         sa.func.count().filter(d.scheduled).label("scheduled"),
         sa.func.count().filter(d.started).label("started"),
@@ -588,47 +586,43 @@ def _figures_sql(filters: Filters, now: datetime, names: dict[int, str]) -> Figu
         sa.func.count().filter(d.joined).label("patients_joined"),
         sa.func.count().filter(d.tested).label("device_tested"),
         sa.func.count().filter(d.passed).label("device_passed"),
-        # The histogram and the join routes: counts of the whole range (read from the
-        # overall row), not groupings of their own, which would sort every visit again
-        # for each percentile.
-        *(sa.func.count().filter(d.wait.is_not(None), wait_bucket == index)
-          .label(f"waited_{index}") for index in range(len(edges))),
-        *(sa.func.count().filter(d.joined, d.join_route == route).label(f"route_{route}")
-          for route in routes_known),
-        sa.func.count().filter(d.joined, d.join_route.is_(None)).label("route_other"),
+        sa.func.count(d.wait).label("waited"),
     ]
     for key in ("wait", "duration", "lateness"):
-        # Both percentiles from one sort of the group's values.
-        figures.append(sa.func.percentile_cont(postgresql.array([0.5, 0.9]))
-                       .within_group(d[key]).label(f"{key}_percentiles"))
-    # Every grouping in one pass.
+        figures.append(sa.func.percentile_cont(0.5).within_group(d[key])
+                       .label(f"{key}_median_seconds"))
+        figures.append(sa.func.percentile_cont(0.9).within_group(d[key])
+                       .label(f"{key}_p90_seconds"))
+    bucket = wait_bucket.label("wait_bucket")
+    # Every grouping in one pass; the histogram, routes and languages are groupings too.
     sets = sa.func.grouping_sets(sa.tuple_(d.period), sa.tuple_(d.endpoint_id),
                                  sa.tuple_(d.department),
-                                 sa.tuple_(d.provider_ehr_id, d.provider_name), sa.tuple_())
+                                 sa.tuple_(d.provider_ehr_id, d.provider_name),
+                                 sa.tuple_(wait_bucket), sa.tuple_(d.join_route),
+                                 sa.tuple_(d.language), sa.tuple_())
     grouped = db.session.execute(sa.select(
         sa.func.grouping(d.period).label("g_period"),
         sa.func.grouping(d.endpoint_id).label("g_endpoint"),
         sa.func.grouping(d.department).label("g_department"),
         sa.func.grouping(d.provider_ehr_id).label("g_provider"),
-        d.period, d.endpoint_id, d.department, d.provider_ehr_id, d.provider_name, *figures)
+        sa.func.grouping(wait_bucket).label("g_bucket"),
+        sa.func.grouping(d.join_route).label("g_route"),
+        sa.func.grouping(d.language).label("g_language"),
+        d.period, d.endpoint_id, d.department, d.provider_ehr_id, d.provider_name, bucket,
+        d.join_route, d.language, *figures)
         .group_by(sets)).mappings().all()
-    languages: Counter = Counter({language: joined for language, joined in db.session.execute(
-        sa.select(d.language, sa.func.count().filter(d.joined)).group_by(d.language))
-        if joined})
     by_endpoint: dict[str, dict] = {}
     by_department: dict[str, dict] = {}
     by_provider: dict[tuple[str | None, str | None], dict] = {}
     overall = dict(empty)
     wait_counts = [0] * len(edges)
     routes: Counter = Counter()
-    kept = ("scheduled", "started", "completed", "no_shows", "left_before_admitted",
-            "provider_never_joined", "cancelled", "patients_joined", "device_tested",
-            "device_passed")
+    languages: Counter = Counter()
     for row in grouped:
-        values = {key: row[key] for key in kept}
-        for key in ("wait", "duration", "lateness"):
-            median, p90 = row[f"{key}_percentiles"] or (None, None)
-            values[f"{key}_median_seconds"], values[f"{key}_p90_seconds"] = median, p90
+        values = {key: row[key] for key in row
+                  if not key.startswith("g_") and key not in (
+                      "period", "endpoint_id", "department", "provider_ehr_id",
+                      "provider_name", "wait_bucket", "join_route", "language", "waited")}
         values["device_tested_share"] = _share(values["device_tested"],
                                                values["patients_joined"])
         values["device_pass_rate"] = _share(values["device_passed"], values["device_tested"])
@@ -640,13 +634,16 @@ def _figures_sql(filters: Filters, now: datetime, names: dict[int, str]) -> Figu
             by_department[row["department"]] = values
         elif not row["g_provider"]:
             by_provider[(row["provider_ehr_id"], row["provider_name"])] = values
+        elif not row["g_bucket"]:
+            wait_counts[row["wait_bucket"]] += row["waited"]
+        elif not row["g_route"]:
+            if row["patients_joined"]:
+                routes[row["join_route"]] = row["patients_joined"]
+        elif not row["g_language"]:
+            if row["patients_joined"]:
+                languages[row["language"]] = row["patients_joined"]
         else:
             overall = values
-            wait_counts = [row[f"waited_{index}"] for index in range(len(edges))]
-            routes = Counter({route: row[f"route_{route}"] for route in routes_known
-                              if row[f"route_{route}"]})
-            if row["route_other"]:
-                routes[None] = row["route_other"]
     return Figures(periods, by_endpoint, by_department, by_provider, overall, wait_counts,
                    routes, languages)
 
