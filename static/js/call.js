@@ -9,6 +9,15 @@ import { request } from "./socket.js";
 
 const QUALITY_INTERVAL_MS = 10_000;
 
+// A candidate names the ICE session it belongs to (its usernameFragment); one that is not
+// the peer's current remote session's belongs to an offer still on its way.
+function forAnotherOffer(peer, candidate) {
+  const remote = peer.pc.remoteDescription;
+  if (!candidate.usernameFragment || !remote) return false;
+  const session = /a=ice-ufrag:(\S+)/.exec(remote.sdp);
+  return Boolean(session) && session[1] !== candidate.usernameFragment;
+}
+
 export class Call {
   constructor({ socket, localStream, root, strings, onState = () => {}, onMedia = () => {} }) {
     this.socket = socket;
@@ -133,7 +142,10 @@ export class Call {
       await request(this.socket, "signal", { to: from, description: peer.pc.localDescription.toJSON() });
     } else if (description && peer) {
       await peer.pc.setRemoteDescription(description);
-    } else if (candidate && !peer) {
+    } else if (candidate && (!peer || forAnotherOffer(peer, candidate))) {
+      // Before its offer (the server may relay a socket's messages out of order): kept for
+      // the peer that offer makes. That includes a restart's candidates overtaking the
+      // restart offer while the old peer is still here: they would go to the old one.
       this.early.set(from, [...(this.early.get(from) || []), candidate]);
       return;
     }
