@@ -55,3 +55,19 @@ class Hl7MessageReceipt(db.Model):
     def __repr__(self) -> str:
         return (f"<Hl7MessageReceipt {self.id} endpoint={self.endpoint_id} "
                 f"{self.message_type} control_id={self.control_id!r} ack={self.ack_code}>")
+
+
+class Hl7AckCount(db.Model):
+    """How many messages each endpoint's feed was answered with each MSA-1 code, and the
+    last one's time: kept as receipts get their code (one increment in the same
+    transaction), so ``/metrics``, scraped every few seconds, reads a few rows instead of
+    counting every receipt ever kept."""
+
+    __tablename__ = "hl7_ack_counts"
+    __table_args__ = (one_of("ack_code", AckCode),)
+
+    endpoint_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("ehr_endpoints.id", ondelete="CASCADE"), primary_key=True)
+    ack_code: Mapped[str] = mapped_column(sa.String(2), primary_key=True)
+    messages: Mapped[int] = mapped_column(default=0, server_default="0")
+    last_received_at: Mapped[datetime] = mapped_column(UTCDateTime())

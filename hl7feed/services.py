@@ -11,6 +11,8 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 import at_rest
@@ -18,7 +20,7 @@ from ehr.models import EhrEndpoint
 from extensions import db
 from hl7feed import hl7
 from hl7feed.certificates import verify_signature
-from hl7feed.models import AckCode, Hl7MessageReceipt
+from hl7feed.models import AckCode, Hl7AckCount, Hl7MessageReceipt
 from notifications import scheduling
 from notifications.models import PHONE_PURPOSE, SmsRecipient
 from notifications.scheduling import Change
@@ -113,7 +115,7 @@ def _record_and_apply(endpoint: EhrEndpoint, header: hl7.Header, message_type: s
             return result(AckCode.ERROR, error="message was refused before (duplicate)")
         return result(previous_code)
     if unusable is not None:
-        receipt.ack_code = AckCode.ERROR
+        acknowledge(receipt, AckCode.ERROR)
         db.session.commit()
         return result(AckCode.ERROR, error=str(unusable), error_code=unusable.code,
                       segment=unusable.segment)
@@ -121,12 +123,29 @@ def _record_and_apply(endpoint: EhrEndpoint, header: hl7.Header, message_type: s
         with db.session.begin_nested():
             applied = _apply(endpoint, parsed)
     except hl7.UnusableMessage as exc:
-        receipt.ack_code = AckCode.ERROR
+        acknowledge(receipt, AckCode.ERROR)
         db.session.commit()
         return result(AckCode.ERROR, error=str(exc), error_code=exc.code, segment=exc.segment)
-    receipt.ack_code = AckCode.ACCEPT
+    acknowledge(receipt, AckCode.ACCEPT)
     db.session.commit()
     return result(AckCode.ACCEPT, applied=applied)
+
+
+def acknowledge(receipt: Hl7MessageReceipt, code: AckCode) -> None:
+    """The receipt's MSA-1, and its endpoint's count of that code, in the caller's
+    transaction (an upsert: two processes may count the same endpoint at once)."""
+    receipt.ack_code = code
+    counts = Hl7AckCount.__table__
+    postgres = db.session.get_bind().dialect.name == "postgresql"
+    insert = postgresql.insert if postgres else sqlite.insert
+    later = sa.func.greatest if postgres else sa.func.max  # SQLite's two-argument max()
+    upsert = insert(counts).values(endpoint_id=receipt.endpoint_id, ack_code=code.value,
+                                   messages=1, last_received_at=receipt.received_at)
+    db.session.execute(upsert.on_conflict_do_update(
+        index_elements=[counts.c.endpoint_id, counts.c.ack_code],
+        set_={"messages": counts.c.messages + 1,
+              "last_received_at": later(counts.c.last_received_at,
+                                        upsert.excluded.last_received_at)}))
 
 
 def _apply(endpoint: EhrEndpoint, parsed: hl7.ParsedSiu) -> bool:

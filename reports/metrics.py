@@ -20,7 +20,7 @@ from ehr.models import (
     WritebackStatus,
 )
 from extensions import db
-from hl7feed.models import Hl7MessageReceipt
+from hl7feed.models import Hl7AckCount
 from reports.health import ACK_CODES, _aware
 from visits.models import utcnow
 
@@ -100,13 +100,12 @@ def _collect():
         if pending and oldest is not None:
             age = max(0.0, (now - oldest).total_seconds())
             counts["oldest"][endpoint_id] = max(counts["oldest"].get(endpoint_id, 0.0), age)
-    receipts = Hl7MessageReceipt
+    # Counted as each receipt got its code (hl7feed/services.py): a few rows, however
+    # many messages were ever kept.
+    acks = Hl7AckCount
     hl7: dict[tuple[int, str], int] = {}
     for endpoint_id, code, count, last in db.session.execute(
-            sa.select(receipts.endpoint_id, receipts.ack_code, sa.func.count(),
-                      sa.func.max(receipts.received_at))
-            .where(receipts.ack_code.is_not(None))
-            .group_by(receipts.endpoint_id, receipts.ack_code)):
+            sa.select(acks.endpoint_id, acks.ack_code, acks.messages, acks.last_received_at)):
         hl7[(endpoint_id, code)] = count
         last = _aware(last)
         if last is not None:

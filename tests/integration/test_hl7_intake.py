@@ -379,3 +379,26 @@ def test_intake_dedupes_and_applies_on_each_backend(backend_app, keys):
     appointments = db.session.execute(db.select(Appointment)).scalars().all()
     assert [(a.filler_id, a.status) for a in appointments] == [("F-pg", "cancelled")]
     assert hl7_intake.has_sms_phone(appointments[0])
+
+
+def _acks(server, code: str) -> float:
+    """``vv_hl7_messages_total`` for this module's endpoint and ``code`` (0 before any)."""
+    text = requests.get(f"{server.url}/metrics", timeout=30).text
+    line = f'vv_hl7_messages_total{{ack="{code}",endpoint="{ENDPOINT}"}} '
+    return next((float(row[len(line):]) for row in text.splitlines() if row.startswith(line)),
+                0.0)
+
+
+def test_metrics_count_each_message_once_by_the_code_it_got(live_server, endpoint, keys):
+    filler = f"F-{uuid.uuid4().hex[:8]}"
+    accepted, refused = _acks(live_server, "AA"), _acks(live_server, "AE")
+    message = _s12(f"C-{filler}", filler)
+
+    first = _post(live_server, message, keys["rsa"])
+    again = _post(live_server, message, keys["rsa"])  # a resend: acknowledged, not counted
+    broken = _post(live_server, message.replace(b"SCH|", b"SCX|").replace(
+        f"C-{filler}".encode(), f"B-{filler}".encode()), keys["rsa"])
+
+    assert [_msa(r)[1] for r in (first, again, broken)] == ["AA", "AA", "AE"]
+    assert _acks(live_server, "AA") == accepted + 1
+    assert _acks(live_server, "AE") == refused + 1

@@ -19,7 +19,8 @@ from ehr.errors import EhrUnavailable, TokenRefused
 from ehr.models import BackendTokenFailure, WritebackOutbox
 from ehr.services import ensure_endpoint
 from extensions import db
-from hl7feed.models import Hl7MessageReceipt
+from hl7feed.models import AckCode, Hl7MessageReceipt
+from hl7feed.services import acknowledge
 from tests.admin_helpers import create_account, sign_in
 from tests.conftest import build_app, dispose_app
 from visits.models import utcnow
@@ -53,12 +54,20 @@ def seed(application) -> None:
             _outbox(a.id, 3, "pending", "AuditEvent", 5),
             _outbox(a.id, 4, "failed", "Observation", 30, "HTTP 422 processing"),
             _outbox(a.id, 5, "sent", "AuditEvent", 40),
+        ])
+        receipts = [
             _receipt(a.id, 1, "AA", timedelta(hours=1)),
             _receipt(a.id, 2, "AA", timedelta(minutes=50)),
             _receipt(a.id, 3, "AE", timedelta(minutes=40)),
             _receipt(a.id, 4, None, timedelta(minutes=1)),  # still being applied: no ACK yet
             _receipt(a.id, 5, "AR", timedelta(days=30)),
-        ])
+        ]
+        for receipt in receipts:
+            code, receipt.ack_code = receipt.ack_code, None
+            db.session.add(receipt)
+            db.session.flush()
+            if code is not None:  # as the intake answers it: the code and its count
+                acknowledge(receipt, AckCode(code))
         db.session.commit()
         backend_auth.record_failure(a.id, TokenRefused("invalid_client"))
         backend_auth.record_failure(a.id, EhrUnavailable("token endpoint: HTTP 503"))

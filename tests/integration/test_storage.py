@@ -29,7 +29,7 @@ from ehr.models import (
     WritebackOutbox,
 )
 from extensions import db
-from hl7feed.models import Hl7MessageReceipt
+from hl7feed.models import Hl7AckCount, Hl7MessageReceipt
 from notifications.models import SmsMessage, SmsOptEvent, SmsOptOut, SmsRecipient
 from reports.models import (
     SmsReportDay,
@@ -243,6 +243,8 @@ def test_every_table_round_trips_a_row(app):
     db.session.add(SmsReportDay(endpoint_id=appointment.endpoint.id, day=T0.date(),
                                 kind="reminder", outcome="delivered", texts=3))
     db.session.add(SmsReportState(id=1, settled_through=T0.date()))
+    db.session.add(Hl7AckCount(endpoint_id=appointment.endpoint.id, ack_code="AA", messages=2,
+                               last_received_at=T0))
     db.session.add(CallQualityVisit(appointment_id=appointment.id,
                                     endpoint_id=appointment.endpoint.id, day=T0.date(),
                                     first_at=T0, people=1, mos_mean=4.2))
