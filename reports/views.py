@@ -9,7 +9,7 @@ from datetime import date, datetime
 from urllib.parse import urlencode
 
 from flask import Response, abort, current_app, render_template, request, url_for
-from flask_babel import format_decimal, format_percent
+from flask_babel import format_date, format_decimal, format_percent
 from flask_babel import gettext as _
 
 from admin.auth import require_role
@@ -148,8 +148,11 @@ def report_value(value, kind: str = "int") -> str:
         return duration(value)
     if kind in ("int", "number"):
         return format_decimal(value, "#,##0.#")
-    if isinstance(value, (date, datetime)):
-        return value.isoformat()
+    if isinstance(value, datetime):
+        return value.isoformat()  # with its UTC offset: which zone is never in doubt
+    if isinstance(value, date):
+        # "Nov 29, 2026", "29 nov 2026": the reader's way (CSV and JSON keep ISO dates).
+        return format_date(value, "medium")
     return str(value)
 
 
