@@ -10,13 +10,13 @@ import sqlite3
 import time
 
 from flask.sessions import SecureCookieSessionInterface
-from itsdangerous import BadSignature
 from flask_babel import Babel
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_migrate import Migrate
 from flask_socketio import SocketIO
 from flask_sqlalchemy import SQLAlchemy
+from itsdangerous import BadSignature
 from sqlalchemy import MetaData, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase

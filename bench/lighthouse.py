@@ -43,7 +43,7 @@ def score(lighthouse: str, url: str, folder: Path) -> tuple[float, dict]:
         [lighthouse, url, "--only-categories=performance", "--output=json",
          f"--output-path={out}", f"--chrome-flags={FLAGS}", "--quiet"],
         env={**os.environ, "CHROME_PATH": CHROMIUM}, capture_output=True, text=True,
-        timeout=300)
+        timeout=300, check=False)
     if result.returncode != 0 or not out.exists():
         raise RuntimeError(f"lighthouse failed ({result.returncode}):\n{result.stderr[-2000:]}")
     report = json.loads(out.read_text())

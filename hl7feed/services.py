@@ -25,7 +25,13 @@ from notifications import scheduling
 from notifications.models import PHONE_PURPOSE, SmsRecipient
 from notifications.scheduling import Change
 from visits import appointments
-from visits.models import Appointment, AppointmentStatus, Participant, ParticipantRole, utcnow
+from visits.models import (
+    Appointment,
+    AppointmentStatus,
+    Participant,
+    ParticipantRole,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 

@@ -513,18 +513,11 @@ def _source_sql(filters: Filters):
             parts.append(query)
             continue
         rows = query.subquery("live")
-        first = Participant.__table__.alias("first_provider")
-
-        def of_first(column):
-            # A primary-key probe per visit: as a join, PostgreSQL hashed every participant
-            # (0.5 s of a week's report at 2,000,000 participants) for a few thousand rows.
-            return sa.select(column).where(first.c.id == rows.c.provider_id).scalar_subquery()
-
         values = (
             rows.c.endpoint_id, rows.c.start_at, rows.c.end_at, rows.c.department_display,
             rows.c.status, rows.c.ended_at, rows.c.joined, rows.c.admitted_at,
-            rows.c.entered_at, rows.c.provider_joined, of_first(first.c.ehr_user_id),
-            of_first(first.c.display_name), rows.c.join_route, rows.c.language,
+            rows.c.entered_at, rows.c.provider_joined, _first_provider(rows, "ehr_user_id"),
+            _first_provider(rows, "display_name"), rows.c.join_route, rows.c.language,
             sa.case((rows.c.best_test == 2, "pass"), (rows.c.best_test == 1, "warn"),
                     (rows.c.best_test == 0, "fail")))
         parts.append(sa.select(*(value.label(name) for value, name in zip(values, columns)))
@@ -533,6 +526,14 @@ def _source_sql(filters: Filters):
         return None
     union = parts[0] if len(parts) == 1 else sa.union_all(*parts)
     return union.subquery("visits")
+
+
+def _first_provider(rows, column: str):
+    """The live visit's first provider's ``column``: a primary-key probe per visit. As a
+    join, PostgreSQL hashed every participant (0.5 s of a week's report at 2,000,000
+    participants) for a few thousand visits."""
+    first = Participant.__table__.alias("first_provider")
+    return sa.select(first.c[column]).where(first.c.id == rows.c.provider_id).scalar_subquery()
 
 
 def _figures_sql(filters: Filters, now: datetime, names: dict[int, str]) -> Figures:

@@ -29,6 +29,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from flask import current_app
 from flask_babel import lazy_gettext as _l
+from redis.exceptions import RedisError
 
 from extensions import db
 from ops.socket_limits import Budget
@@ -179,7 +180,7 @@ def send(participant: Participant, text: str, now: datetime, *, staff: bool
     else:
         try:
             shared.append(message)
-        except Exception as error:  # redis' errors: down, timed out, refused
+        except RedisError as error:  # down, timed out, refused
             shared.failed("send", error)
             _keep_here(message)
     with _lock:
@@ -207,7 +208,7 @@ def history(participant: Participant, *, staff: bool) -> list[Message]:
     if shared is not None:
         try:
             stored = shared.read(participant.appointment_id)
-        except Exception as error:  # redis' errors
+        except RedisError as error:
             shared.failed("history", error)
         else:
             if kept:  # sent here while Redis was down: both, in order
@@ -230,7 +231,7 @@ def has_messages(appointment_id: int) -> bool:
         return False
     try:
         return shared.has(appointment_id)
-    except Exception as error:  # redis' errors
+    except RedisError as error:
         shared.failed("history", error)
         return False
 
@@ -242,7 +243,7 @@ def forget(*appointment_ids: int) -> None:
     if shared is not None:
         try:
             shared.delete(list(appointment_ids))
-        except Exception as error:  # redis' errors
+        except RedisError as error:
             shared.failed("delete", error)
             with _lock:
                 for appointment_id in appointment_ids:

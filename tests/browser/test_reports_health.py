@@ -13,10 +13,10 @@ from playwright.sync_api import expect
 
 from tests.browser.accessibility import serious_violations
 from tests.browser.conftest import screenshot, start_server, stop_server
+from tests.browser.report_pages import create_analyst, signed_in_page
 
 pytestmark = pytest.mark.browser
 
-PASSWORD = "correct horse battery"
 
 
 def _stored(moment: datetime) -> str:
@@ -28,7 +28,7 @@ def _stored(moment: datetime) -> str:
 def server(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("reports-health")
     live = start_server(workdir)
-    live.flask("admin", "create-user", "ana", "--role", "analyst", "--password", PASSWORD)
+    create_analyst(live)
     now = datetime.now(timezone.utc)
     with sqlite3.connect(workdir / "app.db") as connection:
         (endpoint_id,) = connection.execute(
@@ -46,17 +46,7 @@ def server(tmp_path_factory):
 
 @pytest.mark.parametrize("lang", ["en", "es", "pt_BR"])
 def test_the_health_report_reads_on_a_phone_and_a_desktop(browser, server, lang):
-    # bypass_csp: axe is injected as an inline script, which the admin CSP forbids.
-    context = browser.new_context(locale="en-US", viewport={"width": 1280, "height": 800},
-                                  bypass_csp=True)
-    context.set_default_timeout(10_000)
-    page = context.new_page()
-    try:
-        page.goto(f"{server.url}/admin/login?lang={lang}")
-        page.fill("#username", "ana")
-        page.fill("#password", PASSWORD)
-        page.get_by_test_id("login-submit").click()
-        page.wait_for_url(server.url + "/admin/")
+    with signed_in_page(browser, server, lang, timeout_ms=10_000) as page:
         banner = page.get_by_test_id("health-banner")
         expect(banner.get_by_test_id("health-alert")).to_have_attribute(
             "data-kind", "writeback_pending")
@@ -78,5 +68,3 @@ def test_the_health_report_reads_on_a_phone_and_a_desktop(browser, server, lang)
         page.emulate_media(media="print")
         expect(page.get_by_test_id("admin-nav-health")).to_be_hidden()
         expect(page.get_by_test_id("health-hl7")).to_be_visible()
-    finally:
-        context.close()

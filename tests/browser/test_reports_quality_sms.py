@@ -16,6 +16,7 @@ from extensions import db
 from notifications.models import SmsMessage
 from tests.browser.accessibility import serious_violations
 from tests.browser.conftest import screenshot, start_server, stop_server
+from tests.browser.report_pages import create_analyst, signed_in_page
 from tests.conftest import make_config
 from tests.factories import make_visit
 from visits import calls
@@ -24,7 +25,6 @@ from visits.quality import families
 
 pytestmark = pytest.mark.browser
 
-PASSWORD = "correct horse battery"
 IPHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 "
           "(KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1")
 
@@ -62,7 +62,7 @@ def _plant(workdir) -> int:
 def server(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("reports-quality")
     live = start_server(workdir)
-    live.flask("admin", "create-user", "ana", "--role", "analyst", "--password", PASSWORD)
+    create_analyst(live)
     live.visit = _plant(workdir)
     yield live
     stop_server(live)
@@ -80,17 +80,7 @@ def _check_page(page, name: str, lang: str) -> None:
 
 @pytest.mark.parametrize("lang", ["en", "es", "pt_BR"])
 def test_quality_timeline_and_texts_read_on_a_phone_and_a_desktop(browser, server, lang):
-    # bypass_csp: axe is injected as an inline script, which the admin CSP forbids.
-    context = browser.new_context(locale="en-US", viewport={"width": 1280, "height": 800},
-                                  bypass_csp=True)
-    context.set_default_timeout(15_000)
-    page = context.new_page()
-    try:
-        page.goto(f"{server.url}/admin/login?lang={lang}")
-        page.fill("#username", "ana")
-        page.fill("#password", PASSWORD)
-        page.get_by_test_id("login-submit").click()
-        page.wait_for_url(server.url + "/admin/")
+    with signed_in_page(browser, server, lang, timeout_ms=15_000) as page:
 
         page.goto(f"{server.url}/admin/reports/quality")
         summary = page.get_by_test_id("report-summary")
@@ -113,5 +103,3 @@ def test_quality_timeline_and_texts_read_on_a_phone_and_a_desktop(browser, serve
         page.emulate_media(media="print")
         expect(page.get_by_test_id("report-filters")).to_be_hidden()
         expect(kinds).to_be_visible()
-    finally:
-        context.close()

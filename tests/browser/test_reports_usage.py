@@ -10,16 +10,16 @@ from playwright.sync_api import expect
 
 from tests.browser.accessibility import serious_violations
 from tests.browser.conftest import screenshot, start_server, stop_server
+from tests.browser.report_pages import create_analyst, signed_in_page
 
 pytestmark = pytest.mark.browser
 
-PASSWORD = "correct horse battery"
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     live = start_server(tmp_path_factory.mktemp("reports-usage"))
-    live.flask("admin", "create-user", "ana", "--role", "analyst", "--password", PASSWORD)
+    create_analyst(live)
     live.flask("reports", "sample-data", "--visits", "300", "--days", "6",
                "--samples-per-visit", "0")
     yield live
@@ -28,17 +28,7 @@ def server(tmp_path_factory):
 
 @pytest.mark.parametrize("lang", ["en", "es", "pt_BR"])
 def test_the_usage_report_reads_on_a_phone_and_a_desktop(browser, server, lang):
-    # bypass_csp: axe is injected as an inline script, which the admin CSP forbids.
-    context = browser.new_context(locale="en-US", viewport={"width": 1280, "height": 800},
-                                  bypass_csp=True)
-    context.set_default_timeout(15_000)
-    page = context.new_page()
-    try:
-        page.goto(f"{server.url}/admin/login?lang={lang}")
-        page.fill("#username", "ana")
-        page.fill("#password", PASSWORD)
-        page.get_by_test_id("login-submit").click()
-        page.wait_for_url(server.url + "/admin/")
+    with signed_in_page(browser, server, lang, timeout_ms=15_000) as page:
         page.get_by_test_id("admin-nav-reports").click()
         page.get_by_test_id("report-link-usage").click()
 
@@ -61,24 +51,12 @@ def test_the_usage_report_reads_on_a_phone_and_a_desktop(browser, server, lang):
         expect(page.get_by_test_id("report-filters")).to_be_hidden()
         expect(chart).to_be_visible()
         expect(periods).to_be_visible()
-    finally:
-        context.close()
 
 
 def test_an_unknown_endpoint_is_refused_on_the_page(browser, server):
-    context = browser.new_context(bypass_csp=True)
-    page = context.new_page()
-    try:
-        page.goto(f"{server.url}/admin/login")
-        page.fill("#username", "ana")
-        page.fill("#password", PASSWORD)
-        page.get_by_test_id("login-submit").click()
-        page.wait_for_url(server.url + "/admin/")
-
+    with signed_in_page(browser, server) as page:
         response = page.goto(f"{server.url}/admin/reports/usage?endpoint=nope")
 
         assert response.status == 400
         expect(page.get_by_test_id("report-error")).to_contain_text("nope")
         assert serious_violations(page) == []
-    finally:
-        context.close()
