@@ -90,7 +90,7 @@ demo: migrate
 
 # Three workers (pytest-xdist), a test file each: a browser test mostly waits on the browser
 # and the server, so three share this 2-core machine; measured here on a quiet machine, the
-# whole suite took 8 min 10 s on three (four were no faster: the CPU is then the limit).
+# whole suite took 9 min 20 s on three (four were no faster: the CPU is then the limit).
 PYTEST_ARGS ?= -n 3 --dist loadfile
 
 test: install-test nodejs
