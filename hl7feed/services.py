@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 import at_rest
@@ -24,6 +23,7 @@ from hl7feed.models import AckCode, Hl7AckCount, Hl7MessageReceipt
 from notifications import scheduling
 from notifications.models import PHONE_PURPOSE, SmsRecipient
 from notifications.scheduling import Change
+from ops.sql import upsert
 from visits import appointments
 from visits.models import (
     Appointment,
@@ -141,17 +141,13 @@ def acknowledge(receipt: Hl7MessageReceipt, code: AckCode) -> None:
     """The receipt's MSA-1, and its endpoint's count of that code, in the caller's
     transaction (an upsert: two processes may count the same endpoint at once)."""
     receipt.ack_code = code
-    counts = Hl7AckCount.__table__
-    postgres = db.session.get_bind().dialect.name == "postgresql"
-    insert = postgresql.insert if postgres else sqlite.insert
-    later = sa.func.greatest if postgres else sa.func.max  # SQLite's two-argument max()
-    upsert = insert(counts).values(endpoint_id=receipt.endpoint_id, ack_code=code.value,
-                                   messages=1, last_received_at=receipt.received_at)
-    db.session.execute(upsert.on_conflict_do_update(
-        index_elements=[counts.c.endpoint_id, counts.c.ack_code],
-        set_={"messages": counts.c.messages + 1,
-              "last_received_at": later(counts.c.last_received_at,
-                                        upsert.excluded.last_received_at)}))
+    last = Hl7AckCount.__table__.c.last_received_at
+    received = sa.literal(receipt.received_at, last.type)
+    upsert(Hl7AckCount, {"endpoint_id": receipt.endpoint_id, "ack_code": code.value},
+           {"messages": 1, "last_received_at": receipt.received_at},
+           {"messages": Hl7AckCount.__table__.c.messages + 1,
+            # Two processes may commit out of order: the later time stays.
+            "last_received_at": sa.case((last < received, received), else_=last)})
 
 
 def _apply(endpoint: EhrEndpoint, parsed: hl7.ParsedSiu) -> bool:

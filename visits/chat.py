@@ -117,9 +117,6 @@ class SharedChat:
         return [Message.from_dict(appointment_id, json.loads(raw)) for raw in
                 self.client.lrange(f"{self.prefix}{appointment_id}", 0, -1)]
 
-    def has(self, appointment_id: int) -> bool:
-        return bool(self.client.exists(f"{self.prefix}{appointment_id}"))
-
     def delete(self, appointment_ids: list[int]) -> None:
         if appointment_ids:
             self.client.delete(*(f"{self.prefix}{aid}" for aid in appointment_ids))
@@ -200,40 +197,47 @@ def audience(message: Message) -> Audience:
     return Audience(message.appointment_id, ids)
 
 
-def history(participant: Participant, *, staff: bool) -> list[Message]:
-    """What this person may read of the visit's chat, oldest first."""
+def messages(appointment_id: int) -> list[Message]:
+    """The visit's whole chat, oldest first: one Redis read (with Redis), plus what this
+    process kept itself while Redis was down. A page asks on every connect and most visits
+    have none, so this is all it costs then."""
     with _lock:
-        kept = list(_visits.get(participant.appointment_id, ()))
+        kept = list(_visits.get(appointment_id, ()))
     shared = _shared()
-    if shared is not None:
-        try:
-            stored = shared.read(participant.appointment_id)
-        except RedisError as error:
-            shared.failed("history", error)
-        else:
-            if kept:  # sent here while Redis was down: both, in order
-                ids = {message.id for message in stored}
-                stored = sorted([*stored, *(m for m in kept if m.id not in ids)],
-                                key=lambda message: message.at)
-            kept = stored
+    if shared is None:
+        return kept
+    try:
+        stored = shared.read(appointment_id)
+    except RedisError as error:
+        shared.failed("history", error)
+        return kept
+    if not kept:
+        return stored
+    ids = {message.id for message in stored}
+    return sorted([*stored, *(m for m in kept if m.id not in ids)], key=lambda m: m.at)
+
+
+def readable_by(participant: Participant, kept: list[Message], *, staff: bool
+                ) -> list[Message]:
+    """Of ``kept``, what this person may read: all of it for staff and people let in, the
+    providers' messages for those still waiting."""
     if staff or participant.admitted_at is not None:
         return kept
     return [message for message in kept if message.to_lobby]
 
 
-def has_messages(appointment_id: int) -> bool:
-    """Whether the visit has any message: in this process's memory, else (with Redis) one
-    EXISTS; a page's connect asks, and most visits have none."""
-    if _visits.get(appointment_id):
-        return True
-    shared = _shared()
-    if shared is None:
-        return False
-    try:
-        return shared.has(appointment_id)
-    except RedisError as error:
-        shared.failed("history", error)
-        return False
+def history(participant: Participant, *, staff: bool) -> list[Message]:
+    """What this person may read of the visit's chat, oldest first."""
+    return readable_by(participant, messages(participant.appointment_id), staff=staff)
+
+
+def _drop_here(appointment_ids, *, untrack: bool) -> None:
+    """Forget this process's copies; ``untrack``: and stop sweeping for them."""
+    with _lock:
+        for appointment_id in appointment_ids:
+            _visits.pop(appointment_id, None)
+            if untrack:
+                _last_at.pop(appointment_id, None)
 
 
 def forget(*appointment_ids: int) -> None:
@@ -245,14 +249,9 @@ def forget(*appointment_ids: int) -> None:
             shared.delete(list(appointment_ids))
         except RedisError as error:
             shared.failed("delete", error)
-            with _lock:
-                for appointment_id in appointment_ids:
-                    _visits.pop(appointment_id, None)
+            _drop_here(appointment_ids, untrack=False)
             return
-    with _lock:
-        for appointment_id in appointment_ids:
-            _visits.pop(appointment_id, None)
-            _last_at.pop(appointment_id, None)
+    _drop_here(appointment_ids, untrack=True)
 
 
 def sweep(now: datetime) -> None:
@@ -267,14 +266,11 @@ def sweep(now: datetime) -> None:
         Appointment.ended_at.is_not(None))).scalars().all()
     if ended:
         forget(*ended)
-    # Idle here is not idle everywhere: Redis expires a visit's list 12 hours after its
-    # own last message, whichever process took it; only this process's copies go here.
     stale = set(idle) - set(ended)
     if stale and _shared() is not None:
-        with _lock:
-            for appointment_id in stale:
-                _visits.pop(appointment_id, None)
-                _last_at.pop(appointment_id, None)
+        # Idle here is not idle everywhere: Redis expires a visit's list 12 hours after its
+        # own last message, whichever process took it; only this process's copies go.
+        _drop_here(stale, untrack=True)
     elif stale:
         forget(*stale)
 

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 
 from flask import current_app, request, session
 from flask_socketio import join_room, leave_room
+
 # Socket.IO's own refusal carries its message to the client (`connect_error`); Python's
 # builtin one reached pages as "Connection refused by server".
 from socketio.exceptions import ConnectionRefusedError as Refused
@@ -139,12 +140,11 @@ def disconnect(*_args):
         return
     now = _now()
     change = presence.socket_closed(sid, now)
-    config = current_app.config
     # Several processes (they share Redis): a page of theirs may be open on another one
     # (one that took over from this page, or a reload that landed there); then staff
     # hear nothing. One query, only when a person's last socket here closes.
-    if change is not None and config["REDIS_URL"] and presence.connected_elsewhere(
-            change.participant_id, now, float(config["PROCESS_TIMEOUT_SECONDS"])):
+    if change is not None and current_app.config["REDIS_URL"] and writer.connected_elsewhere(
+            [change.participant_id], now):
         change = None
     if change is not None:
         realtime.push_presence(change)
@@ -365,10 +365,11 @@ def chat_history(_data):
     identity = realtime.identity_for(request.sid)
     if identity is None:
         return replies.refusal("not_in_visit", request.sid)
-    if not chat.has_messages(identity.appointment_id):
-        return {"ok": True, "messages": []}  # the usual case: no query at all
+    kept = chat.messages(identity.appointment_id)
+    if not kept:
+        return {"ok": True, "messages": []}  # the usual case: no database query at all
     participant = db.session.get(Participant, identity.participant_id)
     if participant is None:
         return replies.refusal("not_in_visit", request.sid)
-    kept = chat.history(participant, staff=identity.is_staff)
-    return {"ok": True, "messages": [message.as_dict() for message in kept]}
+    readable = chat.readable_by(participant, kept, staff=identity.is_staff)
+    return {"ok": True, "messages": [message.as_dict() for message in readable]}

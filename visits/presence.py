@@ -126,17 +126,10 @@ def socket_closed(sid: str, now: datetime) -> Change | None:
     return Change(participant_id, held.appointment_id, "reconnecting", now, held.is_staff)
 
 
-def connected_elsewhere(participant_id: int, now: datetime, timeout_seconds: float) -> bool:
-    """Whether the participant has a socket on another process that is still alive (one
-    query): their last socket here closing is then no change (a page that moved, or a
-    second tab there that took over)."""
-    return db.session.execute(
-        sa.select(_sockets.c.sid).join(
-            ServerProcess, ServerProcess.process_id == _sockets.c.process_id)
-        .where(_sockets.c.participant_id == participant_id,
-               _sockets.c.process_id != process_id(),
-               ServerProcess.heartbeat_at >= now - timedelta(seconds=timeout_seconds))
-        .limit(1)).first() is not None
+def is_staff_here(participant_id: int) -> bool:
+    """Whether this process holds the participant as staff (a provider's visit page)."""
+    held = _held.get(participant_id)
+    return held is not None and held.is_staff
 
 
 def waiting_since(participant_id: int) -> datetime | None:

@@ -14,10 +14,10 @@ from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from extensions import db
+from ops.sql import upsert
 from visits.models import (
     Appointment,
     CallQualityDay,
@@ -160,19 +160,10 @@ class _Person:
     relayed: int
 
 
-def _upsert(model, key: dict, first: dict, changes: dict) -> None:
-    """INSERT ``key`` + ``first``, or on the key's conflict apply ``changes`` (column ->
-    expression on the existing row): the same statement on SQLite and PostgreSQL."""
-    insert = (postgresql.insert if db.session.get_bind().dialect.name == "postgresql"
-              else sqlite.insert)(model.__table__)
-    db.session.execute(insert.values({**key, **first}).on_conflict_do_update(
-        index_elements=list(key), set_=changes))
-
-
 def _add_to_day(person, deltas: dict[str, float], new_person: int, newly_relayed: int) -> None:
     c = CallQualityDay.__table__.c
     counts = {"people": new_person, "relayed_people": newly_relayed, **deltas}
-    _upsert(CallQualityDay,
+    upsert(CallQualityDay,
             {"endpoint_id": person.endpoint_id, "day": person.day, "role": person.role,
              "browser_family": person.browser_family or "", "os_family": person.os_family or ""},
             counts, {name: c[name] + delta for name, delta in counts.items()})
@@ -188,7 +179,7 @@ def _add_to_visit(person, sample: CallQualitySample, deltas: dict[str, float],
     # SET reads the row as it was, on both databases: the new mean from the old sums.
     changes["mos_mean"] = sa.case((c.mos_n + mos_n > 0, (c.mos_sum + mos_sum) / (c.mos_n + mos_n)),
                                   else_=None)
-    _upsert(CallQualityVisit, {"appointment_id": person.appointment_id},
+    upsert(CallQualityVisit, {"appointment_id": person.appointment_id},
             {"endpoint_id": person.endpoint_id, "day": person.day, "first_at": sample.at,
              "mos_mean": mos_sum / mos_n if mos_n else None, **counts}, changes)
 

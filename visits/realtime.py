@@ -164,9 +164,10 @@ def _announce_recorded(_app, result: writer.FlushResult) -> None:
         push_lobby_states(appointment_id, now)
     for participant_id in result.elsewhere:
         # Opened again here while a page of theirs is on another process: the newest takes
-        # over there too (that page hears ``replaced`` and disconnects itself).
+        # over there too (that page hears ``replaced`` and disconnects itself). Providers'
+        # pages are left alone, as on one process.
         here = sorted(presence.sids_of(participant_id))
-        if here:
+        if here and not presence.is_staff_here(participant_id):
             socketio.emit("replaced", {}, to=participant_room(participant_id), skip_sid=here)
 
 

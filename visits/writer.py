@@ -14,8 +14,8 @@ batch, a reconnect within the batch):
    RETURNING id`` decides who *became* connected; only those get a ``presence_events``
    row, and ``signals.presence_recorded`` lets the EHR write-back add its AuditEvents to
    the same transaction. Across processes, exactly one UPDATE wins. Of those already
-   connected, a patient (guest, interpreter) with a socket on another live process has
-   opened the visit again elsewhere (``FlushResult.elsewhere``: the older page is told);
+   connected, one with a socket on another live process has opened the visit again
+   elsewhere (``FlushResult.elsewhere``: a patient's older page is told);
 3. participants whose last socket closed get ``sockets_gone_at`` (only when no live
    socket of theirs is left on any process);
 4. new lobby places, links used;
@@ -74,7 +74,6 @@ class _Batch:
     lobby: dict[int, datetime] = field(default_factory=dict)  # participant -> entered_at
     links_used: dict[int, datetime] = field(default_factory=dict)  # link id -> when
     finalize: set[int] = field(default_factory=set)  # participants whose grace may be over
-    process_id: str = ""
 
     def __bool__(self) -> bool:
         return bool(self.opened or self.closed or self.connected or self.gone or self.lobby
@@ -87,8 +86,8 @@ class FlushResult:
     disconnected: list[signals.PresenceFact]
     # Asked to finalize but a socket of theirs is open somewhere: still connected.
     still_connected: list[int]
-    # Not providers, already connected through another live process: a second tab or
-    # device there (on this process, visits.events takes over at once).
+    # Already connected through another live process: a second tab or device there (on
+    # this process, visits.events takes over at once).
     elsewhere: list[int] = field(default_factory=list)
 
 
@@ -254,13 +253,11 @@ def _statements() -> SimpleNamespace:
                                                 p.c.sockets_gone_at.is_(None)),
         events=sa.insert(_events).returning(_events.c.id, _events.c.participant_id,
                                             sort_by_parameter_order=True),
-        # Who (not a provider) has a socket on another process that is still alive.
+        # Who has a socket on another process that is still alive.
         elsewhere=sa.select(_sockets.c.participant_id).distinct()
-        .select_from(_sockets.join(_processes, _processes.c.process_id == _sockets.c.process_id)
-                     .join(p, p.c.id == _sockets.c.participant_id))
+        .select_from(_sockets.join(_processes, _processes.c.process_id == _sockets.c.process_id))
         .where(_sockets.c.participant_id.in_(ids), _sockets.c.process_id != sa.bindparam("me"),
-               _processes.c.heartbeat_at >= sa.bindparam("alive_since"),
-               p.c.role != "provider"),
+               _processes.c.heartbeat_at >= sa.bindparam("alive_since")),
     )
 
 
@@ -282,26 +279,30 @@ def _apply(batch: _Batch, now: datetime) -> FlushResult:
     facts = connected + disconnected
     if facts:
         signals.presence_recorded.send(current_app._get_current_object(), facts=facts)
-    return FlushResult(connected, disconnected, still, _elsewhere(back, batch, now))
+    # Of those already connected when their first socket here opened: the ones connected
+    # through another process too (a query only when someone came back).
+    return FlushResult(connected, disconnected, still, connected_elsewhere(back, now))
 
 
-def _elsewhere(back: list[int], batch: _Batch, now: datetime) -> list[int]:
-    """Of participants already connected when their first socket here opened, those with
-    a socket on another live process (one query, only when someone came back)."""
-    if not back or not batch.opened:
+def connected_elsewhere(participant_ids: list[int], now: datetime) -> list[int]:
+    """Those of ``participant_ids`` with a socket on another process whose heartbeat is
+    within ``PROCESS_TIMEOUT_SECONDS`` (one query)."""
+    if not participant_ids:
         return []
+    from visits.presence import process_id
+
     timeout = float(current_app.config["PROCESS_TIMEOUT_SECONDS"])
     return list(db.session.execute(_statements().elsewhere, {
-        "ids": back, "me": batch.opened[0]["process_id"],
+        "ids": participant_ids, "me": process_id(),
         "alive_since": now - timedelta(seconds=timeout)}).scalars())
 
 
 def _record_connected(first_connect: dict[int, datetime]
                       ) -> tuple[list[signals.PresenceFact], list[int]]:
     """Who became connected (the conditional UPDATE decides, once across processes), and
-    who was already (``back``); a returning participant's pending disconnect is void. ``presence_since`` is the batch's
-    first connect (exact when alone, within the write delay otherwise); each event keeps
-    its own time."""
+    who was already (``back``); a returning participant's pending disconnect is void.
+    ``presence_since`` is the batch's first connect (exact when alone, within the write
+    delay otherwise); each event keeps its own time."""
     run, sql = db.session.execute, _statements()
     ids = list(first_connect)
     won = run(sql.connected, {"ids": ids, "since": min(first_connect.values())}).all()
