@@ -205,11 +205,12 @@ class Chart:
     value_column: str
 
     def bars(self) -> list[tuple[str, float, Any]]:
-        """(label, share of the longest bar 0..1, value) per row."""
+        """(label, share of the longest bar 0..1, value) per row; the label as the table
+        holds it (a date stays a date, so the page writes it as the table does)."""
         values = [(row.get(self.label_column), row.get(self.value_column) or 0)
                   for row in self.table.rows]
         top = max((value for _label, value in values), default=0) or 1
-        return [(str(label), value / top, value) for label, value in values]
+        return [(label, value / top, value) for label, value in values]
 
 
 # --- a report --------------------------------------------------------------------------------

@@ -431,3 +431,17 @@ def test_many_providers_fold_behind_show_more_on_the_page_but_not_in_the_csv(app
     assert folded.count('data-testid="report-row"') == 33 - usage.FOLD_AFTER
     assert "Show the other 8 rows" in folded
     assert len(rows) == 33
+
+
+def test_dates_read_as_the_reader_writes_them_on_the_page_and_iso_in_the_csv(app):
+    client = sign_in(app.test_client(), "ann")
+
+    english = client.get(f"{PATH}?{RANGE}&endpoint=clinic-a&lang=en").get_data(as_text=True)
+    spanish = client.get(f"{PATH}?{RANGE}&endpoint=clinic-a&lang=es").get_data(as_text=True)
+    rows = _csv(client, f"{RANGE}&endpoint=clinic-a", "periods")
+
+    chart = english.split('data-testid="chart-visits"', 1)[1].split("</figure>", 1)[0]
+    assert ">Nov 2, 2026</text>" in chart  # the bar's label, as the table writes it
+    assert ">Nov 2, 2026</th>" in english
+    assert ">2 nov 2026</th>" in spanish
+    assert rows[0]["period"] == "2026-11-02"
