@@ -192,23 +192,27 @@ class CachedSigningSessionInterface(SecureCookieSessionInterface):
 
     CHECKED_COOKIES = 4096
 
-    def get_signing_serializer(self, app):
+    def _signing(self, app) -> tuple:
+        """(the serializer, the cookies it has checked: value -> (signed at, JSON)), made
+        again when the secret keys change."""
         keys = (app.secret_key, tuple(app.config.get("SECRET_KEY_FALLBACKS") or ()))
         cached = app.extensions.get("vv_session_signer")
         if cached is None or cached[0] != keys:
             cached = (keys, super().get_signing_serializer(app), {})
             app.extensions["vv_session_signer"] = cached
-        return cached[1]
+        return cached[1], cached[2]
+
+    def get_signing_serializer(self, app):
+        return self._signing(app)[0]
 
     def open_session(self, app, request):
-        signer = self.get_signing_serializer(app)
+        signer, checked = self._signing(app)
         if signer is None:
             return None
         value = request.cookies.get(self.get_cookie_name(app))
         if not value:
             return self.session_class()
         max_age = int(app.permanent_session_lifetime.total_seconds())
-        checked = app.extensions["vv_session_signer"][2]
         hit = checked.get(value)
         if hit is not None and time.time() - hit[0] <= max_age:
             return self.session_class(signer.serializer.loads(hit[1]))

@@ -33,17 +33,13 @@ MAX_ID = 2**63 - 1
 Check = Callable[[Any], Any]
 
 
-def _english(detail: str) -> str:
-    return detail
+# The ack's "error" for the person, in the socket's language: set by visits/replies.py
+# (this module sits below it and cannot ask); until then the detail, in English.
+_word_refusal: Callable[[], str] | None = None
 
 
-# detail -> the ack's "error"; visits/replies.py words it in the socket's language.
-_word_refusal: Callable[[str], str] = _english
-
-
-def word_refusals_with(word: Callable[[str], str]) -> None:
-    """Let the layer that knows each socket's language word refused payloads' ``error``
-    (this module sits below it and cannot ask)."""
+def word_refusals_with(word: Callable[[], str]) -> None:
+    """Let the layer that knows each socket's language word refused payloads' ``error``."""
     global _word_refusal
     _word_refusal = word
 
@@ -203,8 +199,9 @@ def expects(**fields: Check | _Optional):
                 log.info("socket payload refused", extra={
                     "event": event.get("message") if isinstance(event, dict) else None,
                     "problem": str(refused)})
+                detail = str(refused)
                 return {"ok": False, "code": "invalid_payload",
-                        "error": _word_refusal(str(refused)), "detail": str(refused)}
+                        "error": _word_refusal() if _word_refusal else detail, "detail": detail}
             return handler(data)
 
         checked.payload_schema = schema  # type: ignore[attr-defined]

@@ -54,7 +54,7 @@ def refusal_for(error: VisitError, sid: str | None) -> dict:
         return {"ok": False, "code": error.code, "error": str(error)}
 
 
-def _word_payload_refusal(_detail: str) -> str:
+def _word_payload_refusal() -> str:
     return refusal("invalid_payload", getattr(request, "sid", None))["error"]
 
 

@@ -89,7 +89,7 @@ def test_a_decorated_handler_gets_the_clean_payload_and_never_a_bad_one(monkeypa
 
     monkeypatch.setattr(payloads, "request", FakeRequest())
     # The person's wording comes from the layer that knows the socket's language.
-    monkeypatch.setattr(payloads, "_word_refusal", lambda detail: f"worded: {detail[:14]}")
+    monkeypatch.setattr(payloads, "_word_refusal", lambda: "worded in the page's language")
     seen = []
 
     @expects(participant_id=ID)
@@ -102,7 +102,7 @@ def test_a_decorated_handler_gets_the_clean_payload_and_never_a_bad_one(monkeypa
 
     assert seen == [{"participant_id": 7}]
     assert refused == {"ok": False, "code": "invalid_payload",
-                       "error": "worded: participant_id",
+                       "error": "worded in the page's language",
                        "detail": "participant_id: must be a whole number from 1 to "
                                  "9223372036854775807"}
     assert admit.payload_schema is not None
