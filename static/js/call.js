@@ -74,6 +74,9 @@ export class Call {
     // Byte counters at creation, so the first quality sample already has a bitrate.
     const peer = { pc, offerer, relay, pending: [], tile: null,
                    stats: { bytesIn: 0, bytesOut: 0, at: performance.now() } };
+    // Settled by close(): an operation still queued on a closed connection never settles
+    // (the WebRTC spec abandons it), and would hold that peer's signal queue for good.
+    peer.closed = new Promise((resolve) => { peer.markClosed = resolve; });
     if (this.localStream) {
       for (const track of this.localStream.getTracks()) pc.addTrack(track, this.localStream);
     }
@@ -122,6 +125,11 @@ export class Call {
     this.queues.set(sid, next);
   }
 
+  // ``operation`` on ``peer``'s connection, or nothing once that peer is closed.
+  until(peer, operation) {
+    return Promise.race([operation, peer.closed]);
+  }
+
   async onSignal({ from, description, candidate, restart }) {
     let peer = this.peers.get(from);
     if (description && description.type === "offer") {
@@ -137,11 +145,12 @@ export class Call {
         peer.pending.push(...(this.early.get(from) || []));
         this.early.delete(from);
       }
-      await peer.pc.setRemoteDescription(description);
-      await peer.pc.setLocalDescription(await peer.pc.createAnswer());
+      await this.until(peer, peer.pc.setRemoteDescription(description)
+        .then(() => peer.pc.createAnswer()).then((answer) => peer.pc.setLocalDescription(answer)));
+      if (this.peers.get(from) !== peer) return; // closed meanwhile: nothing to answer
       await request(this.socket, "signal", { to: from, description: peer.pc.localDescription.toJSON() });
     } else if (description && peer) {
-      await peer.pc.setRemoteDescription(description);
+      await this.until(peer, peer.pc.setRemoteDescription(description));
     } else if (candidate && (!peer || forAnotherOffer(peer, candidate))) {
       // Before its offer (the server may relay a socket's messages out of order): kept for
       // the peer that offer makes. That includes a restart's candidates overtaking the
@@ -153,8 +162,10 @@ export class Call {
       if (candidate) peer.pending.push(candidate);
       if (peer.pc.remoteDescription) {
         for (const pending of peer.pending.splice(0)) {
+          if (this.peers.get(from) !== peer) return; // closed meanwhile: none apply
           // One meant for an offer that gave way (above) no longer matches: skip just it.
-          await peer.pc.addIceCandidate(pending).catch((error) => console.warn("candidate skipped", error));
+          await this.until(peer, peer.pc.addIceCandidate(pending))
+            .catch((error) => console.warn("candidate skipped", error));
         }
       }
     }
@@ -245,6 +256,7 @@ export class Call {
     if (!peer) return;
     peer.pc.onconnectionstatechange = null;
     peer.pc.close();
+    peer.markClosed();
     this.peers.delete(sid);
     if (!keepTile && peer.tile) peer.tile.remove();
   }

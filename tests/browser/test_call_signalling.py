@@ -19,8 +19,11 @@ async () => {
   console.warn = (...args) => { warnings.push(args.map(String).join(" ")); warn(...args); };
   const calls = {};
   const held = { offer: null, holding: false, candidatesAfter: 0 };
-  const deliver = (from, to, data) => setTimeout(
-      () => calls[to].socket.handlers.signal({ ...data, from }), 0);
+  const log = [];
+  const deliver = (from, to, data) => setTimeout(() => {
+    log.push(`${from}>${to}:${data.description ? data.description.type : "cand"}`);
+    calls[to].socket.handlers.signal({ ...data, from });
+  }, 0);
   function socket(id) {
     return {
       id, handlers: {},
@@ -57,7 +60,12 @@ async () => {
     const check = () => {
       const peer = calls[name].peers.get(other);
       if (peer && peer !== not && peer.pc.connectionState === "connected") return resolve(peer);
-      if (performance.now() - started > 20000) return reject(new Error(`${name} never connected`));
+      if (performance.now() - started > 20000) {
+        const states = Object.fromEntries(Object.entries(calls).map(([who, call]) => [who,
+          [...call.peers.values()].map((p) => `${p.pc.connectionState}/${p.pc.signalingState}`)]));
+        return reject(new Error(`${name} never connected: ${JSON.stringify(states)} `
+                                + `${JSON.stringify(warnings)} held=${held.candidatesAfter} ${log.join(" ")}`));
+      }
       setTimeout(check, 50);
     };
     check();
@@ -73,6 +81,8 @@ async () => {
     wait();
   });
   await new Promise((resolve) => setTimeout(resolve, 200));
+  // Where bob keeps them until the offer comes: for the peer it will make.
+  const waiting = (calls.bob.early.get("alice") || []).length;
   held.holding = false;
   held.offer();
   await restart;
@@ -81,6 +91,7 @@ async () => {
   return {
     newPeer: first !== second,
     candidatesBeforeOffer: held.candidatesAfter,
+    waitingForTheOffer: waiting,
     skipped: warnings.filter((line) => line.includes("candidate skipped")),
   };
 }
@@ -97,6 +108,8 @@ def test_a_restarts_candidates_that_overtake_its_offer_wait_for_the_new_peer(liv
     result = page.evaluate(RESTART_WITH_CANDIDATES_FIRST)
 
     assert result["newPeer"] and result["candidatesBeforeOffer"] > 0, result
+    # Kept for the new peer, not handed to the old one (which drops or stalls on them).
+    assert result["waitingForTheOffer"] > 0, result
     # Each went to the peer the restart offer made, none to the old one (where it fails).
     assert result["skipped"] == [], result
     context.close()
