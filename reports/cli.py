@@ -89,8 +89,8 @@ def sample_data_command(count: int, days: int, samples_per_visit: int, seed: int
 
 @reports_cli.command("refresh-usage")
 def refresh_usage_command() -> None:
-    """Keep the usage report's facts of every visit settled since the last refresh (each
-    server process also does it every 10 minutes)."""
+    """Keep the usage report's facts of every visit settled since the last refresh, and sum
+    them per clinic day (each server process also does it every 10 minutes)."""
     _refresh_usage()
 
 
@@ -99,7 +99,7 @@ def _refresh_usage() -> None:
 
     started = time.perf_counter()
     added = usage.refresh_facts(utcnow())
-    click.echo(f"Usage facts: {added} settled visits added in "
+    click.echo(f"Usage facts: {added} settled visits added, and summed per clinic day, in "
                f"{time.perf_counter() - started:.1f} s.")
 
 

@@ -1,7 +1,9 @@
 """Rows the reports keep for themselves: the usage report's per-visit facts, frozen once a
 visit is settled (reports/usage.py, ``refresh_facts``), so a report over months reads one
 narrow row per visit instead of recomputing it from participants, lobby entries and
-device tests. No patient data: ids, times, flags, the route and language codes."""
+device tests; and their sums per clinic day (reports/usage_sums.py), so a report over a
+year of a large clinic adds up a few thousand rows instead of a million. No patient data:
+ids, times, flags, the route and language codes, counts."""
 from __future__ import annotations
 
 from datetime import date, datetime
@@ -43,12 +45,100 @@ class UsageVisitFacts(db.Model):
 
 class UsageFactsState(db.Model):
     """How far the facts reach: every visit scheduled before ``settled_before`` has its row
-    (one row, id 1)."""
+    (one row, id 1); and the sums: every visit scheduled before ``sums_before`` is counted
+    in ``usage_day_sums`` and the tables beside it (None: none is yet)."""
 
     __tablename__ = "usage_facts_state"
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     settled_before: Mapped[datetime] = mapped_column(UTCDateTime())
+    sums_before: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+# --- the usage report's sums per clinic day --------------------------------------------------
+
+# Upper bounds of the buckets the lobby wait and the visit's duration are counted in, in
+# seconds (the first bucket also holds anything below 0, the last anything above 7,200):
+# narrow where most visits fall, and every edge of the report's lobby-wait histogram
+# (0, 1, 2, 5, 10, 15, 20, 30, 45, 60 minutes) among them, so that histogram is exact.
+SPAN_EDGES = (0, 15, 30, 45, 60, 90, 120, 150, 180, 210, 240, 270, 300, 360, 420, 480, 540,
+              600, 660, 720, 780, 840, 900, 1020, 1140, 1200, 1350, 1500, 1650, 1800, 2100,
+              2400, 2700, 3000, 3600, 4500, 5400, 7200)
+# Lateness, from the scheduled start to the admission, is negative when early.
+LATENESS_EDGES = (-1800, -900, -600, -300, -180, -120, -60, -30, 0, 30, 60, 90, 120, 180,
+                  240, 300, 420, 600, 900, 1200, 1800, 2700, 3600)
+MEASURE_EDGES = {"wait": SPAN_EDGES, "duration": SPAN_EDGES, "lateness": LATENESS_EDGES}
+# Visits counted per row: as reports/usage.py ``Counted`` defines them; routes among the
+# patients who connected.
+SUM_COUNTS = ("scheduled", "started", "completed", "no_shows", "left_before_admitted",
+              "provider_never_joined", "cancelled", "patients_joined", "device_tested",
+              "device_passed", "route_sms", "route_mychart", "route_guest", "route_none")
+
+
+def bucket_columns(measure: str) -> list[str]:
+    return [f"{measure}_b{index}" for index in range(len(MEASURE_EDGES[measure]))]
+
+
+def _sum_columns() -> list[sa.Column]:
+    """The counts, then per measure its least and greatest value (so the first and last
+    values of a distribution are exact) and a count per bucket."""
+    columns = [sa.Column(name, sa.Integer, nullable=False, server_default="0")
+               for name in SUM_COUNTS]
+    for measure in MEASURE_EDGES:
+        columns += [sa.Column(f"{measure}_min", sa.Float), sa.Column(f"{measure}_max", sa.Float)]
+        columns += [sa.Column(name, sa.Integer, nullable=False, server_default="0")
+                    for name in bucket_columns(measure)]
+    return columns
+
+
+class UsageDaySums(db.Model):
+    """The settled visits of one endpoint's clinic day (in its time zone) in one department
+    (None: no department), summed: every usage figure but the per-provider and language
+    tables reads these."""
+
+    __table__ = sa.Table(
+        "usage_day_sums", db.metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("endpoint_id", sa.Integer, nullable=False),
+        sa.Column("day", sa.Date, nullable=False),
+        sa.Column("department", sa.String(200)),
+        *_sum_columns(),
+        sa.Index("ix_usage_day_sums_endpoint_id_day", "endpoint_id", "day"),
+    )
+
+
+class UsageProviderDaySums(db.Model):
+    """The same sums per first provider (EHR id and display name, as the visits' facts keep
+    them) of the endpoint's day and department: the per-provider table."""
+
+    __table__ = sa.Table(
+        "usage_provider_day_sums", db.metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("endpoint_id", sa.Integer, nullable=False),
+        sa.Column("day", sa.Date, nullable=False),
+        sa.Column("department", sa.String(200)),
+        sa.Column("provider_ehr_id", sa.String(255)),
+        sa.Column("provider_name", sa.String(200)),
+        *_sum_columns(),
+        sa.Index("ix_usage_provider_day_sums_endpoint_id_day", "endpoint_id", "day"),
+    )
+
+
+class UsageDayLanguages(db.Model):
+    """Patients who connected, per language their clinic recorded, per endpoint's day and
+    department."""
+
+    __tablename__ = "usage_day_languages"
+    __table_args__ = (
+        sa.Index("ix_usage_day_languages_endpoint_id_day", "endpoint_id", "day"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    endpoint_id: Mapped[int] = mapped_column(sa.Integer)
+    day: Mapped[date] = mapped_column(sa.Date)
+    department: Mapped[str | None] = mapped_column(sa.String(200))
+    language: Mapped[str | None] = mapped_column(sa.String(16))
+    patients: Mapped[int] = mapped_column(default=0, server_default="0")
 
 
 class SmsReportDay(db.Model):

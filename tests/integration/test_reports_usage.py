@@ -15,6 +15,7 @@ November 2026 (CST, UTC-6):
 from __future__ import annotations
 
 import json
+from bisect import bisect_right
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -24,8 +25,8 @@ from admin.models import AdminRole
 from device_test.models import DeviceTestResult
 from ehr.services import ensure_endpoint
 from extensions import db
-from reports import framework, usage
-from reports.models import UsageFactsState, UsageVisitFacts
+from reports import framework, usage, usage_sums
+from reports.models import MEASURE_EDGES, UsageFactsState, UsageVisitFacts
 from tests.admin_helpers import create_account, sign_in
 from tests.conftest import build_app, dispose_app
 from visits.models import Appointment, LobbyEntry, Participant, utcnow
@@ -445,3 +446,114 @@ def test_dates_read_as_the_reader_writes_them_on_the_page_and_iso_in_the_csv(app
     assert ">Nov 2, 2026</th>" in english
     assert ">2 nov 2026</th>" in spanish
     assert rows[0]["period"] == "2026-11-02"
+
+
+# --- the settled visits' sums per clinic day (reports/usage_sums.py) ---------------------------
+
+SUM_TABLES = ("periods", "endpoints", "providers", "departments", "join_routes", "languages",
+              "wait_histogram", "device_test", "times")
+
+
+def _all_tables(client, query: str) -> dict[str, list[dict[str, str]]]:
+    return {table: _csv(client, query, table) for table in SUM_TABLES}
+
+
+# The "times" table names its measure in a column; the other tables in the column's key.
+_TIMES_ROWS = {"Lobby wait": "wait", "Visit duration": "duration",
+               "Lateness (scheduled start to admission)": "lateness"}
+
+
+def _bucket_width(row: dict[str, str], key: str, seconds: float) -> float:
+    """The width of the sums' bucket that ``seconds`` in ``row[key]`` falls in."""
+    edges = MEASURE_EDGES[_TIMES_ROWS.get(row.get("measure"), key.split("_")[0])]
+    index = max(0, bisect_right(edges, seconds) - 1)
+    return edges[index + 1] - edges[index] if index + 1 < len(edges) else float("inf")
+
+
+def _assert_same_figures(from_sums, from_lines) -> None:
+    """Every count and share the same; every time within the width of its bucket."""
+    assert from_sums.keys() == from_lines.keys()
+    for table, rows in from_lines.items():
+        assert len(from_sums[table]) == len(rows), table
+        for got, expected in zip(from_sums[table], rows):
+            assert got.keys() == expected.keys()
+            for key, value in expected.items():
+                if key.endswith("_seconds") and value:
+                    assert abs(float(got[key]) - float(value)) <= _bucket_width(
+                        expected, key, float(value)), (table, key)
+                else:
+                    assert got[key] == value, (table, key, got, expected)
+
+
+@pytest.mark.parametrize("query", [RANGE, RANGE + "&endpoint=clinic-a&period=week",
+                                   RANGE + "&department=Cardiology"])
+def test_the_daily_sums_give_the_counts_of_the_lines_and_their_times_closely(
+        app, monkeypatch, query):
+    client = sign_in(app.test_client(), "ann")
+    exact = _all_tables(client, query)
+    with app.app_context():
+        # Settled up to Tuesday 00:00 UTC, 18:00 on Monday in Chicago: Monday's clinic day is
+        # part summed, part read visit by visit (V4 at 18:00 UTC), Tuesday all visit by visit.
+        usage.refresh_facts(at(5, 0))
+        horizon = usage.sums_before()
+    monkeypatch.setattr(usage_sums, "EXACT_UP_TO", 0)
+    part_summed = _all_tables(client, query)
+    page = client.get(f"{PATH}?{query}").get_data(as_text=True)
+    with app.app_context():
+        usage.refresh_facts(utcnow())
+        usage.refresh_facts(utcnow())  # again: nothing is counted twice
+    all_summed = _all_tables(client, query)
+
+    assert horizon == at(3, 0)
+    # Two values a group, or fewer, are exact; with three (waits of 60, 120 and 600 s for
+    # both clinics) the middle one is placed in its bucket (120 to 150 s).
+    _assert_same_figures(part_summed, exact)
+    _assert_same_figures(all_summed, exact)
+    assert "estimated from daily totals" in page
+
+
+def test_a_short_range_stays_exact_and_says_nothing_of_estimates(app):
+    client = sign_in(app.test_client(), "ann")
+    with app.app_context():
+        usage.refresh_facts(utcnow())
+
+    page = client.get(f"{PATH}?{RANGE}").get_data(as_text=True)
+
+    assert "estimated from daily totals" not in page
+
+
+def test_a_visit_booked_late_for_a_summed_day_is_counted_at_the_next_refresh(app, monkeypatch):
+    client = sign_in(app.test_client(), "ann")
+    monkeypatch.setattr(usage_sums, "EXACT_UP_TO", 0)
+    with app.app_context():
+        usage.refresh_facts(utcnow())
+    before = _csv(client, RANGE + "&endpoint=clinic-a")
+    with app.app_context():
+        endpoint_id = db.session.execute(sa.select(Appointment.endpoint_id).where(
+            Appointment.ehr_appointment_id == "appt-1")).scalar_one()
+        _visit(endpoint_id, 8, at(2, 19), provider=P1)  # Monday 13:00 CST, booked late
+        db.session.commit()
+        usage.refresh_facts(utcnow())
+    after = _csv(client, RANGE + "&endpoint=clinic-a")
+
+    assert [row["scheduled"] for row in before] == ["3", "2"]
+    assert [row["scheduled"] for row in after] == ["4", "2"]
+
+
+def test_sample_data_read_from_the_sums_matches_the_lines(app, monkeypatch):
+    """A few thousand made-up visits: the sums' counts are the lines' counts, and their
+    medians and 90th percentiles are within a bucket."""
+    runner = app.test_cli_runner()
+    done = runner.invoke(args=["reports", "sample-data", "--visits", "3000", "--days", "30",
+                               "--samples-per-visit", "1"])
+    assert done.exit_code == 0, done.output
+    today = datetime.now(UTC).date()
+    query = f"from={today - timedelta(days=29)}&to={today}"
+    client = sign_in(app.test_client(), "ann")
+    exact = _all_tables(client, query)
+    monkeypatch.setattr(usage_sums, "EXACT_UP_TO", 0)
+
+    summed = _all_tables(client, query)
+
+    assert sum(int(row["scheduled"]) for row in exact["endpoints"]) > 2000
+    _assert_same_figures(summed, exact)

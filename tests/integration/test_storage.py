@@ -34,7 +34,10 @@ from notifications.models import SmsMessage, SmsOptEvent, SmsOptOut, SmsRecipien
 from reports.models import (
     SmsReportDay,
     SmsReportState,
+    UsageDayLanguages,
+    UsageDaySums,
     UsageFactsState,
+    UsageProviderDaySums,
     UsageVisitFacts,
 )
 from staff_sso.models import StaffIdentityLink
@@ -256,7 +259,15 @@ def test_every_table_round_trips_a_row(app):
         end_at=T0 + timedelta(minutes=30), department="Cardiology", status="booked",
         patient_joined=True, provider_joined=True, provider_ehr_id="Practitioner/p-1",
         provider_name="Dr. Example", join_route="sms", language="es", device_test="pass"))
-    db.session.add(UsageFactsState(id=1, settled_before=T0))
+    db.session.add(UsageFactsState(id=1, settled_before=T0, sums_before=T0))
+    db.session.add(UsageDaySums(endpoint_id=appointment.endpoint.id, day=T0.date(),
+                                department="Cardiology", scheduled=1, wait_min=60.0,
+                                wait_max=60.0, wait_b4=1))
+    db.session.add(UsageProviderDaySums(endpoint_id=appointment.endpoint.id, day=T0.date(),
+                                        department=None, provider_ehr_id="Practitioner/p-1",
+                                        provider_name="Dr. Example", scheduled=1))
+    db.session.add(UsageDayLanguages(endpoint_id=appointment.endpoint.id, day=T0.date(),
+                                     department=None, language="es", patients=1))
     db.session.commit()
     db.session.expunge_all()
 
