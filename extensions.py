@@ -19,7 +19,9 @@ from flask_sqlalchemy import SQLAlchemy
 from itsdangerous import BadSignature
 from sqlalchemy import MetaData, event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.pool import Pool
 
 log = logging.getLogger(__name__)
 
@@ -265,6 +267,39 @@ logging.getLogger("socketio.server").addFilter(_AtMostOncePerMinute("Cannot publ
 # Its INFO lines name the client's IP address with each breach; our own log line says
 # which route was limited, without who.
 logging.getLogger("flask-limiter").setLevel(logging.WARNING)
+
+
+# A pooled PostgreSQL connection is tested with a round trip before use only when it sat
+# unused long enough for the server to have gone away meanwhile (a restart, a failover).
+# SQLAlchemy's ``pool_pre_ping`` tests every checkout: under load connections come back
+# within milliseconds, and that test was one of a patient socket's three round trips. A
+# connection that dies in use raises a disconnect error, and SQLAlchemy then replaces
+# every connection the pool holds, so a failover costs the requests in flight.
+PING_AFTER_IDLE_SECONDS = 2.0
+
+
+@event.listens_for(Pool, "checkin")
+def _note_returned(dbapi_connection, record) -> None:
+    record.info["returned_at"] = time.monotonic()
+
+
+@event.listens_for(Pool, "checkout")
+def _ping_if_idle(dbapi_connection, record, _proxy) -> None:
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        return
+    returned = record.info.get("returned_at")  # None: connected just now
+    if returned is None or time.monotonic() - returned < PING_AFTER_IDLE_SECONDS:
+        return
+    autocommit = dbapi_connection.autocommit  # the test must not open a transaction
+    try:
+        dbapi_connection.autocommit = True
+        dbapi_connection.execute(";")
+    except Exception as error:
+        # The pool drops this connection and checks out another (or connects anew).
+        raise DisconnectionError("the pooled connection is gone") from error
+    finally:
+        if not dbapi_connection.closed:
+            dbapi_connection.autocommit = autocommit
 
 
 @event.listens_for(Engine, "connect")

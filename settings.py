@@ -84,6 +84,11 @@ SETTINGS: tuple[Setting, ...] = (
             "(at least 32 characters).", _str_or_none),
     Setting("DATABASE_URL", None, "SQLAlchemy URL. Default: SQLite file `instance/virtual-visits.db`. "
             "`postgresql://user@host/db` uses psycopg 3.", _str_or_none),
+    Setting("DATABASE_POOL_SIZE", 20, "PostgreSQL connections each server process keeps open "
+            "(and as many more it may open for a burst, closed after). Every greenlet waiting on "
+            "the database holds one, so a pool smaller than the crowd after a restart opens and "
+            "closes a connection per request: a new PostgreSQL backend process each time. Keep "
+            "processes × 2 × this under the server's `max_connections`.", int),
     Setting("REDIS_URL", None, "Optional. With it, several server processes share Socket.IO emits "
             "and presence, and `/readyz` checks Redis.", _str_or_none),
     Setting("REDIS_CHANNEL", "virtual-visits", "Redis pub/sub channel the processes of one "
@@ -283,10 +288,12 @@ def _derive(app) -> None:
     app.config["SQLALCHEMY_DATABASE_URI"] = sqlalchemy_url(database_url)
     sandbox_url = app.config["SANDBOX_DATABASE_URL"] or _sqlite_url(app, "sandbox-ehr.db")
     app.config["SQLALCHEMY_BINDS"] = {"sandbox": sqlalchemy_url(sandbox_url)}
-    # A pooled PostgreSQL connection can die with a server restart: test it on checkout.
-    # A SQLite file cannot, and the test is a query more on every request and socket event.
-    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {
-        "pool_pre_ping": not app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite")}
+    # A pooled PostgreSQL connection that sat idle is tested before use (extensions.py,
+    # ``_ping_if_idle``); a SQLite file cannot go away.
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {}
+    if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        size = app.config["DATABASE_POOL_SIZE"]
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"].update(pool_size=size, max_overflow=size)
     if app.config["SECRET_KEY"] is None and app.config["ENV"] == "development":
         app.config["SECRET_KEY"] = _development_secret(app.instance_path)
     app.config["SESSION_COOKIE_HTTPONLY"] = True

@@ -20,9 +20,10 @@ from ehr.fhir import FhirClient
 from ehr.launch import LaunchFailed
 from ehr.models import EhrEndpoint
 from extensions import db
+from visits import writer
 from visits.appointments import AppointmentUnusable, upsert_from_fhir
 from visits.errors import LinkExpired, LinkUnknown, VisitError
-from visits.links import MAX_TOKEN_LENGTH, default_expiry, link_for_token
+from visits.links import MAX_TOKEN_LENGTH, default_expiry, holder_of_token
 from visits.models import (
     Appointment,
     AppointmentStatus,
@@ -85,12 +86,19 @@ def _is_id(value: Any) -> bool:
 
 
 def open_link(token: str, now: datetime) -> PatientPass:
-    """A join link was opened: the pass it gives (LinkUnknown, LinkExpired otherwise)."""
-    link = link_for_token(token, now)
-    participant = link.participant
-    log.info("join link opened", extra={"participant_id": participant.id,
-                                        "appointment_id": participant.appointment_id})
-    return PatientPass(participant.id, participant.appointment_id, link.expires_at, link.id)
+    """A join link was opened: the pass it gives (LinkUnknown, LinkExpired otherwise).
+    One read; when it was used and how they joined (a patient's personal link is the one
+    texted to them, for the usage report) are written behind, like a socket's use."""
+    writer.reads_only()
+    holder = holder_of_token(token, now)
+    writer.link_used(holder.link_id, now)
+    writer.joined_by(holder.participant_id, JoinRoute.SMS.value
+                     if holder.role == ParticipantRole.PATIENT else JoinRoute.GUEST.value)
+    writer.flush_if_immediate()
+    log.info("join link opened", extra={"participant_id": holder.participant_id,
+                                        "appointment_id": holder.appointment_id})
+    return PatientPass(holder.participant_id, holder.appointment_id, holder.expires_at,
+                       holder.link_id)
 
 
 @dataclass(frozen=True)
@@ -180,6 +188,8 @@ def join_visit(data: Any, now: datetime) -> JoinVisit:
     if now >= patient_pass.expires_at:
         raise LinkExpired()
     with db.engine.connect() as connection:
+        if connection.dialect.name == "postgresql":  # one read: no BEGIN, ROLLBACK around it
+            connection.execution_options(isolation_level="AUTOCOMMIT")
         rows = connection.execute(_JOIN_VISIT, {"participant_id": patient_pass.participant_id,
                                                 "link_id": patient_pass.link_id}).all()
     first = rows[0] if rows else None

@@ -43,6 +43,7 @@ def connect(auth=None):
     auth = auth if isinstance(auth, dict) else {}
     if not auth:
         return True
+    writer.reads_only()
     identity = realtime.authenticate(auth, session)
     if identity is None:
         log.info("socket refused", extra={"reason": "not recognised"})

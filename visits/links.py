@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from extensions import db
 from visits.errors import LinkExpired, LinkUnknown
-from visits.models import Appointment, JoinLink, JoinRoute, Participant, ParticipantRole
+from visits.models import Appointment, JoinLink, Participant
 
 # 32 bytes = 256 random bits, well over the 128 the design asks for; URL-safe base64.
 TOKEN_BYTES = 32
@@ -60,33 +60,6 @@ def extend_to_schedule(appointment: Appointment) -> int:
         .values(expires_at=expiry).execution_options(synchronize_session=False)).rowcount
 
 
-def link_for_token(token: str, now: datetime) -> JoinLink:
-    """The usable link a token belongs to (its use is recorded); LinkUnknown or LinkExpired
-    otherwise. Only the hash is looked up, so timing says nothing about the token."""
-    if not token or len(token) > MAX_TOKEN_LENGTH:
-        raise LinkUnknown()
-    link = db.session.execute(
-        db.select(JoinLink).filter_by(token_hash=JoinLink.hash_token(token))).scalar_one_or_none()
-    if link is None:
-        raise LinkUnknown()
-    if not link.is_usable_at(now):
-        raise LinkExpired()
-    link.last_used_at = now
-    # For the usage report: a patient's personal link is the one texted to them.
-    participants = Participant.__table__
-    db.session.execute(
-        sa.update(participants).where(participants.c.id == link.participant_id)
-        .values(join_route=sa.case((participants.c.role == ParticipantRole.PATIENT,
-                                    JoinRoute.SMS.value), else_=JoinRoute.GUEST.value)))
-    db.session.commit()
-    return link
-
-
-def participant_for_token(token: str, now: datetime) -> Participant:
-    """The participant a token belongs to; LinkUnknown or LinkExpired otherwise."""
-    return link_for_token(token, now).participant
-
-
 def check_link(link_id: int, participant_id: int, now: datetime) -> JoinLink:
     """A link already opened (its id kept in a browser session) is still good: it exists,
     belongs to that participant, is not revoked and has not expired."""
@@ -108,6 +81,7 @@ class LinkHolder:
     appointment_id: int
     role: str
     link_id: int | None
+    expires_at: datetime | None = None  # the link's
 
 
 @functools.cache
@@ -121,8 +95,9 @@ def _holder_query(by: str) -> sa.Select:
 
 
 def holder_of_token(token: str, now: datetime) -> LinkHolder:
-    """Like ``participant_for_token`` without touching the row: the caller records the
-    use (sockets queue it behind). LinkUnknown or LinkExpired otherwise."""
+    """Who a join link's token stands for, without touching the row: the caller records
+    the use (behind, visits/writer.py). LinkUnknown or LinkExpired otherwise. Only the
+    hash is looked up, so timing says nothing about the token."""
     if not token or len(token) > MAX_TOKEN_LENGTH:
         raise LinkUnknown()
     row = db.session.execute(_holder_query("token_hash"),
@@ -144,7 +119,7 @@ def _holder(row, now: datetime) -> LinkHolder:
     link_id, revoked_at, expires_at, participant_id, appointment_id, role = row
     if revoked_at is not None or now >= expires_at:
         raise LinkExpired()
-    return LinkHolder(participant_id, appointment_id, role, link_id)
+    return LinkHolder(participant_id, appointment_id, role, link_id, expires_at)
 
 
 def holder_of_participant(participant_id: int) -> LinkHolder | None:

@@ -73,11 +73,12 @@ class _Batch:
     gone: dict[int, datetime] = field(default_factory=dict)  # participant -> last socket closed
     lobby: dict[int, datetime] = field(default_factory=dict)  # participant -> entered_at
     links_used: dict[int, datetime] = field(default_factory=dict)  # link id -> when
+    routes: dict[int, str] = field(default_factory=dict)  # participant -> how they joined
     finalize: set[int] = field(default_factory=set)  # participants whose grace may be over
 
     def __bool__(self) -> bool:
         return bool(self.opened or self.closed or self.connected or self.gone or self.lobby
-                    or self.links_used or self.finalize)
+                    or self.links_used or self.routes or self.finalize)
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,13 @@ def link_used(link_id: int, at: datetime) -> None:
     _changed()
 
 
+def joined_by(participant_id: int, route: str) -> None:
+    """How the participant last opened the visit (``participants.join_route``)."""
+    with _lock:
+        _batch.routes[participant_id] = route
+    _changed()
+
+
 def finalize(participant_ids) -> None:
     """Make these disconnects final if the grace period has passed with no socket."""
     with _lock:
@@ -154,8 +162,23 @@ def wait_for_changes(timeout: float) -> bool:
 
 def flush_if_immediate() -> None:
     """Socket handlers call this last: writes at once when the write delay is 0."""
-    if float(current_app.config["PRESENCE_WRITE_DELAY_SECONDS"]) <= 0:
+    if _immediate():
         flush()
+
+
+def _immediate() -> bool:
+    return float(current_app.config["PRESENCE_WRITE_DELAY_SECONDS"]) <= 0
+
+
+def reads_only() -> None:
+    """The caller (a request or socket event) writes only through this module, behind, in
+    the writer's own transaction: on PostgreSQL its queries then run in autocommit, each
+    on its own, which spares the BEGIN and ROLLBACK round trips around them (two of a
+    patient socket's five, with the pool's ping). Called before the caller's first query.
+    With writes at once (a write delay of 0, as most tests run) the caller's
+    ``flush_if_immediate`` shares its session, which then keeps its transaction."""
+    if not _immediate() and db.session.get_bind().dialect.name == "postgresql":
+        db.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
 
 
 # One flush at a time: on PostgreSQL a flush waits for the database and another greenlet
@@ -212,6 +235,7 @@ def _requeue(batch: _Batch) -> None:
         for key in newer.connected:
             _batch.gone.pop(key, None)
         _batch.links_used.update(newer.links_used)
+        _batch.routes.update(newer.routes)
         _batch.finalize |= newer.finalize
 
 
@@ -236,6 +260,8 @@ def _statements() -> SimpleNamespace:
         lobby=sa.insert(_lobby),
         link_used=sa.update(_links).where(_links.c.id == sa.bindparam("link_id"))
         .values(last_used_at=sa.bindparam("at")),
+        route=sa.update(p).where(p.c.id == sa.bindparam("pid"))
+        .values(join_route=sa.bindparam("route")),
         # Whose disconnect is final: the grace passed with no socket on any process.
         disconnected=sa.update(p).where(p.c.id.in_(ids), p.c.presence == "connected",
                                         p.c.sockets_gone_at.is_not(None),
@@ -275,6 +301,8 @@ def _apply(batch: _Batch, now: datetime) -> FlushResult:
                         for pid, at in batch.lobby.items()])
     if batch.links_used:
         run(sql.link_used, [{"link_id": link, "at": at} for link, at in batch.links_used.items()])
+    if batch.routes:
+        run(sql.route, [{"pid": pid, "route": route} for pid, route in batch.routes.items()])
     disconnected, still = _record_disconnected(batch.finalize, now) if batch.finalize else ([], [])
     facts = connected + disconnected
     if facts:

@@ -75,6 +75,8 @@ def test_a_valid_link_keeps_a_pass_in_the_session_and_redirects_to_a_clean_url(a
     with app.app_context():
         link = db.session.execute(db.select(JoinLink)).scalar_one()
         assert link.last_used_at is not None and held["link_id"] == link.id
+        # The usage report's join route: a patient's own link is the texted one.
+        assert link.participant.join_route == "sms"
 
 
 @pytest.mark.parametrize("token", ["not-a-real-token", "x" * 300,
