@@ -14,9 +14,9 @@ from extensions import socketio
 from ops.payloads import expects, whole
 from patient_join import guesses
 from patient_join.services import SESSION_KEY, NoPatientSession, PatientPass
-from visits import ratings, realtime, replies
+from visits import ratings, realtime, replies, state
 from visits.errors import LinkExpired, LinkUnknown, VisitError
-from visits.links import LinkHolder, holder_of_link, holder_of_participant, holder_of_token
+from visits.links import LinkHolder, holder_of_participant, holder_of_token
 
 
 def _identity(holder: LinkHolder | None, *, link_opened: bool = False
@@ -59,17 +59,32 @@ def patient_from_session(auth: dict, session: dict) -> realtime.Identity | None:
     now = datetime.now(timezone.utc)
     try:
         patient_pass = PatientPass.from_session(session.get(SESSION_KEY))
-        if now >= patient_pass.expires_at:
-            return None
-        if patient_pass.link_id is not None:
-            holder = holder_of_link(patient_pass.link_id, patient_pass.participant_id, now)
-        else:
-            holder = holder_of_participant(patient_pass.participant_id)
-    except (NoPatientSession, LinkUnknown, LinkExpired):
+    except NoPatientSession:
         return None
+    if now >= patient_pass.expires_at:
+        return None
+    if patient_pass.link_id is not None:
+        return _holding_link(patient_pass, now)
+    holder = holder_of_participant(patient_pass.participant_id)
     if holder is None or holder.appointment_id != patient_pass.appointment_id:
         return None
     return _identity(holder)
+
+
+def _holding_link(patient_pass: PatientPass, now: datetime) -> realtime.Identity | None:
+    """A pass from a ``/j/`` link: the participant's state and the link (``check_link``'s
+    rules: it exists, is theirs, is neither revoked nor expired) in one query, the state
+    handed on to the connect so it is not read twice."""
+    found = state.context_with_link(patient_pass.participant_id, patient_pass.link_id)
+    if found is None:
+        return None
+    context, link = found
+    if (link.participant_id != patient_pass.participant_id or link.revoked_at is not None
+            or now >= link.expires_at
+            or context.appointment_id != patient_pass.appointment_id):
+        return None
+    return realtime.Identity(context.participant_id, context.appointment_id, context.role,
+                             False, context=context)
 
 
 @socketio.on("rate_visit")

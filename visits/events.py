@@ -50,7 +50,7 @@ def connect(auth=None):
         raise Refused("not_authorized")
     if identity.is_staff:
         return _staff_connected(identity)
-    context = state.context(identity.participant_id)
+    context = identity.context or state.context(identity.participant_id)
     if context is None:
         raise Refused("not_authorized")
     now = _now()

@@ -105,14 +105,6 @@ def holder_of_token(token: str, now: datetime) -> LinkHolder:
     return _holder(row, now)
 
 
-def holder_of_link(link_id: int, participant_id: int, now: datetime) -> LinkHolder:
-    """``check_link`` in one query: the link exists, is the participant's, still usable."""
-    row = db.session.execute(_holder_query("id"), {"key": link_id}).one_or_none()
-    if row is not None and row[3] != participant_id:
-        row = None
-    return _holder(row, now)
-
-
 def _holder(row, now: datetime) -> LinkHolder:
     if row is None:
         raise LinkUnknown()

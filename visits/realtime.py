@@ -15,7 +15,7 @@ database read. Patients get their own ``lobby_state``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -33,6 +33,9 @@ class Identity:
     is_staff: bool
     # The join link the socket proved itself with, if any (its use is recorded).
     link_id: int | None = None
+    # The participant's state, when the authenticator read it with the credentials (one
+    # query instead of two); only for the connect, never kept with the socket.
+    context: state.Context | None = field(default=None, compare=False, repr=False)
 
 
 Authenticator = Callable[[dict, dict], "Identity | None"]
@@ -65,7 +68,7 @@ def identity_of(participant: Participant, *, staff: bool, link_id: int | None = 
 
 
 def remember(sid: str, identity: Identity, locale: str = "en") -> None:
-    _sockets[sid] = identity
+    _sockets[sid] = replace(identity, context=None) if identity.context else identity
     _locales[sid] = locale
 
 

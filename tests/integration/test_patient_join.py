@@ -354,15 +354,21 @@ def test_a_socket_without_a_pass_is_refused(app, client, visit):
     assert not refused.is_connected()
 
 
-@pytest.mark.parametrize("spoil", ["expired", "revoked"])
+@pytest.mark.parametrize("spoil", ["expired", "revoked", "link_expired", "no_such_link"])
 def test_a_socket_with_a_spent_pass_is_refused(app, client, visit, spoil):
     client.get(f"/j/{token_for(app, visit.patient)}")
     if spoil == "expired":
         with client.session_transaction() as session:
             session["patient"] = {**session["patient"],
                                   "expires_at": (_now() - timedelta(minutes=1)).isoformat()}
+    elif spoil == "no_such_link":
+        with client.session_transaction() as session:
+            session["patient"] = {**session["patient"],
+                                  "link_id": session["patient"]["link_id"] + 1000}
     else:
-        db.session.execute(db.update(JoinLink).values(revoked_at=_now()))
+        changed = {"revoked_at": _now()} if spoil == "revoked" else {
+            "expires_at": _now() - timedelta(minutes=1)}
+        db.session.execute(db.update(JoinLink).values(**changed))
         db.session.commit()
 
     refused = socketio.test_client(app, flask_test_client=client, auth={"patient": True})
