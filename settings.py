@@ -85,10 +85,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DATABASE_URL", None, "SQLAlchemy URL. Default: SQLite file `instance/virtual-visits.db`. "
             "`postgresql://user@host/db` uses psycopg 3.", _str_or_none),
     Setting("DATABASE_POOL_SIZE", 20, "PostgreSQL connections each server process keeps open "
-            "(and as many more it may open for a burst, closed after). Every greenlet waiting on "
-            "the database holds one, so a pool smaller than the crowd after a restart opens and "
-            "closes a connection per request: a new PostgreSQL backend process each time. Keep "
-            "processes × 2 × this under the server's `max_connections`.", int),
+            "(and half as many more it may open for a burst, closed after). Every greenlet "
+            "waiting on the database holds one, so a pool smaller than the crowd after a restart "
+            "opens and closes a connection per request: a new PostgreSQL backend process each "
+            "time. Keep processes × 1.5 × this under the server's `max_connections` (100 by "
+            "default), or connections are refused.", int),
     Setting("REDIS_URL", None, "Optional. With it, several server processes share Socket.IO emits "
             "and presence, and `/readyz` checks Redis.", _str_or_none),
     Setting("REDIS_CHANNEL", "virtual-visits", "Redis pub/sub channel the processes of one "
@@ -293,7 +294,7 @@ def _derive(app) -> None:
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {}
     if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
         size = app.config["DATABASE_POOL_SIZE"]
-        app.config["SQLALCHEMY_ENGINE_OPTIONS"].update(pool_size=size, max_overflow=size)
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"].update(pool_size=size, max_overflow=size // 2)
     if app.config["SECRET_KEY"] is None and app.config["ENV"] == "development":
         app.config["SECRET_KEY"] = _development_secret(app.instance_path)
     app.config["SESSION_COOKIE_HTTPONLY"] = True

@@ -91,37 +91,33 @@ def _sum_columns() -> list[sa.Column]:
     return columns
 
 
+def _sums_table(name: str, *keys: sa.Column) -> sa.Table:
+    """A table of sums per endpoint's clinic day and department (and ``keys``)."""
+    return sa.Table(
+        name, db.metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("endpoint_id", sa.Integer, nullable=False),
+        sa.Column("day", sa.Date, nullable=False),
+        sa.Column("department", sa.String(200)),
+        *keys, *_sum_columns(),
+        sa.Index(f"ix_{name}_endpoint_id_day", "endpoint_id", "day"),
+    )
+
+
 class UsageDaySums(db.Model):
     """The settled visits of one endpoint's clinic day (in its time zone) in one department
     (None: no department), summed: every usage figure but the per-provider and language
     tables reads these."""
 
-    __table__ = sa.Table(
-        "usage_day_sums", db.metadata,
-        sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("endpoint_id", sa.Integer, nullable=False),
-        sa.Column("day", sa.Date, nullable=False),
-        sa.Column("department", sa.String(200)),
-        *_sum_columns(),
-        sa.Index("ix_usage_day_sums_endpoint_id_day", "endpoint_id", "day"),
-    )
+    __table__ = _sums_table("usage_day_sums")
 
 
 class UsageProviderDaySums(db.Model):
     """The same sums per first provider (EHR id and display name, as the visits' facts keep
     them) of the endpoint's day and department: the per-provider table."""
 
-    __table__ = sa.Table(
-        "usage_provider_day_sums", db.metadata,
-        sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("endpoint_id", sa.Integer, nullable=False),
-        sa.Column("day", sa.Date, nullable=False),
-        sa.Column("department", sa.String(200)),
-        sa.Column("provider_ehr_id", sa.String(255)),
-        sa.Column("provider_name", sa.String(200)),
-        *_sum_columns(),
-        sa.Index("ix_usage_provider_day_sums_endpoint_id_day", "endpoint_id", "day"),
-    )
+    __table__ = _sums_table("usage_provider_day_sums", sa.Column("provider_ehr_id", sa.String(255)),
+                            sa.Column("provider_name", sa.String(200)))
 
 
 class UsageDayLanguages(db.Model):

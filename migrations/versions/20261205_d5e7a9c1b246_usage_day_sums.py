@@ -41,33 +41,26 @@ def _sums() -> list[sa.Column]:
     return columns
 
 
+def _create_sums(name: str, *keys: sa.Column) -> None:
+    op.create_table(
+        name,
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("endpoint_id", sa.Integer(), nullable=False),
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("department", sa.String(length=200), nullable=True),
+        *keys, *_sums(),
+        sa.PrimaryKeyConstraint("id", name=op.f(f"pk_{name}")),
+    )
+    op.create_index(f"ix_{name}_endpoint_id_day", name, ["endpoint_id", "day"], unique=False)
+
+
 def upgrade() -> None:
     with op.batch_alter_table("usage_facts_state", schema=None) as batch_op:
         batch_op.add_column(sa.Column("sums_before", sa.DateTime(timezone=True), nullable=True))
-    op.create_table(
-        "usage_day_sums",
-        sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("endpoint_id", sa.Integer(), nullable=False),
-        sa.Column("day", sa.Date(), nullable=False),
-        sa.Column("department", sa.String(length=200), nullable=True),
-        *_sums(),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_usage_day_sums")),
-    )
-    op.create_index("ix_usage_day_sums_endpoint_id_day", "usage_day_sums",
-                    ["endpoint_id", "day"], unique=False)
-    op.create_table(
-        "usage_provider_day_sums",
-        sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("endpoint_id", sa.Integer(), nullable=False),
-        sa.Column("day", sa.Date(), nullable=False),
-        sa.Column("department", sa.String(length=200), nullable=True),
-        sa.Column("provider_ehr_id", sa.String(length=255), nullable=True),
-        sa.Column("provider_name", sa.String(length=200), nullable=True),
-        *_sums(),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_usage_provider_day_sums")),
-    )
-    op.create_index("ix_usage_provider_day_sums_endpoint_id_day", "usage_provider_day_sums",
-                    ["endpoint_id", "day"], unique=False)
+    _create_sums("usage_day_sums")
+    _create_sums("usage_provider_day_sums",
+                 sa.Column("provider_ehr_id", sa.String(length=255), nullable=True),
+                 sa.Column("provider_name", sa.String(length=200), nullable=True))
     op.create_table(
         "usage_day_languages",
         sa.Column("id", sa.Integer(), nullable=False),
