@@ -48,11 +48,14 @@ class UsageFactsState(db.Model):
     (one row, id 1); and the sums: every visit scheduled before ``sums_before`` is counted
     in ``usage_day_sums`` and the tables beside it (None: none is yet)."""
 
+
     __tablename__ = "usage_facts_state"
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     settled_before: Mapped[datetime] = mapped_column(UTCDateTime())
     sums_before: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Appointments up to this id were looked at for late bookings (reports/usage.py).
+    stragglers_checked_through: Mapped[int | None] = mapped_column(sa.Integer)
 
 
 # --- the usage report's sums per clinic day --------------------------------------------------

@@ -346,20 +346,38 @@ def refresh_facts(now: datetime) -> int:
         added += len(rows)
 
 
+# Appointment ids are handed out in order, but a booking's transaction may commit after a
+# later one's: the late-booking check moves past an id only once its row is this old.
+_STRAGGLER_SETTLE = timedelta(hours=1)
+
+
 def _add_stragglers(since: datetime, now: datetime) -> int:
     """Visits scheduled before the horizon that were added after it passed them (an HL7
-    booking entered late, sample data): one anti-join over the settled history; their
-    days are summed again."""
+    booking entered late, sample data), among the appointments added since the last
+    check (by id, through the primary key: the work follows what was booked, not the
+    size of the history); their days are summed again."""
     a, _provider, live = _live_query()
     stored = UsageVisitFacts.__table__
+    state = UsageFactsState.__table__
+    after = db.session.execute(sa.select(state.c.stragglers_checked_through)
+                               .where(state.c.id == 1)).scalar() or 0
+    through = db.session.execute(
+        sa.select(a.c.id).where(a.c.created_at < now - _STRAGGLER_SETTLE)
+        .order_by(a.c.id.desc()).limit(1)).scalar()
     added = 0
     while True:
-        missing = (sa.select(a.c.id).where(a.c.start_at < since, ~sa.exists().where(
-            stored.c.appointment_id == a.c.id)).limit(_STRAGGLER_BATCH))
+        missing = (sa.select(a.c.id).where(a.c.id > after, a.c.start_at < since,
+                                           ~sa.exists().where(stored.c.appointment_id == a.c.id))
+                   .limit(_STRAGGLER_BATCH))
         _no_jit()
         rows = _live_rows(live.where(a.c.id.in_(missing)))
         if not rows:
-            db.session.rollback()
+            if through is not None and through > after:
+                db.session.execute(state.update().where(state.c.id == 1)
+                                   .values(stragglers_checked_through=through))
+                db.session.commit()
+            else:
+                db.session.rollback()
             return added
         db.session.execute(_insert_once(stored), [
             {name: getattr(row, name) for name in FACT_COLUMNS} for row in rows])

@@ -11,6 +11,8 @@ day and department), ``usage_provider_day_sums`` (the same per first provider) a
 greatest value and a count per bucket, for medians and 90th percentiles
 (reports/usage_sums.py). They are filled by the usage refresh from the kept facts, up to
 ``usage_facts_state.sums_before`` (NULL here: the next refresh counts every kept visit).
+``stragglers_checked_through`` is how far the late-booking check has looked (by
+appointment id), so each refresh looks only at appointments added since.
 The columns are written out as they were made on this day (reports/models.py makes them
 from its bucket edges), so this migration stays what it was when those change.
 """
@@ -57,6 +59,7 @@ def _create_sums(name: str, *keys: sa.Column) -> None:
 def upgrade() -> None:
     with op.batch_alter_table("usage_facts_state", schema=None) as batch_op:
         batch_op.add_column(sa.Column("sums_before", sa.DateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column("stragglers_checked_through", sa.Integer(), nullable=True))
     _create_sums("usage_day_sums")
     _create_sums("usage_provider_day_sums",
                  sa.Column("provider_ehr_id", sa.String(length=255), nullable=True),
@@ -84,4 +87,5 @@ def downgrade() -> None:
     op.drop_index("ix_usage_day_sums_endpoint_id_day", table_name="usage_day_sums")
     op.drop_table("usage_day_sums")
     with op.batch_alter_table("usage_facts_state", schema=None) as batch_op:
+        batch_op.drop_column("stragglers_checked_through")
         batch_op.drop_column("sums_before")

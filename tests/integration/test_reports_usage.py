@@ -557,3 +557,25 @@ def test_sample_data_read_from_the_sums_matches_the_lines(app, monkeypatch):
 
     assert sum(int(row["scheduled"]) for row in exact["endpoints"]) > 2000
     _assert_same_figures(summed, exact)
+
+
+def test_the_late_booking_check_reads_only_appointments_added_since_the_last(app):
+    with app.app_context():
+        usage.refresh_facts(utcnow())
+        # Booked just now: a later transaction might still commit a lower id, so not passed.
+        first = db.session.execute(sa.select(UsageFactsState.stragglers_checked_through)
+                                   ).scalar()
+        db.session.execute(sa.update(Appointment).values(
+            created_at=utcnow() - timedelta(hours=2)))
+        db.session.commit()
+        usage.refresh_facts(utcnow())
+        checked = db.session.execute(sa.select(UsageFactsState.stragglers_checked_through)
+                                     ).scalar()
+        newest = db.session.execute(sa.select(sa.func.max(Appointment.id))).scalar()
+        endpoint_id = db.session.execute(sa.select(Appointment.endpoint_id)).scalars().first()
+        _visit(endpoint_id, 8, at(2, 19), provider=P1)  # booked late, for last month
+        db.session.commit()
+        added = usage.refresh_facts(utcnow())
+
+    assert first is None and checked == newest
+    assert added == 1
