@@ -17,6 +17,7 @@ from patient_join.services import SESSION_KEY, NoPatientSession, PatientPass
 from visits import ratings, realtime, replies, state
 from visits.errors import LinkExpired, LinkUnknown, VisitError
 from visits.links import LinkHolder, holder_of_participant, holder_of_token
+from visits.models import JoinLink
 
 
 def _identity(holder: LinkHolder | None, *, link_opened: bool = False
@@ -79,8 +80,8 @@ def _holding_link(patient_pass: PatientPass, now: datetime) -> realtime.Identity
     if found is None:
         return None
     context, link = found
-    if (link.participant_id != patient_pass.participant_id or link.revoked_at is not None
-            or now >= link.expires_at
+    if (link.participant_id != patient_pass.participant_id
+            or not JoinLink.is_usable_at(link, now)  # reads revoked_at and expires_at
             or context.appointment_id != patient_pass.appointment_id):
         return None
     return realtime.Identity(context.participant_id, context.appointment_id, context.role,

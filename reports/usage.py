@@ -423,6 +423,7 @@ def _catch_up_sums(now: datetime) -> None:
     count the same week twice."""
     state = UsageFactsState.__table__
     stored = UsageVisitFacts.__table__
+    zones = _by_zone(_zones())
     while True:
         query = sa.select(state.c.settled_before, state.c.sums_before).where(state.c.id == 1)
         if db.session.get_bind().dialect.name == "postgresql":
@@ -443,7 +444,7 @@ def _catch_up_sums(now: datetime) -> None:
             db.session.rollback()
             continue
         if first < until:
-            for zone, ids in _by_zone(_zones()).items():
+            for zone, ids in zones.items():
                 _count_days(ids, first.astimezone(zone).date(),
                             (until - timedelta(microseconds=1)).astimezone(zone).date(), zone,
                             until, now)

@@ -56,6 +56,17 @@ def sign_in(client: FlaskClient, username: str, password: str = PASSWORD) -> Fla
     return client
 
 
+def sign_in_page(page: Any, base_url: str, username: str, password: str = PASSWORD,
+                 lang: str | None = None) -> None:
+    """Sign a Playwright ``page`` in through the real form (in ``lang``, if given); it
+    must land on the portal's home."""
+    page.goto(f"{base_url}/admin/login" + (f"?lang={lang}" if lang else ""))
+    page.fill("#username", username)
+    page.fill("#password", password)
+    page.get_by_test_id("login-submit").click()
+    page.wait_for_url(base_url + "/admin/")
+
+
 def signed_in_client(app: Flask, role: str = "admin", name: str | None = None) -> FlaskClient:
     """A new test client signed in as a new account (``<role>-user`` unless named)."""
     name = name or f"{role}-user"

@@ -4,6 +4,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from tests.admin_helpers import sign_in_page
+
 ANALYST, PASSWORD = "ana", "correct horse battery"
 
 
@@ -20,11 +22,7 @@ def signed_in_page(browser, live, lang: str = "en", *, timeout_ms: int = 15_000)
     context.set_default_timeout(timeout_ms)
     page = context.new_page()
     try:
-        page.goto(f"{live.url}/admin/login?lang={lang}")
-        page.fill("#username", ANALYST)
-        page.fill("#password", PASSWORD)
-        page.get_by_test_id("login-submit").click()
-        page.wait_for_url(live.url + "/admin/")
+        sign_in_page(page, live.url, ANALYST, PASSWORD, lang)
         yield page
     finally:
         context.close()

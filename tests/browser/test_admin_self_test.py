@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from playwright.sync_api import expect
 
+from tests.admin_helpers import sign_in_page
 from tests.browser.accessibility import serious_violations
 from tests.browser.conftest import screenshot
 
@@ -41,10 +42,7 @@ def test_admin_copies_a_value_and_every_self_test_step_passes(live_app, browser,
     context.set_default_timeout(15_000)
     page = context.new_page()
     try:
-        page.goto(f"{live_app.url}/admin/login")
-        page.fill("#username", username)
-        page.fill("#password", PASSWORD)
-        page.get_by_test_id("login-submit").click()
+        sign_in_page(page, live_app.url, username, PASSWORD)
         expect(page.get_by_test_id("admin-user")).to_contain_text(username)
 
         page.goto(f"{live_app.url}/admin/endpoints/sandbox/integration")

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
+import time
+from contextlib import closing
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -13,6 +16,7 @@ from playwright.sync_api import expect
 
 from tests.browser.accessibility import serious_violations
 from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, reschedule, screenshot
+from visits.models import JoinLink
 
 pytestmark = pytest.mark.browser
 
@@ -97,6 +101,25 @@ def test_link_opens_the_join_page_with_a_live_camera_preview(live_app, phone):
     expect(phone.get_by_test_id("lobby")).to_have_attribute("data-state", "waiting")
     expect(phone.locator("#prejoin")).to_be_hidden()
     screenshot(phone, "patient-join-phone-lobby")
+    # Opening the link only read; its use and the usage report's join route were written
+    # behind by the server's writer, and reach the database.
+    used, route = _link_record(live_app, token)
+    assert used is not None and route == "sms"
+
+
+def _link_record(live_app, token: str, timeout: float = 15.0) -> tuple:
+    """The link's ``last_used_at`` and its participant's ``join_route``, once written."""
+    path = live_app.env["VV_DATABASE_URL"].removeprefix("sqlite:///")
+    deadline = time.monotonic() + timeout
+    while True:
+        with closing(sqlite3.connect(path)) as connection:
+            row = connection.execute(
+                "SELECT l.last_used_at, p.join_route FROM join_links l JOIN participants p "
+                "ON p.id = l.participant_id WHERE l.token_hash = ?",
+                (JoinLink.hash_token(token),)).fetchone()
+        if (row and row[0] and row[1]) or time.monotonic() > deadline:
+            return row or (None, None)
+        time.sleep(0.1)
 
 
 @pytest.mark.parametrize("lang, expected", [("es", "Su videoconsulta"),
