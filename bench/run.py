@@ -155,9 +155,9 @@ class Control(http.server.ThreadingHTTPServer):
 class _ControlHandler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/backlog":
-            pending = self.server.backlog()
+            pending, queued = self.server.backlog()
             self.server.max_seen = max(self.server.max_seen, pending)
-            self._reply({"pending": pending, "max_seen": self.server.max_seen})
+            self._reply({"pending": pending, "queued": queued, "max_seen": self.server.max_seen})
         else:
             self._reply({"error": "unknown"}, 404)
 
@@ -287,13 +287,16 @@ def backlog_reader(database_url: str):
     from settings import sqlalchemy_url
 
     engine = sa.create_engine(sqlalchemy_url(database_url))
-    query = sa.text("SELECT count(*) FROM writeback_outbox WHERE status = 'pending'")
+    # Pending now, and every write-back ever queued (delivered or not).
+    query = sa.text("SELECT coalesce(sum(CASE WHEN status = 'pending' THEN 1 ELSE 0 END), 0),"
+                    " count(*) FROM writeback_outbox")
 
-    def pending() -> int:
+    def pending_and_queued() -> tuple[int, int]:
         with engine.connect() as connection:
-            return int(connection.execute(query).scalar())
+            pending, queued = connection.execute(query).one()
+            return int(pending), int(queued)
 
-    return pending
+    return pending_and_queued
 
 
 def run_app(plan: Plan, workdir: Path, variant: str) -> dict:

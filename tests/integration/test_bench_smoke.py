@@ -40,6 +40,8 @@ def test_bench_runs_every_phase_against_the_app_and_the_node_reference(tmp_path)
     assert app["phases"]["storm"]["lobby_place_changed"] == 0
     assert app["phases"]["storm"]["false_disconnects_sent"] == 0
     assert app["phases"]["drain"]["backlog_left"] == 0
+    # The drain waited for every patient's "connected", not just the first ones queued.
+    assert app["phases"]["drain"]["queued_in_all"] >= report["pairs"]
     assert app["fhir_standin"]["duplicates"] == 0
     assert app["phases"]["join"]["not_200"] == 0 and app["phases"]["join"]["requests_per_s"] > 0
     # The table: every metric row, with ratios to Node where both have the figure.
