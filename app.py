@@ -6,8 +6,10 @@ if __name__ == "__main__":
 
     monkey.patch_all()
 
+import functools  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
+import types  # noqa: E402
 
 from flask import Flask  # noqa: E402
 
@@ -18,9 +20,27 @@ from extensions import babel, db, limiter, migrate, socketio  # noqa: E402
 MIGRATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
 
 
+class VirtualVisits(Flask):
+    """Flask, minus a question asked again on every request: for each hook and view (16 on
+    the join page), whether it is a coroutine function. For a function the answer never
+    changes, so it is kept, by the function; anything else is asked as before."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._plain_functions: set = set()
+
+    def ensure_sync(self, func):
+        if func in self._plain_functions:
+            return func
+        wrapped = super().ensure_sync(func)
+        if wrapped is func and isinstance(func, (types.FunctionType, functools.partial)):
+            self._plain_functions.add(func)
+        return wrapped
+
+
 def create_app(config: dict | None = None) -> Flask:
     """Build the app: settings, logging, storage, features, then Socket.IO."""
-    app = Flask(__name__, instance_relative_config=True,
+    app = VirtualVisits(__name__, instance_relative_config=True,
                 instance_path=settings.instance_path(config))
     settings.load(app, config)
     settings.check(app.config)

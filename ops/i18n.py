@@ -67,9 +67,15 @@ def init_app(app: Flask) -> None:
         locale = str(get_locale() or "en")
         context = by_locale.get(locale)
         if context is None:
-            context = by_locale[locale] = {
-                "languages": LANGUAGES, "current_language": locale,
-                "html_lang": locale.replace("_", "-"), **_template_gettext(get_translations())}
+            context = {"languages": LANGUAGES, "current_language": locale,
+                       "html_lang": locale.replace("_", "-"),
+                       **_template_gettext(get_translations())}
+            # Every page's header, the same on every page in one language: rendered once
+            # (a tenth of the join page's rendering was this loop).
+            context["language_menu"] = Markup(app.jinja_env.get_template(
+                "_language_menu.html").render(context).strip())
+            if not app.jinja_env.auto_reload:  # else edits show at once
+                by_locale[locale] = context
         return context
 
 

@@ -360,9 +360,10 @@ class _PageKit:
     # The page's script, inline (its imports made absolute): one request fewer, so the
     # modules it and the waiting room need fit in one round of six connections.
     join_module: Markup
-    # Every module join.js imports, and the visit session's (the waiting room): preloaded
-    # with the page, so Join on a slow network waits for no chain of imports.
-    module_preloads: tuple[str, ...]
+    # The head: the early-tap and local-time scripts, and a preload of every module
+    # join.js imports and of the visit session's (the waiting room), so Join on a slow
+    # network waits for no chain of imports.
+    head: Markup
     # The page's stylesheets (base, join, call, chat), inline: on a slow network each
     # request costs a round trip and a browser opens only six at a time.
     inline_css: Markup
@@ -409,8 +410,8 @@ def _make_page_kit() -> _PageKit:
             **environment.policies["json.dumps_kwargs"]),
         join_module=Markup(current_app.extensions["static_assets"].inline_module(
             "patient_join.static", "join.js", request.script_root)),
-        module_preloads=_module_preloads([("patient_join.static", "join.js"),
-                                          ("static", "js/visit_session.js")]),
+        head=Markup(render_template("patient_join/_head.html", module_preloads=_module_preloads(
+            [("patient_join.static", "join.js"), ("static", "js/visit_session.js")])).strip()),
         inline_css=_inline_css([("static", "css/base.css"), ("patient_join.static", "join.css"),
                                 ("static", "css/call.css"), ("static", "css/chat.css")]),
         local_time_one=str(local_one), local_time_other=str(local_other),
