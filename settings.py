@@ -135,9 +135,11 @@ SETTINGS: tuple[Setting, ...] = (
             "waits before making any disconnect final, so pages reconnecting after a restart "
             "or deploy (browsers retry up to 5 s apart) keep their presence and nothing false "
             "reaches the EHR.", float),
-    Setting("PRESENCE_WRITE_DELAY_SECONDS", 0.02, "Connects and disconnects are written to the "
-            "database in batches this long, one transaction each (staff are told at once "
-            "either way). 0 writes each at once: slower under load, used by the tests.", float),
+    Setting("PRESENCE_WRITE_DELAY_SECONDS", 0.1, "Connects and disconnects are written to the "
+            "database at most this often, in one transaction each (staff are told at once "
+            "either way; other processes read them a batch later). Shorter batches mean more "
+            "transactions, each holding up the server's other work while it runs. 0 writes "
+            "each at once: slower under load, used by the tests.", float),
     Setting("SOCKET_EVENT_RATE", 20.0, "Socket.IO events one connection may send per second, "
             "sustained (a token bucket per socket). Beyond it events are dropped before any "
             "handler runs and the socket hears `rate_limited`. Pages send far fewer: a call "

@@ -23,7 +23,7 @@ batch, a reconnect within the batch):
    lobby place of theirs is closed then (``left_at``), so a later return waits anew.
 
 When the server runs, a background loop flushes ``PRESENCE_WRITE_DELAY_SECONDS`` after the
-first queued change (default 20 ms); with 0 (the tests), the socket handlers flush at
+first queued change (default 100 ms); with 0 (the tests), the socket handlers flush at
 once. Anything that reads these rows (a staff snapshot, admit) flushes first, so this
 process always reads its own writes; other processes see them a flush later.
 """
