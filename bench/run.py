@@ -229,7 +229,7 @@ def run_node(plan: Plan, workdir: Path, node_peer: Path) -> dict:
     with ExitStack() as stack:
         server.start()
         stack.callback(server.stop)
-        control = Control(server, lambda: 0)
+        control = Control(server, lambda: (0, 0))
         threading.Thread(target=control.serve_forever, daemon=True).start()
         stack.callback(control.shutdown)
         phases = [p for p in plan.phases if p not in ("drain", "join")]
