@@ -62,3 +62,29 @@ def test_the_full_collection_waits_for_its_interval_and_can_be_turned_off(watchi
         watching.config["GC_FULL_COLLECTION_SECONDS"] = 0
         gc_pauses.full_collection()
         assert _alive(second)
+
+
+def _young_collections() -> int:
+    return gc.get_stats()[0]["collections"]
+
+
+def test_the_young_generation_is_collected_on_the_clock_whatever_the_count(watching):
+    # Objects replaced one for one (a socket's wait objects, at every message it gets)
+    # leave the collector's allocation count where it was: its own trigger never comes.
+    gc.set_threshold(1_000_000, 5, 10)
+    waiting = [[] for _ in range(2_000)]
+    for i in range(len(waiting)):
+        waiting[i] = [i]  # the old list freed, a new one in the young generation
+    before = _young_collections()
+    with watching.app_context():
+        gc_pauses.young_collection()
+    assert _young_collections() == before + 1
+    young = {id(o) for o in gc.get_objects(generation=0)}
+    assert not any(id(o) in young for o in waiting), "the waiting objects moved on"
+
+
+def test_the_young_collection_waits_for_the_server(monkeypatch):
+    monkeypatch.setattr(gc_pauses, "_watching", [False])
+    before = _young_collections()
+    gc_pauses.young_collection()  # tests and commands: the collector's own settings
+    assert _young_collections() == before
