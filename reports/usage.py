@@ -956,8 +956,8 @@ def build(filters: Filters, now: datetime) -> Report:
     notes = [] if horizon is None else [_l(
         "Over this many visits, medians and 90th percentiles are estimated from daily "
         "totals: to within 30 seconds for times under 5 minutes, a minute under 15 minutes "
-        "and 10 minutes under an hour. Counts are exact. Choose fewer days, or one provider, "
-        "for exact times.")]
+        "and 10 minutes under an hour (a row of only a few visits can be further off). "
+        "Counts are exact. Choose fewer days, or one provider, for exact times.")]
     return Report("usage", filters, now,
                   [periods, times, waits, device, routes, languages, endpoints_table,
                    departments, providers_table], charts, notes=notes)

@@ -8,9 +8,12 @@ provider, or the patients of one language: every count the report shows, and per
 add up exactly, so counts, shares, the lobby-wait histogram, routes and languages are the
 same as from the lines; a median or 90th percentile is estimated from the buckets
 (``estimate``): exact at the least and greatest value, and otherwise the values of a
-bucket are taken as evenly spread in it, so an estimate is off by at most one bucket's
-width (15 s under a minute, 30 s to 5 minutes, a minute to 15, 2 to 10 minutes up to an
-hour) and in practice much less.
+bucket are taken as evenly spread in it, so an estimate is off by at most the width of
+the wider of the buckets holding the two values it lies between (``estimate_bound``: 15 s
+under a minute, 30 s to 5 minutes, a minute to 15, 2 to 10 minutes up to an hour), and in
+practice much less. Those two values are in the same bucket or neighbouring ones unless
+the group is small: the median of eight visits may lie between a visit admitted early and
+one admitted late.
 
 reports/usage.py decides when to read them and fills them (``replace_days``) from the kept
 facts as visits settle; nothing here knows how a visit is counted (``add`` takes the
@@ -130,6 +133,29 @@ def estimate(sums: Mapping[str, Any], measure: str, share: float) -> float | Non
     if position > below:
         found += (value(below + 1) - found) * (position - below)
     return found
+
+
+def estimate_bound(sums: Mapping[str, Any], measure: str, share: float) -> float | None:
+    """How far ``estimate`` may be from the exact percentile: the width of the wider of the
+    buckets holding the one or two values it lies between, the first and last filled
+    bucket narrowed to the least and greatest value (0 when those are the only values)."""
+    edges, counts = MEASURE_EDGES[measure], [sums[name] for name in _BUCKETS[measure]]
+    filled = [index for index, count in enumerate(counts) if count]
+    if not filled:
+        return None
+    first, last = filled[0], filled[-1]
+    position = (sum(counts) - 1) * share
+    ranks = {int(position), int(position) + (position > int(position))}
+    widths = []
+    for rank in ranks:
+        for index in filled:
+            if rank < counts[index]:
+                low = sums[f"{measure}_min"] if index == first else edges[index]
+                high = sums[f"{measure}_max"] if index == last else edges[index + 1]
+                widths.append(high - low)
+                break
+            rank -= counts[index]
+    return max(widths)
 
 
 def wait_histogram(sums: Mapping[str, Any], edges: Sequence[float]) -> list[int]:
