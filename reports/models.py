@@ -48,7 +48,6 @@ class UsageFactsState(db.Model):
     (one row, id 1); and the sums: every visit scheduled before ``sums_before`` is counted
     in ``usage_day_sums`` and the tables beside it (None: none is yet)."""
 
-
     __tablename__ = "usage_facts_state"
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)

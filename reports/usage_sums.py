@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -99,63 +100,74 @@ def merge(into: Sums, other: Mapping[str, Any]) -> Sums:
     return into
 
 
-def estimate(sums: Mapping[str, Any], measure: str, share: float) -> float | None:
-    """The ``share`` percentile of ``measure``, interpolated between the two nearest ranks
-    like PostgreSQL's ``percentile_cont``, each rank's value placed in its bucket: the
-    least and greatest values where they are, the others evenly spread in their bucket."""
+@dataclass(frozen=True)
+class _Rank:
+    """Where a rank of ``measure``'s values lies in its sums: its bucket's bounds (the
+    first and last filled bucket narrowed to the least and greatest value), its place in
+    that bucket, and whether the bucket is the first or last filled one."""
+
+    low: float
+    high: float
+    place: int
+    count: int
+    first: bool
+    last: bool
+
+    def value(self) -> float:
+        """The rank's value, the bucket's values taken as evenly spread in it."""
+        low, high, place, count = self.low, self.high, self.place, self.count
+        if self.first and self.last:
+            return low + (high - low) * place / (count - 1) if count > 1 else low
+        if self.first:
+            return low + (high - low) * place / count
+        if self.last:
+            return low + (high - low) * (place + 1) / count
+        return low + (high - low) * (place + 0.5) / count
+
+
+def _ranks(sums: Mapping[str, Any], measure: str, share: float) -> tuple[list[_Rank], float]:
+    """The one or two ranks the ``share`` percentile lies between (as PostgreSQL's
+    ``percentile_cont`` takes them), and how far it lies from the first to the second."""
     edges, counts = MEASURE_EDGES[measure], [sums[name] for name in _BUCKETS[measure]]
     filled = [index for index, count in enumerate(counts) if count]
     if not filled:
-        return None
+        return [], 0.0
     first, last = filled[0], filled[-1]
-    least, most = sums[f"{measure}_min"], sums[f"{measure}_max"]
 
-    def value(rank: int) -> float:
+    def rank_at(rank: int) -> _Rank:
         for index in filled:
-            count = counts[index]
-            if rank >= count:
-                rank -= count
-                continue
-            low = least if index == first else edges[index]
-            high = most if index == last else edges[index + 1]
-            if index == first and index == last:
-                return low + (high - low) * rank / (count - 1) if count > 1 else low
-            if index == first:
-                return low + (high - low) * rank / count
-            if index == last:
-                return low + (high - low) * (rank + 1) / count
-            return low + (high - low) * (rank + 0.5) / count
+            if rank < counts[index]:
+                return _Rank(sums[f"{measure}_min"] if index == first else edges[index],
+                             sums[f"{measure}_max"] if index == last else edges[index + 1],
+                             rank, counts[index], index == first, index == last)
+            rank -= counts[index]
         raise AssertionError("rank beyond the counts")
 
     position = (sum(counts) - 1) * share
     below = int(position)
-    found = value(below)
-    if position > below:
-        found += (value(below + 1) - found) * (position - below)
+    ranks = [rank_at(below)] + ([rank_at(below + 1)] if position > below else [])
+    return ranks, position - below
+
+
+def estimate(sums: Mapping[str, Any], measure: str, share: float) -> float | None:
+    """The ``share`` percentile of ``measure``, interpolated between the two nearest ranks
+    like PostgreSQL's ``percentile_cont``, each rank's value placed in its bucket: the
+    least and greatest values where they are, the others evenly spread in their bucket."""
+    ranks, between = _ranks(sums, measure, share)
+    if not ranks:
+        return None
+    found = ranks[0].value()
+    if len(ranks) == 2:
+        found += (ranks[1].value() - found) * between
     return found
 
 
 def estimate_bound(sums: Mapping[str, Any], measure: str, share: float) -> float | None:
     """How far ``estimate`` may be from the exact percentile: the width of the wider of the
-    buckets holding the one or two values it lies between, the first and last filled
-    bucket narrowed to the least and greatest value (0 when those are the only values)."""
-    edges, counts = MEASURE_EDGES[measure], [sums[name] for name in _BUCKETS[measure]]
-    filled = [index for index, count in enumerate(counts) if count]
-    if not filled:
-        return None
-    first, last = filled[0], filled[-1]
-    position = (sum(counts) - 1) * share
-    ranks = {int(position), int(position) + (position > int(position))}
-    widths = []
-    for rank in ranks:
-        for index in filled:
-            if rank < counts[index]:
-                low = sums[f"{measure}_min"] if index == first else edges[index]
-                high = sums[f"{measure}_max"] if index == last else edges[index + 1]
-                widths.append(high - low)
-                break
-            rank -= counts[index]
-    return max(widths)
+    buckets holding the one or two ranks it lies between (0 when those are the only
+    values)."""
+    ranks, _between = _ranks(sums, measure, share)
+    return max(rank.high - rank.low for rank in ranks) if ranks else None
 
 
 def wait_histogram(sums: Mapping[str, Any], edges: Sequence[float]) -> list[int]:

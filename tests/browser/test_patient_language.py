@@ -94,5 +94,10 @@ def test_a_texted_link_opens_in_the_language_of_the_text(live_app, screen, page,
     expect(switch).to_be_visible()
     assert serious_violations(patient) == []
     screenshot(patient, f"patient-texted-link-{html_lang}-{name}")
+    # The switcher is rendered once per language: each page marks its own language.
+    languages = patient.get_by_role("navigation")
+    expect(languages.locator("[aria-current=true]")).to_have_text(
+        {"es": "Español", "pt-BR": "Português (Brasil)"}[html_lang])
     switch.click()
     expect(patient.locator("h1").first).to_have_text("Your video visit")
+    expect(languages.locator("[aria-current=true]")).to_have_text("English")
