@@ -308,8 +308,26 @@ def _forget_new_rows(session: Session) -> None:
     session.info.pop("outbox_wake", None)
 
 
+def finish_in_flight(timeout: float) -> int:
+    """The process is stopping: claim no more rows, and wait (at most ``timeout`` seconds)
+    until the passes running have had their POSTs answered and the results committed. A
+    POST cut off by the exit would be sent again when its lease ran out: the EHR would
+    get it twice (a conditional create keeps only one, but not every EHR honours it).
+    Returns how many passes were still running."""
+    _stopping.set()
+    wake()
+    deadline = time.monotonic() + timeout
+    while True:
+        with _state_lock:
+            running = len(_running)
+        if not running or time.monotonic() >= deadline:
+            return running
+        socketio.sleep(0.02)
+
+
 def reset() -> None:
-    """Forget this process's delivery state: connections, pauses, timers (tests)."""
+    """Forget this process's delivery state: connections, pauses, timers, a stop (tests)."""
+    _stopping.clear()
     with _state_lock:
         endpoints = list(_endpoints.values())
         _endpoints.clear()
@@ -321,6 +339,8 @@ def reset() -> None:
 _state_lock = threading.Lock()
 _endpoints: dict[tuple[str, int], _Endpoint] = {}  # by (database URL, endpoint id)
 _inboxes: set[Any] = set()  # the queues of running passes, for wake()
+_running: set[Any] = set()  # passes inside run(): claiming, or waiting for their POSTs
+_stopping = threading.Event()  # set by finish_in_flight(): claim nothing more
 _WAKE = object()
 # How often a long pass re-reads the endpoints (an admin may add one or edit its URL).
 _ENDPOINT_REREAD_S = 60.0
@@ -430,6 +450,15 @@ class _Delivery:
         return self.now or utcnow()
 
     def run(self) -> int:
+        with _state_lock:
+            _running.add(self)
+        try:
+            return self._run()
+        finally:
+            with _state_lock:
+                _running.discard(self)
+
+    def _run(self) -> int:
         if not db.session.execute(_ANY_DUE, {"now": self.clock()}).first():
             db.session.commit()
             return 0  # the idle case: that one indexed question was all
@@ -485,7 +514,8 @@ class _Delivery:
         if self.held and time.monotonic() - self.renewed_at >= self.renew_every:
             self._renew(now)
         room = self.limit - self.attempted if self.limit is not None else None
-        started = self._claim(now, room) if room is None or room > 0 else []
+        claim = (room is None or room > 0) and not _stopping.is_set()
+        started = self._claim(now, room) if claim else []
         db.session.commit()
         return started
 

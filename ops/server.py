@@ -133,13 +133,23 @@ def freeze_startup_heap() -> None:
     gc_pauses.watch()
 
 
+# How long a stopping process waits for its write-backs in flight (a deploy waits this
+# long at most for a slow EHR; the rest are sent again after their lease).
+STOP_WAIT_FOR_WRITEBACKS_SECONDS = 5.0
+
+
 def stop(app: Flask) -> None:
     """Before the process ends: write what is queued and say this process has left, so
     whoever serves its patients next knows at once. Pages reconnect on their own."""
     from visits import presence, writer
     from visits.models import utcnow
 
+    from ehr import outbox
+
     with app.app_context():
+        # Write-backs in flight finish first (an EHR answers in well under a second); cut
+        # off, each would be sent again by whoever claims it after its lease.
+        outbox.finish_in_flight(STOP_WAIT_FOR_WRITEBACKS_SECONDS)
         try:
             writer.flush()
             held = presence.leave(utcnow())

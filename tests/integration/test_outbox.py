@@ -778,3 +778,29 @@ def test_committing_an_outbox_row_wakes_the_waiting_delivery_loop(
     assert not thread.is_alive()
     outbox.process_due()
     assert {r.status for r in _rows(ids)} == {"sent"}
+
+
+def test_a_stopping_process_finishes_its_posts_in_flight_and_claims_no_more(
+        ctx, standin, monkeypatch):
+    """A deploy's SIGTERM (ops/server.stop): the POSTs in flight are answered and their
+    results written before the process goes, so nobody sends them again; rows queued
+    meanwhile wait for the next process."""
+    monkeypatch.setitem(ctx.config, "OUTBOX_CONCURRENCY_PER_ENDPOINT", 2)
+    posted = threading.Event()
+    ehr = standin(delay=0.5, on_post=lambda _identifier: posted.set())
+    visit = _visit(ehr.fhir_base)
+    sent = _enqueue(visit, 2)
+
+    thread, results = _in_background(ctx, outbox.process_due)
+    assert posted.wait(timeout=30)
+    later = _enqueue(visit, 1)  # queued while the process is stopping
+    still_running = outbox.finish_in_flight(timeout=30)
+    thread.join(timeout=30)
+
+    assert still_running == 0 and not thread.is_alive()
+    assert results == [2]
+    db.session.expire_all()
+    assert [(r.status, r.attempts) for r in _rows(sent)] == [("sent", 1)] * 2
+    assert [(r.status, r.attempts) for r in _rows(later)] == [("pending", 0)]
+    assert sum(ehr.arrived.values()) == 2
+    assert outbox.process_due() == 0, "a stopping process claims nothing"
