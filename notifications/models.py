@@ -86,6 +86,10 @@ class SmsMessage(db.Model):
         sa.Index("ix_sms_messages_status_scheduled_for", "status", "scheduled_for"),
         # The texts report asks "texts due in these days".
         sa.Index("ix_sms_messages_scheduled_for", "scheduled_for"),
+        # Retention asks "which visits still hold a text body": only those rows are here.
+        sa.Index("ix_sms_messages_held_bodies", "appointment_id",
+                 sqlite_where=sa.text("body_encrypted IS NOT NULL"),
+                 postgresql_where=sa.text("body_encrypted IS NOT NULL")),
         one_of("kind", SmsKind),
         one_of("status", SmsStatus),
     )

@@ -192,6 +192,40 @@ def test_phone_and_texts_are_deleted_once_the_visit_is_over(tmp_path, monkeypatc
     assert {s[1] for s in statuses(app, filler) if s[0] == "reminder"} == {"cancelled"}
 
 
+def test_the_retention_pass_reads_what_is_still_held_not_every_visit(sms_app, hl7_key):
+    """It runs every few seconds in every process: a year of visits must not make each
+    pass walk the whole appointments or texts table (issue 11, periodic work)."""
+    post(sms_app, hl7_key, siu(new_filler()))
+    send(sms_app, utcnow())
+    statements: list[tuple[str, object]] = []
+
+    def grab(_conn, _cursor, statement, params, _context, _many):
+        statements.append((statement, params))
+
+    with sms_app.app_context():
+        endpoint = factories.make_endpoint()
+        for number in range(30):  # visits over long ago, with nothing of theirs left
+            old = factories.make_visit(endpoint, ehr_id=f"old-{number}").appointment
+            old.start_at -= timedelta(days=40)
+            old.end_at -= timedelta(days=40)
+        db.session.commit()
+        sa.event.listen(db.engine, "before_cursor_execute", grab)
+        try:
+            purged = purge_finished(utcnow())
+        finally:
+            sa.event.remove(db.engine, "before_cursor_execute", grab)
+        with db.engine.connect() as connection:
+            plans = [row[-1] for statement, params in statements
+                     for row in connection.exec_driver_sql("EXPLAIN QUERY PLAN " + statement,
+                                                           params)]
+        kept = db.session.execute(sa.select(sa.func.count(SmsRecipient.id))).scalar()
+
+    assert (purged, kept) == (0, 1)  # the booked visit keeps its phone
+    assert not [line for line in plans if line.startswith("SCAN appointments")]
+    body_reads = [line for line in plans if "sms_messages" in line]
+    assert body_reads and all("ix_sms_messages_held_bodies" in line for line in body_reads)
+
+
 def test_a_cancelled_visit_keeps_the_phone_until_the_cancellation_is_sent(sms_app, hl7_key):
     filler = new_filler()
     post(sms_app, hl7_key, siu(filler))
