@@ -13,6 +13,12 @@ of issue 11 with pass/fail. The whole result is also written as JSON.
 
 Every child process has a timeout, every phase a deadline; the databases it creates
 (a SQLite file, a PostgreSQL database named vv_bench_*) are removed afterwards.
+
+The server under test gets a CPU of its own (``taskset``): a one-process server (the
+app's or Node's) runs on the last CPU, the driver and the FHIR stand-in on the others,
+so the load generator and the server do not take turns on one core and add each
+other's stalls to the latencies (``--no-pin`` runs everything where the OS puts it).
+The two-process variant is not pinned: its processes need both CPUs.
 """
 from __future__ import annotations
 
@@ -41,6 +47,25 @@ NODE_DIR = BENCH / "node"
 DEFAULT_NODE_PEER = ROOT.parent / "shared" / "bench" / "node-peer" / "server.js"
 PYTHON = sys.executable
 ALL_VARIANTS = ("node", "sqlite", "postgresql", "redis2")
+
+
+@dataclass(frozen=True)
+class Cpus:
+    """Where the server under test runs and where the load comes from (taskset lists)."""
+
+    server: str
+    load: str
+
+    @staticmethod
+    def split() -> Cpus | None:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2 or not shutil.which("taskset"):
+            return None
+        return Cpus(str(cpus[-1]), ",".join(str(cpu) for cpu in cpus[:-1]))
+
+
+def pinned(command: list[str], cpus: str | None) -> list[str]:
+    return ["taskset", "-c", cpus, *command] if cpus else command
 
 
 def log(message: str) -> None:
@@ -93,13 +118,15 @@ class Server:
     env: dict[str, str]
     health: str
     logdir: Path
+    cpus: str | None = None  # one CPU for a one-process server (see the module docstring)
     processes: list[subprocess.Popen] = field(default_factory=list)
 
     def start(self) -> None:
         self.processes = []
         for index, (command, port) in enumerate(zip(self.commands, self.ports)):
             out = open(self.logdir / f"{self.name}-{index}.log", "ab")
-            self.processes.append(subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=out,
+            self.processes.append(subprocess.Popen(pinned(command, self.cpus), cwd=ROOT,
+                                                   env=self.env, stdout=out,
                                                    stderr=subprocess.STDOUT))
         for process, port in zip(self.processes, self.ports):
             wait_http(f"http://127.0.0.1:{port}{self.health}", 60, process)
@@ -180,12 +207,14 @@ class _ControlHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def run_driver(config: dict, workdir: Path, timeout: float) -> dict:
+def run_driver(config: dict, workdir: Path, timeout: float, cpus: str | None) -> dict:
     path = workdir / f"driver-{config['label']}.json"
     config = {**config, "out": str(workdir / f"result-{config['label']}.json")}
     path.write_text(json.dumps(config))
     log(f"driver: {config['label']} ({len(config['visits'])} visits)")
-    completed = subprocess.run(["node", str(NODE_DIR / "driver.js"), "--config", str(path)],
+    # --expose-gc: the driver collects its own heap before a timed phase (driver.js).
+    completed = subprocess.run(pinned(["node", "--expose-gc", str(NODE_DIR / "driver.js"),
+                                       "--config", str(path)], cpus),
                                cwd=ROOT, stdout=subprocess.PIPE, stderr=None, timeout=timeout)
     if completed.returncode != 0:
         raise RuntimeError(f"driver {config['label']} exited with {completed.returncode}")
@@ -203,6 +232,7 @@ class Plan:
     grace_seconds: float
     timeout: float
     profile: Path | None = None
+    cpus: Cpus | None = None
 
     @property
     def restart_grace_seconds(self) -> float:
@@ -212,10 +242,13 @@ class Plan:
 
     def driver_config(self) -> dict:
         if self.smoke:
-            return {"probe_rate": 20, "probe_hold_ms": 300, "churn_rate": 10, "churn_seconds": 3,
+            return {"probe_rate": 20, "probe_hold_ms": 300, "probe_rounds": 2,
+                    "churn_rate": 10, "churn_seconds": 3,
                     "join_seconds": 1, "idle_seconds": 1, "drain_timeout_seconds": 60,
                     "deadline_seconds": self.timeout - 10}
-        return {"probe_rate": int(os.environ.get("VV_BENCH_PROBE_RATE", 50)), "probe_hold_ms": 1000, "churn_rate": max(10, min(100, self.pairs // 20)),
+        return {"probe_rate": int(os.environ.get("VV_BENCH_PROBE_RATE", 50)),
+                "probe_hold_ms": 1000, "probe_rounds": 3,
+                "churn_rate": max(10, min(100, self.pairs // 20)),
                 "churn_seconds": 20, "join_seconds": 5, "idle_seconds": 5,
                 "drain_timeout_seconds": 180, "deadline_seconds": self.timeout - 10}
 
@@ -224,7 +257,7 @@ def run_node(plan: Plan, workdir: Path, node_peer: Path) -> dict:
     port = free_port()
     env = {**os.environ, "NODE_PATH": str(NODE_DIR / "node_modules")}
     server = Server("node", [["node", str(node_peer), "--port", str(port)]], [port], env,
-                    "/health", workdir)
+                    "/health", workdir, plan.cpus.server if plan.cpus else None)
     fake = [{"appointment_id": i, "patient_id": i} for i in range(plan.pairs + plan.probes)]
     with ExitStack() as stack:
         server.start()
@@ -237,15 +270,16 @@ def run_node(plan: Plan, workdir: Path, node_peer: Path) -> dict:
             "label": "node", "target": "node", "url": f"http://127.0.0.1:{port}",
             "visits": fake[:plan.pairs], "probes": fake[plan.pairs:], "phases": phases,
             "server_pids": server.pids, "control_url": control.url, "grace_seconds": 0,
-            **plan.driver_config()}, workdir, plan.timeout)
+            **plan.driver_config()}, workdir, plan.timeout, plan.cpus.load if plan.cpus else None)
 
 
 @contextmanager
-def fhir_standin(workdir: Path):
+def fhir_standin(workdir: Path, cpus: str | None):
     port = free_port()
     out = open(workdir / "fhir-standin.log", "ab")
-    process = subprocess.Popen([PYTHON, str(BENCH / "fhir_standin.py"), "--port", str(port),
-                                "--delay-ms", "50"], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(pinned([PYTHON, str(BENCH / "fhir_standin.py"), "--port",
+                                       str(port), "--delay-ms", "50"], cpus),
+                               cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_http(f"http://127.0.0.1:{port}/stats", 30, process)
         yield f"http://127.0.0.1:{port}"
@@ -302,7 +336,7 @@ def backlog_reader(database_url: str):
 def run_app(plan: Plan, workdir: Path, variant: str) -> dict:
     kind = "postgresql" if variant == "postgresql" else "sqlite"
     with ExitStack() as stack:
-        fhir = stack.enter_context(fhir_standin(workdir))
+        fhir = stack.enter_context(fhir_standin(workdir, plan.cpus.load if plan.cpus else None))
         url = stack.enter_context(database(kind, workdir))
         processes = 2 if variant == "redis2" else 1
         ports = [free_port() for _ in range(processes)]
@@ -331,7 +365,8 @@ def run_app(plan: Plan, workdir: Path, variant: str) -> dict:
         # Each process its own port (VV_PORT; `env` execs, so the pid is the server's).
         entry = os.environ.get("VV_BENCH_SERVER_SCRIPT", "app.py")  # for diagnosis only
         commands = [["env", f"VV_PORT={port}", PYTHON, entry] for port in ports]
-        server = Server(variant, commands, ports, env, "/healthz", workdir)
+        server = Server(variant, commands, ports, env, "/healthz", workdir,
+                        plan.cpus.server if plan.cpus and processes == 1 else None)
         server.start()
         stack.callback(server.stop)
         control = Control(server, backlog_reader(url))
@@ -360,7 +395,8 @@ def run_app(plan: Plan, workdir: Path, variant: str) -> dict:
                 "server_pids": server.pids, "control_url": control.url,
                 "fhir_stats_url": f"{fhir}/stats", "grace_seconds": plan.grace_seconds,
                 "restart_grace_seconds": plan.restart_grace_seconds,
-                **plan.driver_config()}, workdir, plan.timeout)
+                **plan.driver_config()}, workdir, plan.timeout,
+                plan.cpus.load if plan.cpus and processes == 1 else None)
         except Exception:
             log(server.tail())
             raise
@@ -388,6 +424,10 @@ ROWS = [
     ("connect → told, paced probe p50 (ms)", "phases.probe.connect_told.p50"),
     ("connect → told, paced probe p95 (ms)", "phases.probe.connect_told.p95"),
     ("connect → told, paced probe p99 (ms)", "phases.probe.connect_told.p99"),
+    ("paced probe connects timed", "phases.probe.connect_told.n"),
+    ("driver's own stalls in the probe: loop lag p99 (ms)", "phases.probe.driver.loop_lag_ms.p99"),
+    ("driver's own stalls in the probe: longest (ms)", "phases.probe.driver.loop_lag_ms.max"),
+    ("driver's own GC in the probe: longest pause (ms)", "phases.probe.driver.gc.max_ms"),
     ("connect → told, fill at saturation p50 (ms)", "phases.fill.connect_told.p50"),
     ("connect → told, fill at saturation p99 (ms)", "phases.fill.connect_told.p99"),
     ("connect → told, during churn p99 (ms)", "phases.churn.connect_told.p99"),
@@ -497,7 +537,10 @@ def report(results: dict[str, dict], plan: Plan, load: dict) -> str:
     lines = [f"## Benchmark, N = {plan.pairs:,} visits (+{plan.probes} probe visits), "
              f"grace {plan.grace_seconds:g} s",
              "", f"Machine: {os.cpu_count()} cores; load average before the run "
-             f"{load['before']}, after {load['after']}.", "", table(results), "",
+             f"{load['before']}, after {load['after']}. "
+             + (f"One-process servers on CPU {plan.cpus.server}, the driver and FHIR stand-in "
+                f"on CPU {plan.cpus.load}." if plan.cpus else "No CPU pinning."),
+             "", table(results), "",
              "| target | met | figures |", "|---|---|---|"]
     for what, met, figures in targets(results):
         lines.append(f"| {what} | {'–' if met is None else ('yes' if met else '**no**')} | {figures} |")
@@ -514,6 +557,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--phases", default="drain,idle,probe,churn,storm,join,empty")
     parser.add_argument("--grace", type=float, default=5.0, help="VV_PRESENCE_GRACE_SECONDS")
     parser.add_argument("--smoke", action="store_true", help="N=50 and short phases")
+    parser.add_argument("--no-pin", dest="pin", action="store_false",
+                        help="let the OS place every process (default: the server under test "
+                             "on a CPU of its own, the driver on the others)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--keep", action="store_true",
                         help="keep the work folder (server logs, manifests) and print where")
@@ -527,7 +573,8 @@ def main(argv: list[str] | None = None) -> int:
         args.pairs = min(args.pairs, 50)
     probes = args.probes if args.probes is not None else min(300, max(10, args.pairs // 10))
     plan = Plan(args.pairs, probes, args.smoke, args.phases.split(","), args.grace,
-                timeout=300 if args.smoke else 1200, profile=args.profile)
+                timeout=300 if args.smoke else 1200, profile=args.profile,
+                cpus=Cpus.split() if args.pin else None)
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
     variants = [v for v in args.variants.split(",") if v]
@@ -554,7 +601,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     load["after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     output = {"pairs": plan.pairs, "probes": plan.probes, "grace_seconds": plan.grace_seconds,
-              "load": load, "results": results,
+              "load": load, "cpus": vars(plan.cpus) if plan.cpus else None, "results": results,
               "targets": [{"target": t, "met": m, "figures": f} for t, m, f in targets(results)]}
     if args.json:
         args.json.write_text(json.dumps(output, indent=1))

@@ -32,7 +32,10 @@ def test_bench_runs_every_phase_against_the_app_and_the_node_reference(tmp_path)
         assert phases["fill"]["failed"] == 0
         assert phases["fill"]["connect_told"]["lost"] == 0
         assert phases["probe"]["connect_told"]["lost"] == 0
+        # Each probe visit used in two rounds: every connect of both was timed.
+        assert phases["probe"]["connect_told"]["n"] == 2 * report["probes"]
         assert phases["probe"]["drop_told"]["lost"] == 0
+        assert phases["probe"]["driver"]["loop_lag_ms"]["max"] > 0
         assert phases["storm"]["back"] == phases["storm"]["sockets"] == 2 * report["pairs"]
         assert phases["idle"]["kib_per_socket"] > 0
     assert app["phases"]["probe"]["left_after_grace"]["lost"] == 0
@@ -47,3 +50,4 @@ def test_bench_runs_every_phase_against_the_app_and_the_node_reference(tmp_path)
     # The table: every metric row, with ratios to Node where both have the figure.
     assert "| connect → told, paced probe p99 (ms) |" in done.stdout
     assert "SQLite / Node" in done.stdout
+    assert "| driver's own stalls in the probe: longest (ms) |" in done.stdout
