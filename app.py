@@ -57,7 +57,7 @@ def create_app(config: dict | None = None) -> Flask:
 
     from ops import i18n
 
-    babel.init_app(app, locale_selector=i18n.select_locale)
+    babel.init_app(app, locale_selector=i18n.selected_locale)
     i18n.init_app(app)
     limiter.init_app(app)
 
