@@ -18,7 +18,8 @@ The server under test gets a CPU of its own (``taskset``): a one-process server 
 app's or Node's) runs on the last CPU, the driver and the FHIR stand-in on the others,
 so the load generator and the server do not take turns on one core and add each
 other's stalls to the latencies (``--no-pin`` runs everything where the OS puts it).
-The two-process variant is not pinned: its processes need both CPUs.
+The two-process variant is not pinned: its processes need both CPUs. PostgreSQL and
+Redis, started outside the bench, run where the OS puts them.
 """
 from __future__ import annotations
 
@@ -234,6 +235,13 @@ class Plan:
     profile: Path | None = None
     cpus: Cpus | None = None
 
+    def server_cpus(self, processes: int = 1) -> str | None:
+        return self.cpus.server if self.cpus and processes == 1 else None
+
+    def load_cpus(self, processes: int = 1) -> str | None:
+        """The driver's and stand-in's CPUs, when the server has one of its own."""
+        return self.cpus.load if self.cpus and processes == 1 else None
+
     @property
     def restart_grace_seconds(self) -> float:
         """The app's default; shorter for the smoke run, but still longer than a browser's
@@ -257,7 +265,7 @@ def run_node(plan: Plan, workdir: Path, node_peer: Path) -> dict:
     port = free_port()
     env = {**os.environ, "NODE_PATH": str(NODE_DIR / "node_modules")}
     server = Server("node", [["node", str(node_peer), "--port", str(port)]], [port], env,
-                    "/health", workdir, plan.cpus.server if plan.cpus else None)
+                    "/health", workdir, plan.server_cpus())
     fake = [{"appointment_id": i, "patient_id": i} for i in range(plan.pairs + plan.probes)]
     with ExitStack() as stack:
         server.start()
@@ -270,7 +278,7 @@ def run_node(plan: Plan, workdir: Path, node_peer: Path) -> dict:
             "label": "node", "target": "node", "url": f"http://127.0.0.1:{port}",
             "visits": fake[:plan.pairs], "probes": fake[plan.pairs:], "phases": phases,
             "server_pids": server.pids, "control_url": control.url, "grace_seconds": 0,
-            **plan.driver_config()}, workdir, plan.timeout, plan.cpus.load if plan.cpus else None)
+            **plan.driver_config()}, workdir, plan.timeout, plan.load_cpus())
 
 
 @contextmanager
@@ -335,10 +343,10 @@ def backlog_reader(database_url: str):
 
 def run_app(plan: Plan, workdir: Path, variant: str) -> dict:
     kind = "postgresql" if variant == "postgresql" else "sqlite"
+    processes = 2 if variant == "redis2" else 1
     with ExitStack() as stack:
-        fhir = stack.enter_context(fhir_standin(workdir, plan.cpus.load if plan.cpus else None))
+        fhir = stack.enter_context(fhir_standin(workdir, plan.load_cpus(processes)))
         url = stack.enter_context(database(kind, workdir))
-        processes = 2 if variant == "redis2" else 1
         ports = [free_port() for _ in range(processes)]
         env = {**os.environ,
                "VV_DATABASE_URL": url, "VV_INSTANCE_PATH": str(workdir / "instance"),
@@ -366,7 +374,7 @@ def run_app(plan: Plan, workdir: Path, variant: str) -> dict:
         entry = os.environ.get("VV_BENCH_SERVER_SCRIPT", "app.py")  # for diagnosis only
         commands = [["env", f"VV_PORT={port}", PYTHON, entry] for port in ports]
         server = Server(variant, commands, ports, env, "/healthz", workdir,
-                        plan.cpus.server if plan.cpus and processes == 1 else None)
+                        plan.server_cpus(processes))
         server.start()
         stack.callback(server.stop)
         control = Control(server, backlog_reader(url))
@@ -395,8 +403,7 @@ def run_app(plan: Plan, workdir: Path, variant: str) -> dict:
                 "server_pids": server.pids, "control_url": control.url,
                 "fhir_stats_url": f"{fhir}/stats", "grace_seconds": plan.grace_seconds,
                 "restart_grace_seconds": plan.restart_grace_seconds,
-                **plan.driver_config()}, workdir, plan.timeout,
-                plan.cpus.load if plan.cpus and processes == 1 else None)
+                **plan.driver_config()}, workdir, plan.timeout, plan.load_cpus(processes))
         except Exception:
             log(server.tail())
             raise

@@ -369,9 +369,8 @@ function watchDriver() {
     };
   };
 }
-async function settleDriver() {
-  if (global.gc) global.gc();
-  await sleep(500);
+function settleDriver() {
+  if (global.gc) global.gc();  // node --expose-gc (bench/run.py); synchronous
 }
 
 // Each probe visit is used once per round; a round starts when the last one's patients were
@@ -381,7 +380,7 @@ async function probe() {
   const rate = cfg.probe_rate || 20;
   const holdMs = cfg.probe_hold_ms || 1000;
   const rounds = Math.max(1, Math.min(cfg.probe_rounds || 1, 10));
-  await settleDriver();
+  settleDriver();
   const stalls = watchDriver();
   let cpuS = 0, seconds = 0;  // the server's CPU while patients were connecting
   for (let round = 0; round < rounds; round++) {
