@@ -59,9 +59,10 @@ def purge_finished(now: datetime) -> int:
 
 def _holding_text_data() -> sa.CompoundSelect:
     """The visits that still hold a phone or a text body. Runs every few seconds in every
-    process, so it starts from those rows, each found through an index (phones and
-    bodies are kept only until their visit is over), not from every appointment ever
-    booked: a pass costs what is still held, not the size of the history."""
+    process, so it starts from those rows, not from every appointment ever booked: the
+    phones table holds only the phones still kept, and the texts with a body are read
+    from their own partial index (``ix_sms_messages_held_bodies``). A pass costs what is
+    still held, not the size of the history."""
     with_phone = (sa.select(Participant.appointment_id)
                   .join(SmsRecipient, SmsRecipient.participant_id == Participant.id))
     with_body = (sa.select(SmsMessage.appointment_id)

@@ -41,7 +41,7 @@ def select_locale() -> str:
 
 
 # Each language parsed once: Flask-Babel parses the selector's answer on every request
-# unless it is already a Locale (a hundredth of the join page's CPU).
+# unless it is already a Locale (2.5 µs a request, measured with timeit: small).
 _PARSED: dict[str, Locale] = {code: Locale.parse(code) for code in LANGUAGES}
 
 
