@@ -63,8 +63,10 @@ def _holding_text_data() -> sa.CompoundSelect:
     phones table holds only the phones still kept, and the texts with a body are read
     from their own partial index (``ix_sms_messages_held_bodies``). A pass costs what is
     still held, not the size of the history."""
+    # Asked as "participants whose id is among the phones'", not as a join: with a join,
+    # SQLite chose to walk every participant and look each one's phone up.
     with_phone = (sa.select(Participant.appointment_id)
-                  .join(SmsRecipient, SmsRecipient.participant_id == Participant.id))
+                  .where(Participant.id.in_(sa.select(SmsRecipient.participant_id))))
     with_body = (sa.select(SmsMessage.appointment_id)
                  .where(SmsMessage.body_encrypted.is_not(None)))
     return sa.union(with_phone, with_body)

@@ -222,6 +222,7 @@ def test_the_retention_pass_reads_what_is_still_held_not_every_visit(sms_app, hl
 
     assert (purged, kept) == (0, 1)  # the booked visit keeps its phone
     assert not [line for line in plans if line.startswith("SCAN appointments")]
+    assert not [line for line in plans if line.startswith("SCAN participants")]
     body_reads = [line for line in plans if "sms_messages" in line]
     assert body_reads and all("ix_sms_messages_held_bodies" in line for line in body_reads)
 
